@@ -1,0 +1,3 @@
+from transtok.cli import main
+
+raise SystemExit(main())

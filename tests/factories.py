@@ -1,0 +1,125 @@
+"""Offline fixtures: tiny tokenizers trained in memory, tiny models built from configs, and a
+cipher corpus whose correct word mapping is known."""
+from __future__ import annotations
+
+import random
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+ENGLISH_WORDS = (
+    "the king god land son house water fire people city day night man woman good great small old new "
+    "went came saw gave took said made heard spoke and of to in with for from upon before after "
+    "bread wine gold silver stone tree river mountain sea light heaven earth word name heart hand eye "
+    "seven twelve forty first last many all every this that his her their our"
+).split()
+
+
+def cipher_word(word: str) -> str:
+    """A deterministic bijective pseudo-translation of an English word (never an English word)."""
+    vowels, consonants = "aeiou", "bdfgklmnprstvz"
+    rng = random.Random(sum(ord(c) * 31**i for i, c in enumerate(word)))
+    syllables = max(1, (len(word) + 1) // 2)
+    return "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(syllables)) + "x"
+
+
+CIPHER = {w: cipher_word(w) for w in ENGLISH_WORDS}
+assert len(set(CIPHER.values())) == len(CIPHER), "cipher must be a bijection"
+
+
+def english_sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    weights = [1.0 / (i + 1) ** 0.6 for i in range(len(ENGLISH_WORDS))]
+    out = []
+    for _ in range(n):
+        words = rng.choices(ENGLISH_WORDS, weights=weights, k=rng.randint(4, 12))
+        out.append(" ".join(words) + rng.choice([".", ".", "!", "?"]))
+    return out
+
+
+def cipher_sentence(sentence: str) -> str:
+    """Translate word by word and swap each adjacent word pair (a little reordering)."""
+    body, punct = sentence[:-1], sentence[-1]
+    words = [CIPHER[w] for w in body.split()]
+    for i in range(0, len(words) - 1, 2):
+        words[i], words[i + 1] = words[i + 1], words[i]
+    return " ".join(words) + punct
+
+
+def cipher_corpus(n: int = 1500, seed: int = 0) -> list[tuple[str, str]]:
+    return [(s, cipher_sentence(s)) for s in english_sentences(n, seed)]
+
+
+def wrap(tokenizer: Tokenizer, **roles) -> PreTrainedTokenizerFast:
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **roles)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def byte_level_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """GPT-2 / SmolLM2 style byte-level BPE."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return wrap(tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                unk_token="<|endoftext|>", additional_special_tokens=SPECIALS[1:])
+
+
+def sentencepiece_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """Llama-2 / Mistral style: Metaspace BPE with byte fallback."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=["<unk>", "<s>", "</s>", *bytes_],
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return wrap(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def wordpiece_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return wrap(tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+
+
+TINY = {
+    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128),
+    "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     max_position_embeddings=128),
+}
+ARCHS = [(arch, tie) for arch in TINY for tie in (True, False)]
+
+
+def tiny_causal_lm(arch: str, vocab_size: int, tie: bool, tokenizer: PreTrainedTokenizerFast | None = None,
+                   seed: int = 0):
+    """A randomly initialised causal LM of a few thousand parameters, in eval mode."""
+    ids = {}
+    if tokenizer is not None:
+        ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    config = AutoConfig.for_model(arch, vocab_size=vocab_size, tie_word_embeddings=tie, **TINY[arch], **ids)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return model
