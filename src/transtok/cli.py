@@ -23,8 +23,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
+def verb(add):
+    """Register ``add(subparsers)``, which declares one verb (or verb group) and its handler."""
+    VERBS.append(add)
+    return add
+
+
 # --- verbs -----------------------------------------------------------------------------------
-# Each _add_* registers one verb (or verb group) on the subparsers object.
+# Each @verb function adds one sub-parser and sets ``func`` to a ``_run_*`` handler taking the
+# parsed arguments and returning an exit code. Handlers call the library and print results.
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in VERBS:
         add(sub)
     return parser
-
-
-VERBS: list = []
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
