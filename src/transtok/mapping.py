@@ -1,0 +1,352 @@
+"""Token mappings: which source rows, with which weights, make each target row.
+
+Pure maths on sparse matrices (numpy, scipy, torch); no tokenizers or models here. A mapping is
+a row-stochastic (V_t, V_s) matrix ``M`` plus, per target row, a ``residual`` weight given to a
+fallback row (the mean of the source rows, or a random draw):
+
+    target_weight[t] = Σ_s M[t, s] · source_weight[s] + residual[t] · fallback[t]
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file, save_file
+
+from transtok.errors import ConfigError, DataError, MismatchError
+
+logger = logging.getLogger(__name__)
+
+INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random")
+PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback")
+_SPECIAL, _COPIED, _ALIGNED, _DECOMPOSED, _FALLBACK = range(len(PROVENANCE))
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """How alignment counts, exact overlap and subword spelling are combined into weights."""
+
+    init: str = "trans-tokenization"
+    """One of trans-tokenization, fvt, mean, random."""
+    min_count: float = 1.0
+    """Aligned token pairs with a smaller expected count are dropped as noise."""
+    top_k: int | None = 16
+    """Keep at most this many source partners per target token (None: all)."""
+    sharpen: float = 2.0
+    """Exponent applied to counts before normalising: >1 concentrates weight on the main partners,
+    which keeps averaged rows from flattening the output distribution of a tied head."""
+    confidence: float = 5.0
+    """κ in λ = n / (n + κ): how many aligned occurrences make the alignment outweigh the prior."""
+    copy_weight: float = 0.9
+    """Weight of the identical source token for target tokens present verbatim in both vocabularies."""
+    preserve_norm: bool = False
+    """Rescale each averaged row to the weighted mean norm of the rows it averages."""
+    seed: int = 0
+    """Seed of the random fallback rows."""
+
+    def __post_init__(self) -> None:
+        if self.init not in INIT_METHODS:
+            raise ConfigError(f"--init {self.init!r} is not a known method; choose one of {', '.join(INIT_METHODS)}")
+        if self.min_count < 0:
+            raise ConfigError(f"--min-count must be >= 0, got {self.min_count}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"--top-k must be >= 1 (or omitted for all partners), got {self.top_k}")
+        if self.sharpen <= 0:
+            raise ConfigError(f"--sharpen must be > 0 (1 keeps the counts' proportions), got {self.sharpen}")
+        if self.confidence < 0:
+            raise ConfigError(f"--confidence must be >= 0, got {self.confidence}")
+        if not 0.0 <= self.copy_weight <= 1.0:
+            raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
+
+
+@dataclass(frozen=True)
+class TokenMapping:
+    """Row-stochastic (V_t, V_s) mapping with a per-row fallback weight; see module docstring."""
+
+    matrix: sp.csr_matrix
+    residual: np.ndarray
+    provenance: np.ndarray
+    source_vocab_hash: str
+    target_vocab_hash: str
+    fallback: Literal["mean", "random"] = "mean"
+    preserve_norm: bool = False
+    seed: int = 0
+    config: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def apply(self, source_weight: torch.Tensor) -> torch.Tensor:
+        """Map source rows ``(V_s, d)`` (or a bias ``(V_s,)``) to target rows ``(V_t, d)``.
+
+        Computed in float32 and returned in the source dtype.
+        """
+        if source_weight.shape[0] != self.shape[1]:
+            raise MismatchError(
+                f"the mapping expects {self.shape[1]} source rows, the model has {source_weight.shape[0]}; "
+                "rebuild the mapping for this model's tokenizer"
+            )
+        dense = source_weight.detach().float().cpu()
+        vector = dense.ndim == 1
+        if vector:
+            dense = dense[:, None]
+        source = dense.numpy()
+        out = np.asarray(self.matrix.astype(np.float32) @ source, dtype=np.float32)
+        if self.preserve_norm and not vector:
+            norms = np.linalg.norm(source, axis=1)
+            wanted = np.asarray(abs(self.matrix) @ norms).ravel()
+            have = np.linalg.norm(out, axis=1)
+            scale = np.where(have > 0, wanted / np.maximum(have, 1e-12), 1.0)
+            out *= scale[:, None].astype(np.float32)
+        if self.residual.any():
+            out += self.residual[:, None] * self._fallback_rows(source)
+        result = torch.from_numpy(out)
+        if vector:
+            result = result[:, 0]
+        return result.to(source_weight.dtype)
+
+    def _fallback_rows(self, source: np.ndarray) -> np.ndarray:
+        rows = np.flatnonzero(self.residual)
+        out = np.zeros((self.shape[0], source.shape[1]), dtype=np.float32)
+        if self.fallback == "mean":
+            out[rows] = source.mean(axis=0)
+        else:
+            generator = torch.Generator().manual_seed(self.seed)
+            draw = torch.randn(len(rows), source.shape[1], generator=generator).numpy()
+            out[rows] = draw * source.std() + 0.0
+        return out
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``mapping.safetensors`` and ``mapping.json`` (byte-identical for equal mappings)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        matrix = self.matrix.tocsr()
+        matrix.sort_indices()
+        save_file({
+            "indptr": matrix.indptr.astype(np.int64), "indices": matrix.indices.astype(np.int64),
+            "data": matrix.data.astype(np.float32), "residual": self.residual.astype(np.float32),
+            "provenance": self.provenance.astype(np.int8),
+        }, str(directory / "mapping.safetensors"))
+        meta = {"format": "transtok-mapping/1", "shape": list(self.shape), "fallback": self.fallback,
+                "preserve_norm": self.preserve_norm, "seed": self.seed, "source_vocab_hash": self.source_vocab_hash,
+                "target_vocab_hash": self.target_vocab_hash, "config": self.config, "provenance_codes": list(PROVENANCE)}
+        (directory / "mapping.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TokenMapping:
+        directory = Path(directory)
+        if not (directory / "mapping.json").is_file() or not (directory / "mapping.safetensors").is_file():
+            raise DataError(f"{str(directory)!r} holds no mapping (mapping.json + mapping.safetensors); "
+                            "create one with 'transtok map'")
+        meta = json.loads((directory / "mapping.json").read_text(encoding="utf-8"))
+        arrays = load_file(str(directory / "mapping.safetensors"))
+        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"]))
+        return cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
+                   source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
+                   fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
+                   config=meta.get("config", {}))
+
+    @classmethod
+    def combine(cls, mappings: Sequence[TokenMapping], weights: Sequence[float] | None = None) -> TokenMapping:
+        """Weighted average of mappings between the same vocabularies (e.g. en→tt and ru→tt)."""
+        if not mappings:
+            raise ConfigError("combine needs at least one mapping")
+        weights = np.full(len(mappings), 1.0 / len(mappings)) if weights is None else np.asarray(weights, float)
+        if len(weights) != len(mappings) or (weights < 0).any() or weights.sum() <= 0:
+            raise ConfigError(f"combine needs one non-negative weight per mapping, got {list(weights)} "
+                              f"for {len(mappings)} mappings")
+        weights = weights / weights.sum()
+        first = mappings[0]
+        for other in mappings[1:]:
+            if (other.source_vocab_hash, other.target_vocab_hash) != (first.source_vocab_hash, first.target_vocab_hash):
+                raise MismatchError("mappings to combine must share source and target vocabularies; got hashes "
+                                    f"{first.source_vocab_hash}/{first.target_vocab_hash} and "
+                                    f"{other.source_vocab_hash}/{other.target_vocab_hash}")
+        matrix = sum(w * m.matrix for w, m in zip(weights, mappings)).tocsr()
+        residual = sum(w * m.residual for w, m in zip(weights, mappings)).astype(np.float32)
+        best = np.argmax(np.stack([w * (1 - m.residual) for w, m in zip(weights, mappings)]), axis=0)
+        provenance = np.choose(best, [m.provenance for m in mappings]).astype(np.int8)
+        return cls(matrix=matrix.astype(np.float32), residual=residual, provenance=provenance,
+                   source_vocab_hash=first.source_vocab_hash, target_vocab_hash=first.target_vocab_hash,
+                   fallback=first.fallback, preserve_norm=first.preserve_norm, seed=first.seed,
+                   config={"combined": [m.config for m in mappings], "weights": weights.tolist()})
+
+
+@dataclass
+class MappingReport:
+    """What each target row was built from."""
+
+    target_tokens: int
+    source_tokens: int
+    provenance: dict[str, int]
+    aligned_coverage: float
+    """Share of non-special target tokens with at least one kept alignment count."""
+    mean_partners: float
+    """Mean number of source rows per target row (non-fallback rows)."""
+    mean_top_weight: float
+    config: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _row_normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    sums = np.asarray(matrix.sum(axis=1)).ravel()
+    inverse = np.divide(1.0, sums, out=np.zeros_like(sums, dtype=np.float64), where=sums > 0)
+    return sp.diags(inverse) @ matrix
+
+
+def _keep_top_k(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Zero all but the k largest entries of each row (ties broken by lower column id)."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    lengths = np.diff(matrix.indptr)
+    if lengths.max(initial=0) <= k:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    # Sort by row, then by descending value, then by column: deterministic.
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], lengths)
+    keep = order[rank < k]
+    out = sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
+    out.sum_duplicates()
+    return out
+
+
+def alignment_distribution(counts: sp.csr_matrix, config: MappingConfig) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Filter, sharpen and normalise aligned counts. Returns (rows summing to 1 or 0, kept count per row)."""
+    counts = counts.tocsr().astype(np.float64)
+    counts.data[counts.data < config.min_count] = 0
+    counts.eliminate_zeros()
+    if config.top_k is not None:
+        counts = _keep_top_k(counts, config.top_k)
+    mass = np.asarray(counts.sum(axis=1)).ravel()
+    sharpened = counts.copy()
+    sharpened.data = sharpened.data ** config.sharpen
+    return _row_normalise(sharpened).tocsr(), mass
+
+
+def spelling_distribution(decomposition: Sequence[Sequence[int]], source_size: int) -> sp.csr_matrix:
+    """FVT rows: the mean of the source tokens spelling each target token."""
+    lengths = np.fromiter((len(d) for d in decomposition), dtype=np.int64, count=len(decomposition))
+    rows = np.repeat(np.arange(len(decomposition)), lengths)
+    cols = np.fromiter((i for d in decomposition for i in d), dtype=np.int64, count=int(lengths.sum()))
+    values = np.repeat(np.divide(1.0, lengths, out=np.zeros(len(lengths)), where=lengths > 0), lengths)
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=(len(decomposition), source_size))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def build_mapping(
+    *,
+    target_size: int,
+    source_size: int,
+    source_vocab_hash: str,
+    target_vocab_hash: str,
+    counts: sp.csr_matrix | None,
+    decomposition: Sequence[Sequence[int]],
+    exact: np.ndarray,
+    specials: Sequence[tuple[int, int]],
+    config: MappingConfig = MappingConfig(),
+) -> tuple[TokenMapping, MappingReport]:
+    """Combine the evidence into a :class:`TokenMapping`.
+
+    Args:
+        counts: (V_t, V_s) expected aligned token-pair counts (needed for trans-tokenization).
+        decomposition: per target id, the source ids spelling it (FVT evidence).
+        exact: (V_t,) source id with identical surface bytes, or -1.
+        specials: (target id, source id) pairs of special tokens matched by role.
+
+    Per target token t, with aligned distribution A_t over ``n_t`` kept counts and
+    λ_t = n_t / (n_t + κ): an exact match gets ``c·e + (1−c)·(λ A_t + (1−λ) e)``; other tokens get
+    ``λ A_t + (1−λ) F_t`` (F = subword spelling); tokens with no evidence fall back to the mean row.
+    """
+    if len(decomposition) != target_size or len(exact) != target_size:
+        raise MismatchError(f"evidence sizes {len(decomposition)}/{len(exact)} do not match {target_size} target tokens")
+    exact = np.asarray(exact, dtype=np.int64)
+    has_exact = exact >= 0
+    spelling = spelling_distribution(decomposition, source_size)
+    has_spelling = np.diff(spelling.indptr) > 0
+    identity = sp.csr_matrix((np.ones(has_exact.sum()), (np.flatnonzero(has_exact), exact[has_exact])),
+                             shape=(target_size, source_size))
+
+    if config.init == "trans-tokenization":
+        if counts is None:
+            raise ConfigError("--init trans-tokenization needs alignment counts; run 'transtok align' first "
+                              "or choose --init fvt")
+        if counts.shape != (target_size, source_size):
+            raise MismatchError(f"alignment counts have shape {counts.shape}, expected ({target_size}, {source_size}); "
+                                "the alignment was made with other tokenizers")
+        aligned, mass = alignment_distribution(counts, config)
+        trust = mass / (mass + config.confidence) if config.confidence > 0 else (mass > 0).astype(float)
+    else:
+        aligned = sp.csr_matrix((target_size, source_size))
+        mass = np.zeros(target_size)
+        trust = np.zeros(target_size)
+    has_aligned = mass > 0
+
+    if config.init in ("mean", "random"):
+        a_coef = np.zeros(target_size)
+        e_coef = np.zeros(target_size)
+        f_coef = np.zeros(target_size)
+    else:
+        copy = config.copy_weight
+        e_coef = np.where(has_exact, copy + (1 - copy) * (1 - trust), 0.0)
+        a_coef = np.where(has_exact, (1 - copy) * trust, trust)
+        f_coef = np.where(has_exact, 0.0, np.where(has_spelling, 1 - trust, 0.0))
+        # No spelling and no exact match: the alignment is all we have.
+        a_coef = np.where(~has_exact & ~has_spelling & has_aligned, 1.0, a_coef)
+
+    matrix = (sp.diags(a_coef) @ aligned + sp.diags(e_coef) @ identity + sp.diags(f_coef) @ spelling).tocsr()
+    residual = np.clip(1.0 - np.asarray(matrix.sum(axis=1)).ravel(), 0.0, 1.0)
+    residual[residual < 1e-6] = 0.0
+
+    provenance = np.full(target_size, _FALLBACK, dtype=np.int8)
+    provenance[(f_coef > 0) & (f_coef >= a_coef)] = _DECOMPOSED
+    provenance[(a_coef > 0) & (a_coef > f_coef) & (a_coef >= e_coef)] = _ALIGNED
+    provenance[(e_coef > 0) & (e_coef > a_coef)] = _COPIED
+
+    if specials:
+        special_targets = np.array([t for t, _ in specials], dtype=np.int64)
+        special_sources = np.array([s for _, s in specials], dtype=np.int64)
+        keep = np.ones(target_size)
+        keep[special_targets] = 0
+        matrix = (sp.diags(keep) @ matrix + sp.csr_matrix(
+            (np.ones(len(specials)), (special_targets, special_sources)), shape=(target_size, source_size))).tocsr()
+        residual[special_targets] = 0.0
+        provenance[special_targets] = _SPECIAL
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+
+    fallback = "random" if config.init == "random" else "mean"
+    mapping = TokenMapping(matrix=matrix.astype(np.float32), residual=residual.astype(np.float32),
+                           provenance=provenance, source_vocab_hash=source_vocab_hash,
+                           target_vocab_hash=target_vocab_hash, fallback=fallback,
+                           preserve_norm=config.preserve_norm, seed=config.seed, config=asdict(config))
+    return mapping, _report(mapping, has_aligned, config)
+
+
+def _report(mapping: TokenMapping, has_aligned: np.ndarray, config: MappingConfig) -> MappingReport:
+    counts = {name: int((mapping.provenance == code).sum()) for code, name in enumerate(PROVENANCE)}
+    ordinary = mapping.provenance != _SPECIAL
+    mapped = ordinary & (mapping.residual < 1)
+    partners = np.diff(mapping.matrix.indptr)
+    top = mapping.matrix.max(axis=1).toarray().ravel()
+    n_ordinary = max(int(ordinary.sum()), 1)
+    summary = MappingReport(
+        target_tokens=mapping.shape[0], source_tokens=mapping.shape[1], provenance=counts,
+        aligned_coverage=float((has_aligned & ordinary).sum() / n_ordinary),
+        mean_partners=float(partners[mapped].mean()) if mapped.any() else 0.0,
+        mean_top_weight=float(top[mapped].mean()) if mapped.any() else 0.0,
+        config=asdict(config),
+    )
+    logger.info("mapping: %s; %.1f%% of target tokens aligned", counts, 100 * summary.aligned_coverage)
+    return summary
