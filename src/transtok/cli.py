@@ -23,6 +23,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
+VERBS: list = []
+
+
 def verb(add):
     """Register ``add(subparsers)``, which declares one verb (or verb group) and its handler."""
     VERBS.append(add)
@@ -33,6 +36,146 @@ def verb(add):
 # Each @verb function adds one sub-parser and sets ``func`` to a ``_run_*`` handler taking the
 # parsed arguments and returning an exit code. Handlers call the library and print results.
 
+
+
+def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
+    from transtok.mapping import INIT_METHODS, MappingConfig
+
+    d = MappingConfig()
+    group = parser.add_argument_group("mapping", "how the evidence is combined into embedding weights")
+    group.add_argument("--init", default=d.init, choices=INIT_METHODS,
+                       help="initialisation method (default: %(default)s)")
+    group.add_argument("--min-count", type=float, default=d.min_count,
+                       help="drop aligned token pairs with a smaller expected count (default: %(default)s)")
+    group.add_argument("--top-k", type=int, default=d.top_k,
+                       help="keep at most K source partners per target token (default: %(default)s)")
+    group.add_argument("--sharpen", type=float, default=d.sharpen,
+                       help="exponent on counts before normalising; >1 concentrates weight (default: %(default)s)")
+    group.add_argument("--confidence", type=float, default=d.confidence,
+                       help="aligned occurrences at which alignment and prior weigh the same (default: %(default)s)")
+    group.add_argument("--copy-weight", type=float, default=d.copy_weight,
+                       help="identity weight of tokens present verbatim in both vocabularies (default: %(default)s)")
+    group.add_argument("--preserve-norm", action="store_true",
+                       help="rescale averaged rows to the mean norm of their sources")
+    group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows (default: %(default)s)")
+
+
+def _mapping_config(args: argparse.Namespace):
+    from transtok.mapping import MappingConfig
+
+    return MappingConfig(init=args.init, min_count=args.min_count, top_k=args.top_k, sharpen=args.sharpen,
+                         confidence=args.confidence, copy_weight=args.copy_weight,
+                         preserve_norm=args.preserve_norm, seed=args.seed)
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, metavar="DIR", help="output directory (must not exist or be empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+
+
+@verb
+def _add_align(sub) -> None:
+    p = sub.add_parser("align", help="word-align a parallel corpus and count token pairs",
+                       description="Tokenize both sides, word-align them (eflomal or fast_align) and spread each "
+                                   "word pair's count over its token pairs (half all-to-all, half in order).")
+    p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id (its tokenizer)")
+    p.add_argument("--target-tokenizer", required=True, metavar="T", help="target tokenizer directory")
+    p.add_argument("--parallel", required=True, nargs="+", metavar="FILE",
+                   help="TSV (source<TAB>target), JSONL (source/target keys), or two line-aligned text files")
+    p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    p.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    _add_output(p)
+    p.set_defaults(func=_run_align)
+
+
+def _run_align(args) -> int:
+    from transtok.pipeline import run_align
+
+    counts = run_align(args.source_model, args.target_tokenizer, args.parallel, args.output, aligner=args.aligner,
+                       overwrite=args.overwrite, max_pairs=args.max_pairs)
+    s = counts.stats
+    print(f"aligned {s['pairs_aligned']:,} pairs ({s['links']:,} links); {s['target_tokens_with_counts']:,} of "
+          f"{counts.counts.shape[0]:,} target tokens have counts -> {args.output}")
+    return 0
+
+
+@verb
+def _add_map(sub) -> None:
+    p = sub.add_parser("map", help="turn alignment counts into a token mapping",
+                       description="Build the row-stochastic (target x source) mapping from alignment counts, "
+                                   "exact vocabulary overlap, subword spelling and special-token roles.")
+    p.add_argument("--alignment", metavar="DIR", help="alignment directory from 'transtok align'")
+    p.add_argument("--source-model", metavar="M", help="source tokenizer, for methods without alignment")
+    p.add_argument("--target-tokenizer", metavar="T", help="target tokenizer, for methods without alignment")
+    _add_mapping_options(p)
+    _add_output(p)
+    p.set_defaults(func=_run_map)
+
+
+def _run_map(args) -> int:
+    from transtok.pipeline import run_map
+
+    report = run_map(args.alignment, args.output, config=_mapping_config(args), overwrite=args.overwrite,
+                     source_model=args.source_model, target_tokenizer_path=args.target_tokenizer)
+    print(f"mapped {report.target_tokens:,} target tokens: " +
+          ", ".join(f"{k} {v:,}" for k, v in report.provenance.items()) + f" -> {args.output}")
+    return 0
+
+
+@verb
+def _add_transplant(sub) -> None:
+    p = sub.add_parser("transplant", help="apply a mapping to a model: new embeddings and LM head",
+                       description="Write a Hugging Face checkpoint of the source model that speaks the target "
+                                   "tokenizer; tied heads stay tied, untied heads (and biases) are remapped.")
+    p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id")
+    p.add_argument("--mapping", required=True, metavar="DIR", help="mapping directory from 'transtok map'")
+    p.add_argument("--dtype", default="auto", help="load/save dtype: auto, float32, bfloat16 (default: %(default)s)")
+    _add_output(p)
+    p.set_defaults(func=_run_transplant)
+
+
+def _run_transplant(args) -> int:
+    from transtok.pipeline import run_transplant
+
+    run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype)
+    print(f"wrote {args.output}")
+    return 0
+
+
+@verb
+def _add_transfer(sub) -> None:
+    p = sub.add_parser("transfer", help="all steps in one go: tokenizer, align, map, transplant",
+                       description="Give SOURCE_MODEL the target language: train (or load) the target tokenizer, "
+                                   "align the parallel corpus, build the mapping and write a checkpoint plus a "
+                                   "provenance folder (resolved config, mapping, report, model card).")
+    p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id")
+    p.add_argument("--parallel", required=True, nargs="+", metavar="FILE",
+                   help="TSV (source<TAB>target), JSONL (source/target keys), or two line-aligned text files")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-tokenizer", metavar="T", help="an existing target tokenizer")
+    target.add_argument("--target-corpus", nargs="+", metavar="FILE", help="target-language text to train one on")
+    p.add_argument("--vocab-size", type=int, help="target vocabulary size (with --target-corpus)")
+    p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    p.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
+    _add_mapping_options(p)
+    _add_output(p)
+    p.set_defaults(func=_run_transfer)
+
+
+def _run_transfer(args) -> int:
+    from transtok.pipeline import TransferConfig, transfer
+
+    result = transfer(TransferConfig(
+        source_model=args.source_model, parallel=args.parallel, output=args.output,
+        target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
+        aligner=args.aligner, mapping=_mapping_config(args), dtype=args.dtype, max_pairs=args.max_pairs,
+        overwrite=args.overwrite))
+    r = result.report
+    print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    print(f"wrote {result.output}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,273 @@
+"""The path-taking layer: each function reads inputs, calls the object-level API and writes one
+output directory atomically. The CLI calls these; so can scripts."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transtok import __version__
+from transtok.align import AlignmentCounts, align
+from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.errors import ConfigError, MismatchError
+from transtok.mapping import PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping
+from transtok.surgery import transplant
+from transtok.vocabulary import decompose, exact_matches, special_pairs, token_bytes, vocab_hash
+
+logger = logging.getLogger(__name__)
+
+SOURCE_TOKENIZER_DIR = "source_tokenizer"
+TARGET_TOKENIZER_DIR = "target_tokenizer"
+PROVENANCE_DIR = "transtok"
+
+
+def load_model(name_or_path: str, *, dtype: str = "auto"):
+    """Load a causal LM and its tokenizer from a directory or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from transtok.tokenizer import load_tokenizer
+
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
+    if torch_dtype is None:
+        raise ConfigError(f"--dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
+    tokenizer = load_tokenizer(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a causal LM from {name_or_path!r}: {exc}. Give a local checkpoint "
+                          "directory or a hub id of a causal language model") from exc
+    return model.eval(), tokenizer
+
+
+def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None,
+                           config: MappingConfig = MappingConfig()) -> tuple[TokenMapping, MappingReport]:
+    """Gather the evidence (alignment, exact overlap, subword spelling, special roles) and build the mapping."""
+    source_hash, target_hash = vocab_hash(source_tokenizer), vocab_hash(target_tokenizer)
+    if counts is not None and (counts.source_vocab_hash, counts.target_vocab_hash) != (source_hash, target_hash):
+        raise MismatchError(
+            f"the alignment was made with tokenizers {counts.source_vocab_hash}/{counts.target_vocab_hash}, "
+            f"not {source_hash}/{target_hash}; align again with these tokenizers")
+    target_surfaces = token_bytes(target_tokenizer)
+    return build_mapping(
+        target_size=len(target_tokenizer), source_size=len(source_tokenizer),
+        source_vocab_hash=source_hash, target_vocab_hash=target_hash,
+        counts=None if counts is None else counts.counts,
+        decomposition=decompose(target_surfaces, source_tokenizer),
+        exact=exact_matches(target_surfaces, token_bytes(source_tokenizer)),
+        specials=special_pairs(target_tokenizer, source_tokenizer),
+        config=config,
+    )
+
+
+def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, target_tokenizer, top: int = 5) -> None:
+    """A human-readable TSV: target token, provenance, its top source partners with weights."""
+    matrix = mapping.matrix.tocsr()
+    target_tokens = target_tokenizer.convert_ids_to_tokens(list(range(mapping.shape[0])))
+    source_tokens = source_tokenizer.convert_ids_to_tokens(list(range(mapping.shape[1])))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("target_id\ttarget_token\tprovenance\tfallback_weight\tpartners\n")
+        for t in range(mapping.shape[0]):
+            start, end = matrix.indptr[t], matrix.indptr[t + 1]
+            order = np.argsort(-matrix.data[start:end], kind="stable")[:top]
+            partners = " ".join(f"{source_tokens[matrix.indices[start + k]]}:{matrix.data[start + k]:.3f}" for k in order)
+            handle.write(f"{t}\t{target_tokens[t]}\t{PROVENANCE[mapping.provenance[t]]}\t"
+                         f"{mapping.residual[t]:.3f}\t{partners}\n")
+
+
+def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
+              aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
+              clean: bool = True, max_pairs: int | None = None) -> AlignmentCounts:
+    """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers)."""
+    from transtok.corpus import clean as clean_corpus, read_parallel
+    from transtok.tokenizer import load_tokenizer
+
+    check_output_dir(output, overwrite=overwrite)
+    source_tokenizer = load_tokenizer(source_model)
+    target_tokenizer = load_tokenizer(target_tokenizer_path)
+    corpus = read_parallel(parallel)
+    cleaning = {}
+    if clean or max_pairs:
+        corpus, cleaning = clean_corpus(corpus, max_pairs=max_pairs) if clean else clean_corpus(
+            corpus, dedupe=False, max_length_ratio=None, max_pairs=max_pairs)
+    counts = align(corpus, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    counts.stats["cleaning"] = cleaning
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        counts.save(tmp)
+        source_tokenizer.save_pretrained(tmp / SOURCE_TOKENIZER_DIR)
+        target_tokenizer.save_pretrained(tmp / TARGET_TOKENIZER_DIR)
+    return counts
+
+
+def run_map(alignment: str | None, output: str, *, config: MappingConfig, overwrite: bool = False,
+            source_model: str | None = None, target_tokenizer_path: str | None = None) -> MappingReport:
+    """``transtok map``: alignment directory → mapping directory (mapping, report, table, tokenizers)."""
+    from transtok.tokenizer import load_tokenizer
+
+    check_output_dir(output, overwrite=overwrite)
+    counts = None
+    if alignment is not None:
+        counts = AlignmentCounts.load(alignment)
+        source_tokenizer = load_tokenizer(str(Path(alignment) / SOURCE_TOKENIZER_DIR))
+        target_tokenizer = load_tokenizer(str(Path(alignment) / TARGET_TOKENIZER_DIR))
+    elif source_model and target_tokenizer_path:
+        source_tokenizer, target_tokenizer = load_tokenizer(source_model), load_tokenizer(target_tokenizer_path)
+    else:
+        raise ConfigError("give --alignment DIR (from 'transtok align'), or --source-model and --target-tokenizer "
+                          "for methods that need no alignment (--init fvt, mean, random)")
+    if counts is None and config.init == "trans-tokenization":
+        raise ConfigError("--init trans-tokenization needs --alignment DIR from 'transtok align'")
+    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer,
+                                             counts if config.init == "trans-tokenization" else None, config)
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        save_mapping_dir(tmp, mapping, report, source_tokenizer, target_tokenizer)
+    return report
+
+
+def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingReport, source_tokenizer,
+                     target_tokenizer) -> None:
+    mapping.save(directory)
+    write_json(directory / "mapping_report.json", report.to_dict())
+    write_mapping_table(directory / "mapping.tsv", mapping, source_tokenizer, target_tokenizer)
+    source_tokenizer.save_pretrained(directory / SOURCE_TOKENIZER_DIR)
+    target_tokenizer.save_pretrained(directory / TARGET_TOKENIZER_DIR)
+
+
+def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
+                   dtype: str = "auto") -> Path:
+    """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary."""
+    from transtok.tokenizer import load_tokenizer
+
+    check_output_dir(output, overwrite=overwrite)
+    mapping = TokenMapping.load(mapping_dir)
+    target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
+    model, source_tokenizer = load_model(source_model, dtype=dtype)
+    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        save_checkpoint(tmp, model, target_tokenizer)
+        provenance = tmp / PROVENANCE_DIR
+        provenance.mkdir()
+        mapping.save(provenance / "mapping")
+        write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
+                                                "mapping": str(mapping_dir), "transtok_version": __version__})
+    return Path(output)
+
+
+def save_checkpoint(directory: Path, model, tokenizer) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+@dataclass
+class TransferConfig:
+    """Everything ``transtok transfer`` needs; saved resolved into the output's provenance folder."""
+
+    source_model: str
+    parallel: list[str]
+    output: str
+    target_tokenizer: str | None = None
+    target_corpus: list[str] | None = None
+    vocab_size: int | None = None
+    aligner: str = "eflomal"
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    dtype: str = "auto"
+    max_pairs: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.target_tokenizer is None) == (self.target_corpus is None):
+            raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
+        if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
+            raise ConfigError(f"--target-corpus needs a positive --vocab-size, got {self.vocab_size}")
+
+
+@dataclass
+class TransferResult:
+    output: Path
+    report: MappingReport
+    alignment_stats: dict
+    seconds: dict
+
+
+def transfer(config: TransferConfig) -> TransferResult:
+    """Train (or load) the target tokenizer, align, map, transplant, and write checkpoint + provenance."""
+    from transtok.corpus import clean as clean_corpus, read_parallel, read_texts
+    from transtok.tokenizer import load_tokenizer, train_tokenizer
+
+    check_output_dir(config.output, overwrite=config.overwrite)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    corpus = read_parallel(config.parallel)
+    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs)
+    model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
+    seconds["load"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    if config.target_tokenizer is not None:
+        target_tokenizer = load_tokenizer(config.target_tokenizer)
+    else:
+        target_tokenizer = train_tokenizer(read_texts(config.target_corpus), source_tokenizer, config.vocab_size)
+    seconds["tokenizer"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    counts = None
+    if config.mapping.init == "trans-tokenization":
+        counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner)
+        counts.stats["cleaning"] = cleaning
+    seconds["align"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config.mapping)
+    seconds["map"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    seconds["transplant"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with atomic_output_dir(config.output, overwrite=config.overwrite) as tmp:
+        save_checkpoint(tmp, model, target_tokenizer)
+        provenance = tmp / PROVENANCE_DIR
+        provenance.mkdir()
+        save_mapping_dir(provenance / "mapping", mapping, report, source_tokenizer, target_tokenizer)
+        if counts is not None:
+            counts.save(provenance / "alignment")
+        write_json(provenance / "mapping_report.json", report.to_dict())
+        resolved = asdict(config)
+        resolved.update({"transtok_version": __version__, "python": platform.python_version(),
+                         "source_vocab_hash": vocab_hash(source_tokenizer),
+                         "target_vocab_hash": vocab_hash(target_tokenizer)})
+        write_json(provenance / "config.json", resolved)
+        (tmp / "README.md").write_text(model_card(config, report, counts), encoding="utf-8")
+    seconds["save"] = time.perf_counter() - clock
+    logger.info("transfer done in %.1f s: %s", sum(seconds.values()), seconds)
+    return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds)
+
+
+def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None) -> str:
+    stats = counts.stats if counts else {}
+    lines = [
+        "---", "library_name: transformers", "tags: [transtok, trans-tokenization]", "---", "",
+        f"# {Path(config.output).name}", "",
+        f"`{config.source_model}` with a new vocabulary of {report.target_tokens:,} tokens, initialised by "
+        f"`{config.mapping.init}` with [transtok](https://github.com/) {__version__}.", "",
+        "| | |", "|---|---|",
+        f"| source model | `{config.source_model}` ({report.source_tokens:,} tokens) |",
+        f"| parallel corpus | {', '.join(f'`{p}`' for p in config.parallel)}: {stats.get('pairs_aligned', 0):,} pairs |",
+        f"| aligner | {config.aligner if counts else 'none'} |",
+        f"| target tokens by provenance | {', '.join(f'{k} {v:,}' for k, v in report.provenance.items())} |",
+        f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", "",
+        "Load it with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`. The "
+        f"`{PROVENANCE_DIR}/` folder holds the resolved configuration, the mapping (with a readable "
+        "`mapping.tsv`) and the alignment counts.", "",
+        "The embeddings were initialised, not trained: fine-tune on target-language text "
+        "(`transtok finetune`) before serious use.", "",
+        "Method: Remy, Delobelle et al., *Trans-Tokenization and Cross-lingual Vocabulary Transfers*, COLM 2024.",
+    ]
+    return "\n".join(lines) + "\n"
