@@ -46,6 +46,8 @@ class MappingConfig:
     """κ in λ = n / (n + κ): how many aligned occurrences make the alignment outweigh the prior."""
     copy_weight: float = 0.9
     """Weight of the identical source token for target tokens present verbatim in both vocabularies."""
+    first_piece_weight: float | None = None
+    """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
     preserve_norm: bool = False
     """Rescale each averaged row to the weighted mean norm of the rows it averages."""
     seed: int = 0
@@ -62,6 +64,8 @@ class MappingConfig:
             raise ConfigError(f"--sharpen must be > 0 (1 keeps the counts' proportions), got {self.sharpen}")
         if self.confidence < 0:
             raise ConfigError(f"--confidence must be >= 0, got {self.confidence}")
+        if self.first_piece_weight is not None and not 0.0 <= self.first_piece_weight <= 1.0:
+            raise ConfigError(f"--first-piece-weight must be within [0, 1], got {self.first_piece_weight}")
         if not 0.0 <= self.copy_weight <= 1.0:
             raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
 
@@ -234,12 +238,22 @@ def alignment_distribution(counts: sp.csr_matrix, config: MappingConfig) -> tupl
     return _row_normalise(sharpened).tocsr(), mass
 
 
-def spelling_distribution(decomposition: Sequence[Sequence[int]], source_size: int) -> sp.csr_matrix:
-    """FVT rows: the mean of the source tokens spelling each target token."""
+def spelling_distribution(decomposition: Sequence[Sequence[int]], source_size: int,
+                          first_piece_weight: float | None = None) -> sp.csr_matrix:
+    """FVT rows: the mean of the source tokens spelling each target token.
+
+    With ``first_piece_weight`` w, the first piece gets w and the others share 1 − w.
+    """
     lengths = np.fromiter((len(d) for d in decomposition), dtype=np.int64, count=len(decomposition))
     rows = np.repeat(np.arange(len(decomposition)), lengths)
     cols = np.fromiter((i for d in decomposition for i in d), dtype=np.int64, count=int(lengths.sum()))
     values = np.repeat(np.divide(1.0, lengths, out=np.zeros(len(lengths)), where=lengths > 0), lengths)
+    if first_piece_weight is not None:
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        rest = np.repeat(np.divide(1.0 - first_piece_weight, lengths - 1, out=np.zeros(len(lengths)),
+                                   where=lengths > 1), lengths)
+        values = rest
+        values[starts[lengths > 0]] = np.where(lengths[lengths > 0] > 1, first_piece_weight, 1.0)
     matrix = sp.csr_matrix((values, (rows, cols)), shape=(len(decomposition), source_size))
     matrix.sum_duplicates()
     return matrix
@@ -273,7 +287,7 @@ def build_mapping(
         raise MismatchError(f"evidence sizes {len(decomposition)}/{len(exact)} do not match {target_size} target tokens")
     exact = np.asarray(exact, dtype=np.int64)
     has_exact = exact >= 0
-    spelling = spelling_distribution(decomposition, source_size)
+    spelling = spelling_distribution(decomposition, source_size, config.first_piece_weight)
     has_spelling = np.diff(spelling.indptr) > 0
     identity = sp.csr_matrix((np.ones(has_exact.sum()), (np.flatnonzero(has_exact), exact[has_exact])),
                              shape=(target_size, source_size))
