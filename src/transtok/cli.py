@@ -53,8 +53,11 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                        help="exponent on counts before normalising; >1 concentrates weight (default: %(default)s)")
     group.add_argument("--confidence", type=float, default=d.confidence,
                        help="aligned occurrences at which alignment and prior weigh the same (default: %(default)s)")
+    group.add_argument("--copy-prior", type=float, default=d.copy_prior,
+                       help="identity prior of tokens present verbatim in both vocabularies, in aligned "
+                            "occurrences (default: %(default)s)")
     group.add_argument("--copy-weight", type=float, default=d.copy_weight,
-                       help="identity weight of tokens present verbatim in both vocabularies (default: %(default)s)")
+                       help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
     group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows (default: %(default)s)")
@@ -64,7 +67,7 @@ def _mapping_config(args: argparse.Namespace):
     from transtok.mapping import MappingConfig
 
     return MappingConfig(init=args.init, min_count=args.min_count, top_k=args.top_k, sharpen=args.sharpen,
-                         confidence=args.confidence, copy_weight=args.copy_weight,
+                         confidence=args.confidence, copy_prior=args.copy_prior, copy_weight=args.copy_weight,
                          preserve_norm=args.preserve_norm, seed=args.seed)
 
 

@@ -108,7 +108,9 @@ def token_bytes(tokenizer) -> list[bytes | None]:
     added = {i for i, tok in tokenizer.added_tokens_decoder.items()}
     out: list[bytes | None] = []
     for i, piece in enumerate(pieces):
-        if i in specials or piece is None:
+        if family == "metaspace" and piece is not None and _BYTE_PIECE.match(piece):
+            out.append(_piece_bytes(piece, family, prefix))  # byte-fallback pieces are bytes even if added
+        elif i in specials or piece is None:
             out.append(None)
         elif i in added:
             out.append(piece.encode())
@@ -145,6 +147,7 @@ def decompose(target_surfaces: list[bytes | None], source_tokenizer) -> list[lis
     model = source_tokenizer.backend_tokenizer.model
     vocab = source_tokenizer.get_vocab()
     byte_ids = {b: vocab.get(f"<0x{b:02X}>") for b in range(256)} if family == "metaspace" else {}
+    unknown = {source_tokenizer.unk_token_id}  # an [UNK] piece says nothing about the token
     out: list[list[int]] = []
     for data in target_surfaces:
         ids: list[int] = []
@@ -159,7 +162,7 @@ def decompose(target_surfaces: list[bytes | None], source_tokenizer) -> list[lis
             else:
                 for part in _to_model_alphabet(data, family, prefix):
                     ids.extend(token.id for token in model.tokenize(part))
-        out.append(ids)
+        out.append([i for i in ids if i not in unknown])
     return out
 
 
