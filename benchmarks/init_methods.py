@@ -76,14 +76,20 @@ def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, 
             "stages": result.stages}
 
 
-def run_language(lang: str, args, source_dir: Path) -> dict:
+def bible_split(lang: str, work: Path):
+    """The Bible split of ``lang`` (train, dev 59-64, test Jude + Revelation), written to ``work/data``."""
+    split = parallel_bible("en", lang)
+    write_split(split, work / "data", overwrite=True)
+    return split
+
+
+def run_language(lang: str, args, source_dir: Path, split) -> dict:
+    """All methods for one language. ``split`` has ``.train``/``.test`` ParallelCorpus and its texts are in
+    ``args.work/lang/data/{train,test}.txt``."""
     work = Path(args.work) / lang
-    record: dict = {"lang": lang, "steps": {}, "methods": {}}
+    record: dict = {"lang": lang, "steps": {}, "methods": {},
+                    "split": {"train_pairs": len(split.train), "test_verses": len(split.test)}}
     steps = record["steps"]
-    with measured(steps, "data"):
-        split = parallel_bible("en", lang)
-        write_split(split, work / "data", overwrite=True)
-    record["split"] = split.to_dict()
     test = split.test.target
     with measured(steps, "load_source"):
         source_model, source_tokenizer = load_model(str(source_dir))
@@ -170,7 +176,7 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
     parser.add_argument("--methods", nargs="+", default=["trans-tokenization", "fvt", "mean", "random"],
@@ -187,10 +193,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
     parser.add_argument("--out", default="benchmarks/results/init_methods")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    source_dir = smollm2_checkpoint()
-    results = [run_language(lang, args, source_dir) for lang in args.langs]
+    return parser.parse_args(argv)
+
+
+def write_outputs(results: list[dict], args) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2,
@@ -198,8 +204,22 @@ def main() -> None:
     table = markdown(results, args)
     (out / "results.md").write_text(table + "\n")
     plot(results, out / "curve.png")
-    print(table)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curve.png'}")
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    source_dir = smollm2_checkpoint()
+    results = []
+    for lang in args.langs:
+        started = time.perf_counter()
+        split = bible_split(lang, Path(args.work) / lang)
+        record = run_language(lang, args, source_dir, split)
+        record["steps"]["data"] = {"seconds": round(time.perf_counter() - started, 2)}
+        results.append(record)
+    print(write_outputs(results, args))
+    print(f"wrote results.json, results.md and curve.png to {args.out}")
 
 
 if __name__ == "__main__":
