@@ -127,6 +127,8 @@ def test_bad_inputs(texts, target_tokenizer, source_tokenizer):
     with pytest.raises(MismatchError, match="produced id \\d+ but the model has only 50 embedding rows"):
         evaluate_perplexity(small, target_tokenizer, texts, seq_len=SEQ)
     wordpiece = factories.wordpiece_tokenizer(texts, 200)
+    with pytest.raises(DataError, match="into no tokens at all"):
+        evaluate_perplexity(model, wordpiece, ["\x01\x02", "\x03"], seq_len=SEQ)
     with pytest.raises(ConfigError, match="has neither a bos nor an eos token"):
         evaluate_perplexity(factories.tiny_causal_lm("llama", len(wordpiece), True), wordpiece, texts, seq_len=SEQ)
 

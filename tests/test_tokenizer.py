@@ -8,7 +8,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 import factories
-from transtok.errors import ConfigError, DataError
+from transtok.errors import ConfigError, DataError, MissingDependencyError
 from transtok.evaluate import fertility
 from transtok.tokenizer import BYTE_PIECES, load_tokenizer, minimum_vocab_size, save_tokenizer, train_tokenizer
 
@@ -242,6 +242,15 @@ def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
 def test_bad_vocab_size_type(bad, source_tokenizer):
     with pytest.raises(ConfigError, match=f"vocab_size must be a positive integer, got {bad!r}"):
         train_tokenizer(["text"], source_tokenizer, bad)
+
+
+def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(MissingDependencyError, match=r"\.gguf file needs .*pip install 'transtok\[assets\]'"):
+        load_tokenizer(tmp_path / "model.gguf")
 
 
 def test_load_tokenizer_errors_name_the_path(tmp_path):

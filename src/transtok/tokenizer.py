@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transtok.artifacts import atomic_output_dir
-from transtok.errors import ConfigError, DataError
+from transtok.errors import ConfigError, DataError, require
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
                           "a hub id")
     if path.suffix == ".gguf" and path.is_file():
         # A GGUF file carries its tokenizer in the metadata; transformers rebuilds a fast one.
+        require("gguf", package="gguf", extra="assets", purpose="reading a tokenizer from a .gguf file")
         name, kwargs["gguf_file"] = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
