@@ -301,6 +301,116 @@ def _run_demo(args) -> int:
     return 0
 
 
+@verb
+def _add_train_tokenizer(sub) -> None:
+    p = sub.add_parser("train-tokenizer", help="train a target-language tokenizer of the source model's family",
+                       description="Train a tokenizer on target-language text that keeps the source tokenizer's "
+                                   "family and pipeline (byte-level BPE, SentencePiece-style BPE with byte "
+                                   "fallback, WordPiece or Unigram; same normalizer, pre-tokenizer, decoder and "
+                                   "post-processor), its special tokens first and in the same order, its roles "
+                                   "(bos/eos/pad/unk/...) and its chat template. The output directory loads with "
+                                   "AutoTokenizer.from_pretrained.")
+    p.add_argument("--corpus", required=True, nargs="+", metavar="FILE",
+                   help="target-language text files, one segment per line (.gz accepted)")
+    p.add_argument("--source-model", required=True, metavar="M",
+                   help="source model or tokenizer: directory, hub id or .gguf file")
+    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="target vocabulary size, specials included")
+    p.add_argument("--min-frequency", type=int, default=2,
+                   help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sizes, fertility) on stdout")
+    _add_output(p)
+    p.set_defaults(func=_run_train_tokenizer)
+
+
+def _run_train_tokenizer(args) -> int:
+    import json
+
+    from transtok.artifacts import check_output_dir
+    from transtok.corpus import read_texts
+    from transtok.evaluate import fertility
+    from transtok.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    check_output_dir(args.output, overwrite=args.overwrite)  # fail before the training, not after
+    source = load_tokenizer(args.source_model)
+    texts = read_texts(args.corpus)
+    target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
+    save_tokenizer(target, args.output, overwrite=args.overwrite)
+    sample = texts[:20000]  # fertility on a sample: it is a summary, not a measurement
+    report = {"output": args.output, "vocab_size": len(target), "source_vocab_size": len(source),
+              "training_segments": len(texts), "fertility": fertility(target, sample),
+              "source_fertility": fertility(source, sample)}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"trained {report['vocab_size']:,} tokens on {report['training_segments']:,} segments; tokens per word "
+              f"on the training text: {report['fertility']:.3f} (source tokenizer: {report['source_fertility']:.3f}) "
+              f"-> {args.output}")
+    return 0
+
+
+@verb
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="held-out perplexity (bits per byte) or translation scores",
+                       description="Evaluate a model or its translations; numbers carry a signature that names "
+                                   "everything they depend on.")
+    evaluations = p.add_subparsers(dest="evaluation", metavar="WHAT")
+    evaluations.required = True
+
+    ppl = evaluations.add_parser(
+        "perplexity", help="bits per byte and token perplexity on held-out text",
+        description="Join the text's non-blank lines with newlines, tokenize without special tokens, cut into "
+                    "non-overlapping windows of --seq-len tokens each prefixed with bos (or eos), and report total "
+                    "NLL in bits per UTF-8 byte (comparable across tokenizers) and token perplexity (not).")
+    ppl.add_argument("--model", required=True, metavar="DIR", help="model directory (with its tokenizer) or hub id")
+    ppl.add_argument("--text", required=True, nargs="+", metavar="FILE", help="held-out text, one segment per line")
+    ppl.add_argument("--seq-len", type=int, default=512, help="text tokens per window (default: %(default)s)")
+    ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
+    ppl.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                     help="bf16 autocast or fp32; auto = bf16 where the device supports it natively")
+    ppl.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
+    ppl.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ppl.set_defaults(func=_run_evaluate_perplexity)
+
+    mt = evaluations.add_parser(
+        "translation", help="chrF and BLEU of translations against references (sacrebleu)",
+        description="Corpus chrF2 and BLEU with sacrebleu's default settings and signatures. Both files hold one "
+                    "detokenized segment per line, in the same order; blank lines are segments too.")
+    mt.add_argument("--hypotheses", required=True, metavar="FILE", help="system translations, one per line")
+    mt.add_argument("--references", required=True, metavar="FILE", help="reference translations, one per line")
+    mt.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    mt.set_defaults(func=_run_evaluate_translation)
+
+
+def _run_evaluate_perplexity(args) -> int:
+    import json
+
+    import torch
+
+    from transtok.corpus import read_texts
+    from transtok.evaluate import evaluate_perplexity
+    from transtok.pipeline import load_model
+
+    texts = read_texts(args.text)
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, batch_size=args.batch_size,
+                                 device=device, bf16=bf16)
+    print(json.dumps(result.to_dict()) if args.json else result)
+    return 0
+
+
+def _run_evaluate_translation(args) -> int:
+    import json
+
+    from transtok.evaluate import read_segments, score_translation
+
+    score = score_translation(read_segments(args.hypotheses), read_segments(args.references))
+    print(json.dumps(score.to_dict(), ensure_ascii=False) if args.json else score)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transtok",
