@@ -275,9 +275,13 @@ def test_a_failed_conversion_leaves_nothing_and_is_retried(index, fake_conversio
 def test_an_incomplete_model_directory_is_rebuilt(index, fake_conversion):
     stale = index["cache"] / "models" / assets.SMOLLM2_NAME
     stale.mkdir(parents=True)
+    killed = index["cache"] / "models" / f".{assets.SMOLLM2_NAME}.partial-abc123"  # from a SIGKILLed run
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
     (stale / "model.safetensors").write_bytes(b"from an older, interrupted tool")
     assets.smollm2_checkpoint()
     assert (stale / "model.safetensors").read_bytes() == b"weights" and len(fake_conversion) == 1
+    assert sorted(p.name for p in stale.parent.iterdir()) == [assets.SMOLLM2_NAME]
 
 
 @pytest.fixture(scope="module")

