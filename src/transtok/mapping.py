@@ -35,9 +35,9 @@ class MappingConfig:
 
     init: str = "trans-tokenization"
     """One of trans-tokenization, fvt, mean, random."""
-    min_count: float = 1.0
+    min_count: float = 0.0
     """Aligned token pairs with a smaller expected count are dropped as noise."""
-    top_k: int | None = 16
+    top_k: int | None = 4
     """Keep at most this many source partners per target token (None: all)."""
     sharpen: float = 2.0
     """Exponent applied to counts before normalising: >1 concentrates weight on the main partners,
