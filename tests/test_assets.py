@@ -465,6 +465,7 @@ def test_write_split_writes_the_files_the_cli_verbs_take(index, tmp_path):
     meta = json.loads((out / "split.json").read_text())
     assert meta["pairs"] == {"train": len(split.train), "dev": len(split.dev), "test": len(split.test)}
     assert meta["target"]["version"] == "RV1909" and meta["target"]["licence"] == "public domain"
+    assert meta["clean_verse_version"] == assets.CLEAN_VERSE_VERSION
     with pytest.raises(ConfigError, match="exists and is not empty"):
         assets.write_split(split, out)
 

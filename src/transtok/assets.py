@@ -462,6 +462,8 @@ _NOTE_WITH_TRANSLATION = re.compile(r"\((?:ADDED FROM KJV|Missing KJV):[^)]*?(?:
 _NOTE = re.compile(r"\((?:ADDED FROM KJV|Missing KJV)\s*:[^)]*\)|\(ADDED\)"
                    r"|\(MISSING\)\s*\[KJV:[^\]]*\]\s*(?:From \w+:)?")
 _VERSE_MARK = re.compile(r"\(\d+:\d+\)")
+# Bump when clean_verse changes, so that callers caching written splits can tell them apart.
+CLEAN_VERSE_VERSION = 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"\w")
 _PLACEHOLDER = re.compile(r"dummy verses? inserted by \w+", re.IGNORECASE)  # WEB's stand-ins for 3 KJV-only verses
@@ -565,7 +567,8 @@ class BibleSplit:
         return {"source": describe(self.source), "target": describe(self.target),
                 "dev_books": [BOOK_NAMES[b - 1] for b in self.dev_books],
                 "test_books": [BOOK_NAMES[b - 1] for b in self.test_books],
-                "pairs": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}, **self.stats}
+                "pairs": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)},
+                "clean_verse_version": CLEAN_VERSE_VERSION, **self.stats}
 
 
 def parallel_bible(source_lang: str, target_lang: str, *, source_version: str | None = None,
