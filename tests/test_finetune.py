@@ -289,3 +289,34 @@ def test_lora_no_merge_writes_an_adapter(workdir):
                                  eval=[], merge=False, model=str(workdir / "untied")))
     assert (Path(result.output) / "adapter_config.json").is_file()
     assert json.loads((Path(result.output) / "transtok" / "finetune.json").read_text())["lora_merged"] is False
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def test_cli_runs_and_reports(workdir, capsys):
+    from transtok.cli import main
+
+    code = main(["finetune", "--model", str(workdir / "model"), "--train", str(workdir / "train.txt"),
+                 "--eval", str(workdir / "eval.txt"), "--output", str(workdir / "cli-out"), "--max-tokens", "0.5k",
+                 "--seq-len", str(SEQ), "--batch-size", str(BATCH), "--lr", "1e-2", "--precision", "fp32"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "embeddings: 3 steps, 384 tokens" in out and "held-out bits per byte:" in out
+    assert AutoModelForCausalLM.from_pretrained(workdir / "cli-out") is not None
+
+
+def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
+    from transtok.cli import main
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    code = main(["finetune", "--model", str(workdir / "model"), "--train", str(empty),
+                 "--output", str(tmp_path / "o"), "--seq-len", str(SEQ)])
+    err = capsys.readouterr().err
+    assert code == 2 and "transtok finetune: error: training text" in err and "has 0 tokens" in err
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--stage", "2x3"])
+    assert "invalid choice: '2x3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--max-tokens", "lots"])
+    assert "'lots' is not a token count" in capsys.readouterr().err

@@ -543,8 +543,14 @@ def _load(model_dir: str):
     return model, tokenizer
 
 
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> bool:
-    """Prepare the checkpoint directory; return True when resuming from it."""
+    """Prepare the checkpoint directory; return True when resuming from it. Every rank looks
+    before rank 0 changes anything, so all ranks take the same decision."""
     root = config.checkpoint_path
     run_file = root / "run.json"
     exists = root.is_dir() and any(root.iterdir())
@@ -568,11 +574,13 @@ def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> 
     if exists and not config.overwrite:
         raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass --resume to continue "
                           "that run, or --overwrite to start over")
+    _barrier()
     if is_main:
         if exists:
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         write_json(run_file, fingerprint)
+    _barrier()
     return False
 
 
@@ -594,11 +602,15 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     works unchanged under ``accelerate launch`` / ``torchrun``. Raises :class:`DataError` when the
     text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
     """
-    require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
+    accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
     from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     check_output_dir(config.output, overwrite=config.overwrite)
+    # Joins the process group under torchrun / accelerate launch (a no-op in a single process);
+    # the Trainer reuses it.
+    process = accelerate.PartialState(cpu=not torch.cuda.is_available())
+    world, is_main = process.num_processes, process.is_main_process
     BitsPerByteTrainer, RunLog = _make_trainer_classes()
     use_bf16 = _use_bf16(config.precision)
 
@@ -612,7 +624,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     separator = _separator(tokenizer)
     blocks = pack(train_ids, config.seq_len, separator)
     n_tokens = sum(len(d) for d in train_ids) + len(separator) * len(train_ids)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = config.batch_size * config.grad_accum * world
     tokens_per_step = per_step * config.seq_len
     if len(blocks) < per_step:
@@ -659,7 +670,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "tokens_per_step": tokens_per_step, "lr": config.lr, "seed": config.seed,
                 "train": _files_fingerprint(config.train)}
     fingerprint = {"model": model_fingerprint(model), "vocab": vocab_hash(tokenizer), "settings": settings}
-    is_main = int(os.environ.get("RANK", "0")) == 0
     root = config.checkpoint_path
     resuming = _check_run_dir(config, fingerprint, is_main)
     log_path = root / "log.jsonl"
@@ -694,7 +704,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             eval_steps=eval_every if eval_data is not None else None,
             save_strategy="steps", save_steps=config.save_every or eval_every, save_total_limit=1,
             report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
         )
         trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_data,
                                      eval_bytes=eval_bytes)
