@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import platform
 import resource
 import shutil
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.corpus import read_texts
 from transtok.errors import ConfigError, DataError, MismatchError, require
 
 logger = logging.getLogger(__name__)
@@ -171,25 +170,10 @@ class FinetuneResult:
 
 # --- precision -------------------------------------------------------------------------------
 
-def bf16_supported(device: torch.device | str) -> bool:
-    """Whether bf16 autocast is fast on ``device``: CUDA by the driver's answer; CPU only with
-    native bf16 instructions (AVX512_BF16 or AMX), since emulated bf16 is slower than fp32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    if "AMX" in capability or "BF16" in capability:
-        return True
-    try:  # torch reports "AVX512" for CPUs that also have avx512_bf16; the kernel's flags are exact
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _use_bf16(precision: str) -> bool:
+    """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
+    from transtok.evaluate import bf16_supported
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if precision == "fp32":
         return False
@@ -296,21 +280,6 @@ def apply_lora(model, *, rank: int, alpha: float, dropout: float):
 
 # --- data ------------------------------------------------------------------------------------
 
-def read_lines(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """Non-empty lines of UTF-8 text files, one document each."""
-    texts: list[str] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"text file {str(path)!r} does not exist; give a UTF-8 file with one document per line")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                texts.extend(line.strip() for line in handle if line.strip())
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{str(path)!r} is not UTF-8 ({exc}); re-encode it, e.g. iconv -t UTF-8") from exc
-    return texts
-
-
 def _tokenize(tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
     from tqdm.auto import tqdm
 
@@ -337,26 +306,6 @@ def pack(token_ids: Sequence[Sequence[int]], seq_len: int, separator: Sequence[i
     return stream[: n * seq_len].reshape(n, seq_len)
 
 
-def eval_windows(token_ids: Sequence[Sequence[int]], seq_len: int, separator: Sequence[int],
-                 pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows over ``separator + doc1 + separator + doc2 ...`` with stride ``seq_len - 1``, so every
-    token after the first is predicted exactly once. Returns (input_ids, labels), both (n, seq_len);
-    padding at the tail has label -100."""
-    stream = np.fromiter((t for doc in token_ids for t in (*separator, *doc)), dtype=np.int64)
-    if separator:
-        stream = np.concatenate([stream, np.asarray(separator, dtype=np.int64)])
-    stride = seq_len - 1
-    n = max(1, math.ceil((len(stream) - 1) / stride))
-    ids = np.full((n, seq_len), pad_id, dtype=np.int64)
-    labels = np.full((n, seq_len), -100, dtype=np.int64)
-    for k in range(n):  # n windows, not vocab-sized
-        piece = stream[k * stride: k * stride + seq_len]
-        ids[k, : len(piece)] = piece
-        labels[k, : len(piece)] = piece
-    labels[:, 0] = -100  # never predicted (HF shifts labels); makes the count explicit
-    return ids, labels
-
-
 def fallback_rate(tokenizer, token_ids: Sequence[Sequence[int]]) -> float:
     """Fraction of tokens that are the unknown token or a raw non-ASCII byte piece (byte fallback,
     or a byte-level BPE spelling a script it never saw byte by byte)."""
@@ -374,15 +323,16 @@ def fallback_rate(tokenizer, token_ids: Sequence[Sequence[int]]) -> float:
 
 
 class _Blocks(torch.utils.data.Dataset):
-    def __init__(self, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
         self.ids = torch.from_numpy(ids)
-        self.labels = torch.from_numpy(labels) if labels is not None else self.ids
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 # --- fingerprints ----------------------------------------------------------------------------
@@ -419,49 +369,30 @@ def _make_trainer_classes():
     from transformers import Trainer, TrainerCallback
 
     class BitsPerByteTrainer(Trainer):
-        """A Trainer whose evaluation is held-out bits per byte, exact under DDP (each rank scores
-        a disjoint slice of the windows; sums are all-reduced)."""
+        """A Trainer whose evaluation is held-out bits per byte by :func:`transtok.evaluate.evaluate_perplexity`
+        (the project's one protocol, so the numbers compare with ``transtok evaluate``). Under DDP each
+        rank scores the whole text (same number everywhere; eval sets are small next to training)."""
 
-        def __init__(self, *args, eval_bytes: int = 0, **kwargs) -> None:
+        def __init__(self, *args, eval_tokenizer=None, eval_seq_len: int = 512, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            self.eval_bytes = eval_bytes
+            self.eval_tokenizer, self.eval_seq_len = eval_tokenizer, eval_seq_len
+            self.eval_signature = None
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-            data = eval_dataset if eval_dataset is not None else self.eval_dataset
-            model = self.model_wrapped if self.model_wrapped is not None else self.model
-            was_training = model.training
-            model.eval()
-            rank, world = self.args.process_index, self.args.world_size
-            mine = range(rank, len(data), world)
-            nll = torch.zeros((), dtype=torch.float64, device=self.args.device)
-            count = torch.zeros((), dtype=torch.float64, device=self.args.device)
-            batch = self.args.per_device_eval_batch_size
+            from transtok.evaluate import evaluate_perplexity
+
+            texts = eval_dataset if eval_dataset is not None else self.eval_dataset
             start = time.perf_counter()
-            with torch.no_grad():
-                for lo in range(0, len(mine), batch):
-                    idx = list(mine[lo: lo + batch])
-                    ids = data.ids[idx].to(self.args.device)
-                    labels = data.labels[idx].to(self.args.device)
-                    with self.autocast_smart_context_manager():
-                        logits = model(input_ids=ids).logits
-                    logits, target = logits[:, :-1].float(), labels[:, 1:]
-                    nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                             ignore_index=-100, reduction="sum").double()
-                    count += (target != -100).sum().double()
-            if world > 1:
-                nll, count = self.accelerator.reduce(torch.stack([nll, count]), reduction="sum")
-            nll, count = float(nll), float(count)
-            metrics = {
-                f"{metric_key_prefix}_bits_per_byte": nll / math.log(2) / max(self.eval_bytes, 1),
-                f"{metric_key_prefix}_loss": nll / max(count, 1),
-                f"{metric_key_prefix}_token_perplexity": math.exp(min(nll / max(count, 1), 700)),
-                f"{metric_key_prefix}_tokens": int(count),
-                f"{metric_key_prefix}_seconds": time.perf_counter() - start,
-            }
+            result = evaluate_perplexity(self.accelerator.unwrap_model(self.model), self.eval_tokenizer, texts,
+                                         seq_len=self.eval_seq_len, batch_size=self.args.per_device_eval_batch_size,
+                                         bf16=self.args.bf16)
+            self.eval_signature = result.signature
+            metrics = {f"{metric_key_prefix}_bits_per_byte": result.bits_per_byte,
+                       f"{metric_key_prefix}_token_perplexity": result.token_perplexity,
+                       f"{metric_key_prefix}_tokens": result.tokens,
+                       f"{metric_key_prefix}_seconds": time.perf_counter() - start}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-            if was_training:
-                model.train()
             return metrics
 
     class RunLog(TrainerCallback):
@@ -619,7 +550,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     from transtok.vocabulary import vocab_hash
 
     # --- data -----------------------------------------------------------------------------
-    train_texts = read_lines(config.train)
+    train_texts = read_texts(config.train)
     train_ids = _tokenize(tokenizer, train_texts, "tokenize train")
     separator = _separator(tokenizer)
     blocks = pack(train_ids, config.seq_len, separator)
@@ -645,11 +576,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if epochs > 1:
         logger.info("the budget covers the training text %.1f times", epochs)
 
-    eval_data, eval_bytes, eval_rate = None, 0, None
+    eval_texts, eval_rate, eval_seq_len = None, None, 0
     if config.eval:
-        eval_texts = read_lines(config.eval)
-        if not eval_texts:
-            raise DataError(f"eval text {', '.join(map(str, config.eval))} has no non-empty lines")
+        eval_texts = read_texts(config.eval)
         eval_ids = _tokenize(tokenizer, eval_texts, "tokenize eval")
         eval_rate = fallback_rate(tokenizer, eval_ids)
         if eval_rate > FALLBACK_WARN_RATE:
@@ -657,10 +586,10 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "%.1f%% of the eval tokens are unknown or raw byte pieces: is %s in the tokenizer's language? "
                 "Bits per byte on it says little about the target language", 100 * eval_rate,
                 ", ".join(map(str, config.eval)))
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (separator or [0])[0]
-        eval_data = _Blocks(*eval_windows(eval_ids, config.seq_len, separator, pad_id))
-        # bytes of every document plus one per document for the separator (its newline)
-        eval_bytes = sum(len(t.encode("utf-8")) for t in eval_texts) + (len(eval_texts) if separator else 0)
+        from transtok.evaluate import _context_limit
+
+        limit = _context_limit(model)
+        eval_seq_len = min(config.seq_len, limit - 1) if limit else config.seq_len
 
     # --- plan and resume ------------------------------------------------------------------
     plan = config.stages
@@ -700,20 +629,20 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=use_bf16,
             activation_checkpointing=config.gradient_checkpointing,
             activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-            logging_steps=config.log_every, eval_strategy="steps" if eval_data is not None else "no",
-            eval_steps=eval_every if eval_data is not None else None,
+            logging_steps=config.log_every, eval_strategy="steps" if eval_texts is not None else "no",
+            eval_steps=eval_every if eval_texts is not None else None,
             save_strategy="steps", save_steps=config.save_every or eval_every, save_total_limit=1,
             report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
             use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
         )
-        trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_data,
-                                     eval_bytes=eval_bytes)
+        trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_texts,
+                                     eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len)
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
                          writer=trainer.is_world_process_zero())
         trainer.add_callback(run_log)
-        if eval_data is not None and index == 0 and not any(r.get("stage_index") == 0 for r in history):
+        if eval_texts is not None and index == 0 and not any(r.get("stage_index") == 0 for r in history):
             trainer.evaluate()  # the curve's starting point: the transplanted model before training
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -752,8 +681,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
             write_json(provenance / "finetune.json", {
                 "config": asdict(config), "stages": stage_reports, "history": history,
-                "eval": {"files": config.eval, "bytes": eval_bytes, "fallback_rate": eval_rate,
-                         "windows": len(eval_data) if eval_data is not None else 0},
+                "eval": {"files": config.eval, "fallback_rate": eval_rate, "signature": trainer.eval_signature},
                 "train": {"files": config.train, "tokens": n_tokens, "blocks": len(blocks),
                           "epochs": epochs, "fallback_rate": rate},
                 "precision": "bf16 autocast" if use_bf16 else "fp32", "lora_merged": merged_lora,
