@@ -631,10 +631,19 @@ def _torch_dtype(dtype: str | torch.dtype):
 
 
 def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+    """Load a tokenizer directory as saved, even next to a config.json.
 
+    ``AutoTokenizer`` prefers the class registered for the model type in ``config.json`` over the
+    saved generic ``TokenizersBackend`` (e.g. ``Qwen2Tokenizer`` adds ``<|endoftext|>``), which would
+    change the vocabulary; a generic tokenizer is therefore loaded with the generic class.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = Path(path) / "tokenizer_config.json"
+    generic = config.is_file() and read_json(config).get("tokenizer_class") in ("TokenizersBackend",
+                                                                                "PreTrainedTokenizerFast")
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return (PreTrainedTokenizerFast if generic else AutoTokenizer).from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a tokenizer from {path!r}: {exc}; the directory needs tokenizer.json "
                           "and tokenizer_config.json") from exc
