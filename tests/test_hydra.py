@@ -243,3 +243,39 @@ def test_bad_inputs_have_helpful_messages(small, tmp_path):
         hydra.translate(["x"], source="a", target="b", instruction="{lang}: {text}")
     with pytest.raises(ConfigError, match=r"give at least one vocabulary checkpoint"):
         Hydra.from_checkpoints({})
+
+
+def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
+    from transtok.cli import main
+
+    a, b = two_models("llama", False, tokenizers)
+    save_checkpoint(tmp_path / "a", a, tokenizers[0])
+    save_checkpoint(tmp_path / "b", b, tokenizers[1])
+    hydra_dir = tmp_path / "hydra"
+    assert main(["hydra", "build", "--vocab", f"a={tmp_path / 'a'}", "--vocab", f"b={tmp_path / 'b'}",
+                 "--output", str(hydra_dir)]) == 0
+    assert "vocabularies a (300), b (456), output b, untied head" in capsys.readouterr().out
+    hydra = Hydra.from_pretrained(hydra_dir)
+    expected = hydra.decode(hydra.generate([hydra.encode(ENGLISH, "a", add_special_tokens=True)],
+                                           max_new_tokens=4)[0]).strip()
+
+    assert main(["hydra", "generate", "--model", str(hydra_dir), "--prompt", ENGLISH, "--prompt-vocab", "a",
+                 "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+
+    assert main(["hydra", "export", "--model", str(hydra_dir), "--vocab", "a", "--output", str(tmp_path / "ea")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "ea")
+    assert torch.equal(exported.get_input_embeddings().weight, a.get_input_embeddings().weight)
+    assert torch.equal(exported.get_output_embeddings().weight, a.get_output_embeddings().weight)
+
+    source = tmp_path / "in.txt"
+    source.write_text(f"{ENGLISH}\nthe city\nof gold\n", encoding="utf-8")
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+                 "--output", str(tmp_path / "out.txt"), "--max-new-tokens", "3", "--batch-size", "2"]) == 0
+    translated = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
+    assert len(translated) == 4 and translated[-1] == ""
+    assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
+                                             max_new_tokens=3)
+
+    assert main(["hydra", "build", "--vocab", "a", "--output", str(tmp_path / "x")]) == 2
+    assert "--vocab 'a' is not NAME=DIR" in capsys.readouterr().err
