@@ -169,6 +169,10 @@ def test_generation_stops_at_the_output_vocabularys_stop_token(small, tokenizers
                                                 "stop_ids": (stop,)})], output="b")
     out = stopping.generate([prompt], max_new_tokens=4)[0]
     assert out == first[:first.index(stop + hydra.span("b").offset)]
+    # the same through extra stop ids given at generation time
+    assert hydra.generate([prompt], max_new_tokens=4, stop_ids=[stop])[0] == out
+    with pytest.raises(ConfigError, match=r"stop ids \[100000\] are outside the output vocabulary 'b'"):
+        hydra.generate([prompt], stop_ids=[100000])
 
 
 def test_save_load_round_trip_and_vanilla_loading(built, tmp_path):

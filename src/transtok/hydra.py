@@ -438,19 +438,27 @@ class Hydra:
         return full[..., span.offset:span.end]
 
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64, batch_size: int = 8,
-                 **generate_kwargs) -> list[list[int]]:
+                 stop_ids: Sequence[int] = (), **generate_kwargs) -> list[list[int]]:
         """Continue each prompt (global ids) in the output vocabulary; return the new global ids, stop excluded.
 
         Prompts are left-padded into batches; ``generate_kwargs`` go to ``model.generate`` (greedy by
-        default). Only ids of the output vocabulary can be produced.
+        default). Only ids of the output vocabulary can be produced. Generation ends at the output
+        vocabulary's stop ids and at ``stop_ids`` (extra local ids of the output vocabulary, e.g. newlines).
         """
         if batch_size < 1 or max_new_tokens < 1:
             raise ConfigError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
         if any(len(p) == 0 for p in prompts):
             raise DataError("every prompt needs at least one token; got an empty prompt")
         generation = self.model.generation_config
-        stops = set(self.span(self.output).stop_ids)
-        stops = {i + self.span(self.output).offset for i in stops}
+        span = self.span(self.output)
+        bad = [i for i in stop_ids if not 0 <= i < span.size]
+        if bad:
+            raise ConfigError(f"stop ids {bad[:5]} are outside the output vocabulary {span.name!r} "
+                              f"(0..{span.size - 1}); give local ids of that vocabulary")
+        stops = [i + span.offset for i in (*span.stop_ids, *stop_ids)]
+        if stop_ids:
+            generate_kwargs.setdefault("eos_token_id", list(dict.fromkeys(stops)))
+        stops = set(stops)
         pad = generation.pad_token_id if generation.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
         generate_kwargs.setdefault("do_sample", False)
@@ -476,7 +484,7 @@ class Hydra:
     def translate(self, texts: Sequence[str], *, source: str, target: str, instruction: str = DEFAULT_INSTRUCTION,
                   chat: bool | None = None, source_language: str | None = None,
                   target_language: str | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                  **generate_kwargs) -> list[str]:
+                  stop_ids: Sequence[int] = (), **generate_kwargs) -> list[str]:
         """Translate ``texts``: the prompt is read through ``source``, the answer written in ``target``.
 
         ``chat`` (default: whether ``source`` has a chat template) wraps the instruction as a user turn.
@@ -490,7 +498,8 @@ class Hydra:
         previous = self.output
         self.set_output(target)
         try:
-            outputs = self.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, **generate_kwargs)
+            outputs = self.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_ids=stop_ids,
+                                    **generate_kwargs)
         finally:
             self.set_output(previous)
         return [self.decode(ids).strip() for ids in outputs]
