@@ -372,18 +372,12 @@ class Hydra:
     def set_output(self, name: str) -> None:
         """Make ``name`` the output vocabulary: every other id is suppressed and its stop/special ids are used."""
         span = self.span(name)
-        total = sum(s.size for s in self._spans.values())
-        tokenizer = span.tokenizer
-        eos = [i + span.offset for i in span.stop_ids]
-        ids = {role: getattr(tokenizer, f"{role}_token_id", None) for role in ("bos", "pad")}
-        ids = {role: None if v is None else v + span.offset for role, v in ids.items()}
-        config, generation = self.model.config, self.model.generation_config
-        for cfg in (config, generation):
-            cfg.bos_token_id = ids["bos"]
-            cfg.pad_token_id = ids["pad"] if ids["pad"] is not None else (eos[0] if eos else None)
-            cfg.eos_token_id = (eos[0] if len(eos) == 1 else eos) if eos else None
-        others = list(range(0, span.offset)) + list(range(span.end, total))
-        generation.suppress_tokens = others or None
+        settings = _output_settings(span, self.size)
+        suppress = settings.pop("suppress_tokens")
+        for cfg in (self.model.config, self.model.generation_config):
+            for key, value in settings.items():
+                setattr(cfg, key, value)
+        self.model.generation_config.suppress_tokens = suppress
         self._output = name
 
     # encoding
@@ -527,11 +521,8 @@ class Hydra:
             part = t.detach()[span.offset:span.end]
             return torch.nn.Parameter(part if share else part.clone(), requires_grad=t.requires_grad)
 
-        tokenizer = span.tokenizer
-        eos = list(span.stop_ids)
-        ids = {"bos_token_id": tokenizer.bos_token_id,
-               "pad_token_id": tokenizer.pad_token_id,
-               "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None}
+        ids = _output_settings(VocabularySpan(name, 0, span.size, span.stop_ids, span.tokenizer), span.size)
+        ids.pop("suppress_tokens")  # None: a single vocabulary suppresses nothing
         new_in = rows(saved_in)
         new_out = new_in if tied else rows(saved_out)
         try:
@@ -563,50 +554,46 @@ class Hydra:
         return Path(directory)
 
     def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the Hydra: a plain checkpoint with the output vocabulary first, ``hydra.json`` and tokenizers."""
-        from transtok.surgery import embedding_pair
+        """Write the Hydra: a plain checkpoint with the output vocabulary first, ``hydra.json`` and tokenizers.
 
+        The in-memory Hydra is unchanged (its ids keep their offsets); only the saved copy is reordered.
+        """
         check_output_dir(directory, overwrite=overwrite)
         order = [self.output] + [n for n in self.names if n != self.output]
-        inputs, outputs = embedding_pair(self.model)
         spans, offset = [], 0
-        for n in order:
-            s = self._spans[n]
-            spans.append(VocabularySpan(n, offset, s.size, s.stop_ids, s.tokenizer))
+        for name in order:
+            s = self._spans[name]
+            spans.append(VocabularySpan(name, offset, s.size, s.stop_ids, s.tokenizer))
             offset += s.size
         state = self.model.state_dict()
-        if order != list(self.names):  # reorder the tables in a copy; the in-memory ids stay as they are
-            keys = _embedding_keys(self.model)
-            pointer_to_tensor = {}
-            for t in [inputs.weight, outputs.weight] + ([outputs.bias] if getattr(outputs, "bias", None) is not None
-                                                       else []):
-                if t.data_ptr() not in pointer_to_tensor:
-                    pointer_to_tensor[t.data_ptr()] = torch.cat([t.detach()[self._spans[n].offset:self._spans[n].end]
-                                                                 for n in order])
-            for key in keys:
-                state[key] = pointer_to_tensor[state[key].data_ptr()]
-        reordered = Hydra.__new__(Hydra)  # a metadata-only twin to compute the saved special ids
-        reordered.model, reordered._spans, reordered._output = self.model, {s.name: s for s in spans}, ""
-        with atomic_output_dir(directory, overwrite=overwrite) as tmp:
-            config, generation = self.model.config, self.model.generation_config
-            keys = ("bos_token_id", "eos_token_id", "pad_token_id")
-            saved = [{k: getattr(c, k) for k in keys} for c in (config, generation)]
-            saved_suppress = generation.suppress_tokens
-            try:
-                reordered.set_output(self.output)
-                self.model.save_pretrained(tmp, state_dict=state)
-            finally:
-                for c, values in zip((config, generation), saved):
-                    for k, v in values.items():
-                        setattr(c, k, v)
-                generation.suppress_tokens = saved_suppress
+        if order != list(self.names):
+            state.update(self._reordered_tables(order))
+        settings = _output_settings(spans[0], self.size)
+        suppress = settings.pop("suppress_tokens")
+        with atomic_output_dir(directory, overwrite=overwrite) as tmp, \
+                _patched(self.model.config, **settings), \
+                _patched(self.model.generation_config, suppress_tokens=suppress, **settings):
+            self.model.save_pretrained(tmp, state_dict=state)
             self.tokenizer(self.output).save_pretrained(tmp)
-            for s in spans:
-                s.tokenizer.save_pretrained(tmp / TOKENIZERS_DIR / s.name)
+            for span in spans:
+                span.tokenizer.save_pretrained(tmp / TOKENIZERS_DIR / span.name)
             write_json(tmp / HYDRA_FILE, {"format": FORMAT, "version": FORMAT_VERSION, "output": self.output,
-                                          "vocabularies": [s.to_dict() for s in spans]})
+                                          "vocabularies": [span.to_dict() for span in spans]})
         logger.info("saved Hydra (%s) to %s", ", ".join(order), directory)
         return Path(directory)
+
+    def _reordered_tables(self, order: Sequence[str]) -> dict[str, torch.Tensor]:
+        """State-dict entries of the embedding tensors with their row blocks in ``order`` (tied stay shared)."""
+        by_pointer: dict[int, torch.Tensor] = {}
+        out = {}
+        keys = _embedding_keys(self.model)
+        for key, tensor in self.model.state_dict().items():
+            if key in keys:
+                if tensor.data_ptr() not in by_pointer:
+                    by_pointer[tensor.data_ptr()] = torch.cat(
+                        [tensor[self._spans[n].offset:self._spans[n].end] for n in order])
+                out[key] = by_pointer[tensor.data_ptr()]
+        return out
 
 
 def translation_prompt(hydra: Hydra, text: str, *, source: str, target: str,
@@ -628,6 +615,16 @@ def translation_prompt(hydra: Hydra, text: str, *, source: str, target: str,
     if chat:
         return hydra.encode_chat([{"role": "user", "content": content}], source)
     return hydra.encode(content, source, add_special_tokens=True)
+
+
+def _output_settings(span: VocabularySpan, total: int) -> dict:
+    """Config values that make ``span`` the output vocabulary of a Hydra with ``total`` rows (global ids)."""
+    tokenizer = span.tokenizer
+    eos = [i + span.offset for i in span.stop_ids]
+    bos, pad = (None if v is None else v + span.offset for v in (tokenizer.bos_token_id, tokenizer.pad_token_id))
+    return {"bos_token_id": bos, "pad_token_id": pad if pad is not None else (eos[0] if eos else None),
+            "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None,
+            "suppress_tokens": (list(range(0, span.offset)) + list(range(span.end, total))) or None}
 
 
 def _torch_dtype(dtype: str | torch.dtype):
