@@ -57,7 +57,7 @@ def test_alignment_recovers_the_cipher(setup, aligner):
     corpus, source, target = setup
     counts = align(corpus, source, target, aligner=aligner)
     assert counts.counts.shape == (len(target), len(source))
-    mapping, _ = mapping_from_alignment(source, target, counts, MappingConfig(copy_weight=0.9))
+    mapping, _ = mapping_from_alignment(source, target, counts, MappingConfig())
     source_vocab, target_vocab = source.get_vocab(), target.get_vocab()
     frequency = {}
     for sentence in corpus.source:

@@ -16,7 +16,7 @@ def evidence(**overrides):
         [30, 10, 0, 0, 0],  # well aligned
         [0, 0, 1, 0, 0],    # weakly aligned, has a spelling
         [0, 0, 0, 0, 0],    # only a spelling
-        [0, 0, 0, 50, 0],   # exact match and aligned
+        [0, 0, 0, 10, 0],   # exact match, a little aligned
         [0, 0, 0, 0, 0],    # nothing at all
     ], dtype=float))
     args = dict(target_size=V_T, source_size=V_S, source_vocab_hash="s", target_vocab_hash="t", counts=counts,
@@ -46,6 +46,15 @@ def test_exact_match_keeps_a_strong_identity_prior_against_large_counts():
     counts = sp.csr_matrix(([1000.0], ([4], [3])), shape=(V_T, V_S))
     mapping, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(copy_weight=0.9)))
     assert mapping.matrix[4, 4] >= 0.9  # the official code gave +1 against a count of 1000
+
+
+def test_identity_prior_yields_to_plentiful_evidence():
+    def identity_weight(count):
+        counts = sp.csr_matrix(([float(count)], ([4], [3])), shape=(V_T, V_S))
+        mapping, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(copy_prior=30, copy_weight=0)))
+        return mapping.matrix[4, 4]
+    assert identity_weight(3) == pytest.approx(30 / 33)
+    assert identity_weight(300) == pytest.approx(30 / 330)
 
 
 def test_weak_alignment_leans_on_the_spelling():

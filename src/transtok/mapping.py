@@ -35,17 +35,21 @@ class MappingConfig:
 
     init: str = "trans-tokenization"
     """One of trans-tokenization, fvt, mean, random."""
-    min_count: float = 1.0
+    min_count: float = 0.0
     """Aligned token pairs with a smaller expected count are dropped as noise."""
-    top_k: int | None = 16
+    top_k: int | None = 4
     """Keep at most this many source partners per target token (None: all)."""
     sharpen: float = 2.0
     """Exponent applied to counts before normalising: >1 concentrates weight on the main partners,
     which keeps averaged rows from flattening the output distribution of a tied head."""
     confidence: float = 5.0
     """κ in λ = n / (n + κ): how many aligned occurrences make the alignment outweigh the prior."""
-    copy_weight: float = 0.9
-    """Weight of the identical source token for target tokens present verbatim in both vocabularies."""
+    copy_prior: float = 30.0
+    """Strength, in aligned occurrences, of the identity prior of a target token present verbatim in
+    the source vocabulary: it keeps the identical row until the alignment has seen the token about
+    this often, then the alignment takes over (false friends, rare source tokens)."""
+    copy_weight: float = 0.0
+    """Identity weight that a verbatim token keeps however much alignment evidence there is."""
     first_piece_weight: float | None = None
     """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
     preserve_norm: bool = False
@@ -66,6 +70,8 @@ class MappingConfig:
             raise ConfigError(f"--confidence must be >= 0, got {self.confidence}")
         if self.first_piece_weight is not None and not 0.0 <= self.first_piece_weight <= 1.0:
             raise ConfigError(f"--first-piece-weight must be within [0, 1], got {self.first_piece_weight}")
+        if self.copy_prior < 0:
+            raise ConfigError(f"--copy-prior must be >= 0, got {self.copy_prior}")
         if not 0.0 <= self.copy_weight <= 1.0:
             raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
 
@@ -279,9 +285,11 @@ def build_mapping(
         exact: (V_t,) source id with identical surface bytes, or -1.
         specials: (target id, source id) pairs of special tokens matched by role.
 
-    Per target token t, with aligned distribution A_t over ``n_t`` kept counts and
-    λ_t = n_t / (n_t + κ): an exact match gets ``c·e + (1−c)·(λ A_t + (1−λ) e)``; other tokens get
-    ``λ A_t + (1−λ) F_t`` (F = subword spelling); tokens with no evidence fall back to the mean row.
+    Per target token t, with aligned distribution A_t over ``n_t`` kept counts: a token present
+    verbatim in the source vocabulary gets ``c·e + (1−c)·(μ A_t + (1−μ) e)`` with
+    μ_t = n_t / (n_t + copy_prior) and c = copy_weight; other tokens get ``λ A_t + (1−λ) F_t`` with
+    λ_t = n_t / (n_t + confidence) and F = subword spelling; tokens with no evidence fall back to the
+    mean row. Both priors are pseudo-counts: evidence outweighs them once it is more plentiful.
     """
     if len(decomposition) != target_size or len(exact) != target_size:
         raise MismatchError(f"evidence sizes {len(decomposition)}/{len(exact)} do not match {target_size} target tokens")
@@ -313,8 +321,9 @@ def build_mapping(
         f_coef = np.zeros(target_size)
     else:
         copy = config.copy_weight
-        e_coef = np.where(has_exact, copy + (1 - copy) * (1 - trust), 0.0)
-        a_coef = np.where(has_exact, (1 - copy) * trust, trust)
+        copy_trust = mass / (mass + config.copy_prior) if config.copy_prior > 0 else (mass > 0).astype(float)
+        e_coef = np.where(has_exact, copy + (1 - copy) * (1 - copy_trust), 0.0)
+        a_coef = np.where(has_exact, (1 - copy) * copy_trust, trust)
         f_coef = np.where(has_exact, 0.0, np.where(has_spelling, 1 - trust, 0.0))
         # No spelling and no exact match: the alignment is all we have.
         a_coef = np.where(~has_exact & ~has_spelling & has_aligned, 1.0, a_coef)

@@ -1,0 +1,244 @@
+"""Evaluation whose numbers are comparable across tokenizers: bits per byte, fertility, chrF/BLEU.
+
+Perplexity per *token* cannot compare a model with its source: the target tokenizer cuts the
+same text into fewer tokens. Bits per UTF-8 byte can, provided every model is scored with the
+same protocol (see :func:`evaluate_perplexity`); each result carries a signature, as sacrebleu's
+scores do, that names everything the number depends on.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from transtok import __version__
+from transtok.errors import ConfigError, DataError, MismatchError, require
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Held-out language-model quality of one model + tokenizer on one text."""
+
+    bits_per_byte: float     # total NLL in bits / UTF-8 bytes: comparable across tokenizers
+    token_perplexity: float  # exp(mean NLL per token): only comparable for the same tokenizer
+    nll_bits: float          # total NLL of all text tokens, in bits
+    tokens: int              # text tokens scored (prefix tokens excluded)
+    bytes: int               # UTF-8 bytes of the joined text
+    windows: int
+    seq_len: int
+    precision: str           # "bf16" (autocast) or "fp32"
+    signature: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"BPB {self.bits_per_byte:.4f} | token perplexity {self.token_perplexity:.2f} | "
+                f"{self.tokens:,} tokens, {self.bytes:,} bytes, {self.windows:,} windows | {self.signature}")
+
+
+def bf16_supported(device) -> bool:
+    """Whether bf16 autocast is fast on ``device``: native bf16 on CUDA, AVX512-BF16/AMX on CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability().upper()
+        if "AMX" in capability or "BF16" in capability:
+            return True
+        # get_cpu_capability reports the ISA torch dispatches to (e.g. "AVX512"), not the bf16 extension.
+        try:
+            flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def _context_limit(model) -> int | None:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _prefix_id(tokenizer) -> int:
+    for role in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, role, None)
+        if value is not None:
+            return int(value)
+    raise ConfigError(
+        f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer):,} tokens) has neither a bos nor an eos token, "
+        "so the first token of each window cannot be predicted; set tokenizer.bos_token (or eos_token) first")
+
+
+def perplexity_signature(tokenizer, *, seq_len: int, n_bytes: int, text_sha: str, precision: str) -> str:
+    """``bpb|tok:<vocab hash>|seq:<seq_len>|bytes:<N>|text:<sha8>|prec:<bf16|fp32>|v:<version>``."""
+    from transtok.vocabulary import vocab_hash
+
+    return (f"bpb|tok:{vocab_hash(tokenizer)}|seq:{seq_len}|bytes:{n_bytes}|text:{text_sha}|prec:{precision}"
+            f"|v:{__version__}")
+
+
+def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int = 512, batch_size: int = 8,
+                        device=None, bf16: bool | None = None) -> PerplexityResult:
+    """Score ``texts`` with a causal LM; return bits per byte and token perplexity.
+
+    Protocol (identical for every tokenizer, so BPB is comparable): the texts are joined with
+    ``"\\n"``; bytes = UTF-8 length of the join; it is tokenized without special tokens and cut
+    into non-overlapping windows of ``seq_len`` tokens; each window is prefixed with the bos token
+    (eos when there is none), so the model sees ``seq_len + 1`` positions and every text token is
+    predicted exactly once. BPB = total NLL (bits) / bytes.
+
+    ``device``: where to run (the model is moved there); default: where the model is.
+    ``bf16``: autocast to bfloat16; default: when the device supports it natively.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(texts, str):
+        raise ConfigError("texts must be a sequence of strings, not one string; pass [text]")
+    text = "\n".join(texts)
+    if not text.strip():
+        raise DataError("the evaluation text is empty; give held-out text in the model's target language")
+    encoded = text.encode("utf-8")
+    limit = _context_limit(model)
+    if limit is not None and seq_len + 1 > limit:
+        raise ConfigError(
+            f"seq_len {seq_len} needs {seq_len + 1} positions (the bos/eos prefix + {seq_len} tokens) but the model "
+            f"has {limit}; use seq_len {limit - 1} or less")
+
+    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    prefix = _prefix_id(tokenizer)
+    rows = model.get_input_embeddings().weight.shape[0]
+    top = max(max(ids), prefix)
+    if top >= rows:
+        raise MismatchError(
+            f"the tokenizer produced id {top:,} but the model has only {rows:,} embedding rows; evaluate the model "
+            "with the tokenizer saved next to it (the one it was transplanted or trained with)")
+
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+    use_bf16 = bf16_supported(device) if bf16 is None else bool(bf16)
+    precision = "bf16" if use_bf16 else "fp32"
+
+    windows = [ids[start:start + seq_len] for start in range(0, len(ids), seq_len)]
+    total_nats = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            batches = range(0, len(windows), batch_size)
+            for start in tqdm(batches, desc="perplexity", unit="batch", disable=None):
+                total_nats += _batch_nll(model, windows[start:start + batch_size], prefix, device)
+    finally:
+        model.train(was_training)
+
+    tokens, n_bytes = len(ids), len(encoded)
+    nll_bits = total_nats / math.log(2)
+    signature = perplexity_signature(tokenizer, seq_len=seq_len, n_bytes=n_bytes,
+                                     text_sha=hashlib.sha256(encoded).hexdigest()[:8], precision=precision)
+    result = PerplexityResult(
+        bits_per_byte=nll_bits / n_bytes, token_perplexity=math.exp(total_nats / tokens), nll_bits=nll_bits,
+        tokens=tokens, bytes=n_bytes, windows=len(windows), seq_len=seq_len, precision=precision, signature=signature)
+    logger.info("%s", result)
+    return result
+
+
+def _batch_nll(model, windows: list[list[int]], prefix: int, device) -> float:
+    """Summed NLL (nats) of the text tokens of a batch of windows (right-padded, masked)."""
+    import torch
+    import torch.nn.functional as F
+
+    length = max(len(w) for w in windows) + 1
+    input_ids = torch.full((len(windows), length), prefix, dtype=torch.long)
+    attention = torch.zeros((len(windows), length), dtype=torch.long)
+    labels = torch.full((len(windows), length - 1), -100, dtype=torch.long)
+    for row, window in enumerate(windows):
+        input_ids[row, 1:len(window) + 1] = torch.tensor(window)
+        attention[row, :len(window) + 1] = 1
+        labels[row, :len(window)] = torch.tensor(window)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1]
+    # Upcast: a bf16 log-softmax over a 50k vocabulary loses ~2 digits of the NLL.
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.to(device).reshape(-1),
+                           ignore_index=-100, reduction="sum").item()
+
+
+def fertility(tokenizer, texts: Iterable[str]) -> float:
+    """Tokens per whitespace-separated word over ``texts`` (no special tokens)."""
+    texts = [t for t in texts if t and not t.isspace()]
+    words = sum(len(t.split()) for t in texts)
+    if words == 0:
+        raise DataError("fertility needs text with at least one word; the texts are empty")
+    encodings = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return sum(map(len, encodings)) / words
+
+
+@dataclass(frozen=True)
+class TranslationScore:
+    """Corpus-level chrF and BLEU of hypotheses against one reference each."""
+
+    chrf: float
+    bleu: float
+    chrf_signature: str
+    bleu_signature: str
+    segments: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"chrF2 {self.chrf:.2f} ({self.chrf_signature})\n"
+                f"BLEU {self.bleu:.2f} ({self.bleu_signature})\n"
+                f"{self.segments:,} segments")
+
+
+def score_translation(hypotheses: Sequence[str], references: Sequence[str]) -> TranslationScore:
+    """chrF2 and BLEU (sacrebleu defaults) of detokenized ``hypotheses`` vs ``references`` (one per line)."""
+    metrics = require("sacrebleu.metrics", package="sacrebleu", extra="eval", purpose="scoring translations")
+    if isinstance(hypotheses, str) or isinstance(references, str):
+        raise ConfigError("hypotheses and references must be sequences of strings, not single strings")
+    hypotheses, references = list(hypotheses), list(references)
+    if len(hypotheses) != len(references):
+        raise DataError(
+            f"{len(hypotheses):,} hypotheses but {len(references):,} references; give one hypothesis per reference "
+            "line, in the same order (empty lines count)")
+    if not references:
+        raise DataError("there are no references to score against; give at least one segment")
+    chrf, bleu = metrics.CHRF(), metrics.BLEU()
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    return TranslationScore(chrf=chrf_score.score, bleu=bleu_score.score, chrf_signature=str(chrf.get_signature()),
+                            bleu_signature=str(bleu.get_signature()), segments=len(references))
+
+
+def read_segments(path: str | os.PathLike) -> list[str]:
+    """One segment per line, blank lines kept (an empty hypothesis is still a hypothesis)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"segment file {str(path)!r} does not exist or is not a file; check the path")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start an empty one
+    return [line.rstrip("\r") for line in lines]

@@ -1,0 +1,253 @@
+"""Target tokenizers: load one, or train one of the same family as the source model's.
+
+"Same family" means the trained tokenizer keeps everything of the source's pipeline except the
+learned vocabulary: the normalizer, the pre-tokenizer (e.g. Llama-3's split regex, digit
+splitting), the decoder and the post-processor are copied from the source's ``tokenizer.json``,
+and only the model (BPE / WordPiece / Unigram) is trained anew. The source's added/special tokens
+come first, in the source's order, so that their ids are small and the same in every target
+tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from transtok.artifacts import atomic_output_dir
+from transtok.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token", "mask_token")
+BYTE_PIECES = [f"<0x{i:02X}>" for i in range(256)]
+# Tokenizer attributes (besides roles) that a user of the target tokenizer expects to find unchanged.
+COPIED_SETTINGS = ("model_max_length", "padding_side", "truncation_side", "clean_up_tokenization_spaces")
+# Model options of the source that training must not lose (everything but the learned vocabulary).
+_LEARNED = {"vocab", "merges", "type"}
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """Load a fast tokenizer from a directory, a hub id, or a ``.gguf`` file.
+
+    Raises :class:`ConfigError` naming the path when there is no (fast) tokenizer there.
+    """
+    from transformers import AutoTokenizer
+
+    name = str(name_or_path)
+    kwargs: dict[str, Any] = {}
+    path = Path(name)
+    if path.suffix == ".gguf" and path.is_file():
+        # A GGUF file carries its tokenizer in the metadata; transformers rebuilds a fast one.
+        name, kwargs["gguf_file"] = str(path.parent), path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"no tokenizer could be loaded from {name_or_path!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "give a directory with tokenizer.json (as written by 'transtok train-tokenizer' or save_pretrained), "
+            "a model directory, a .gguf file, or a hub id") from exc
+    if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
+        raise ConfigError(
+            f"the tokenizer at {name_or_path!r} is a slow (Python) tokenizer ({type(tokenizer).__name__}); "
+            "transtok needs a fast one: save it with tokenizer.json (e.g. convert it with "
+            "AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))")
+    return tokenizer
+
+
+def _source_spec(source_tokenizer) -> dict:
+    backend = getattr(source_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ConfigError(
+            f"the source tokenizer {type(source_tokenizer).__name__} has no fast backend; "
+            "load it with transtok.tokenizer.load_tokenizer (fast tokenizers only)")
+    return json.loads(backend.to_str())
+
+
+def _mentions(component: dict | None, kind: str) -> bool:
+    """Whether a (possibly nested Sequence) component of a tokenizer.json has a part of type ``kind``."""
+    if not component:
+        return False
+    if component.get("type") == kind:
+        return True
+    parts = component.get("pretokenizers") or component.get("normalizers") or component.get("decoders") or []
+    return any(_mentions(part, kind) for part in parts)
+
+
+def _special_entries(spec: dict) -> list[dict]:
+    """The source's added tokens (specials and others), in id order."""
+    return sorted(spec.get("added_tokens") or [], key=lambda t: t["id"])
+
+
+def _trainer(spec: dict, vocab_size: int, min_frequency: int, specials: list[str], show_progress: bool):
+    from tokenizers import AddedToken, pre_tokenizers, trainers
+
+    model = spec["model"]
+    kind = model["type"]
+    special_tokens = [AddedToken(s, special=True, normalized=False) for s in specials]
+    byte_level = _mentions(spec.get("pre_tokenizer"), "ByteLevel")
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
+    if kind == "BPE":
+        affixes = {key: model[key] for key in ("continuing_subword_prefix", "end_of_word_suffix") if model.get(key)}
+        return trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
+            initial_alphabet=alphabet, show_progress=show_progress, **affixes)
+    if kind == "WordPiece":
+        return trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
+            initial_alphabet=alphabet, show_progress=show_progress,
+            continuing_subword_prefix=model.get("continuing_subword_prefix", "##"))
+    if kind == "Unigram":
+        unk_id = model.get("unk_id")
+        unk = model["vocab"][unk_id][0] if unk_id is not None else None
+        return trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=special_tokens, unk_token=unk, initial_alphabet=alphabet,
+            show_progress=show_progress)
+    raise ConfigError(
+        f"the source tokenizer's model type {kind!r} cannot be trained; transtok trains BPE, WordPiece and "
+        "Unigram tokenizers (give a source model whose tokenizer is one of these, or a ready target tokenizer)")
+
+
+def _empty_model(model: dict) -> dict:
+    """The source's model section with its learned vocabulary removed (options kept)."""
+    empty = {k: v for k, v in model.items() if k not in ("vocab", "merges")}
+    if model["type"] == "Unigram":
+        empty.update(vocab=[], unk_id=None)
+    else:
+        empty["vocab"] = {}
+        if model["type"] == "BPE":
+            empty["merges"] = []
+            empty["unk_token"] = None  # not in the empty vocabulary yet; restored after training
+    return empty
+
+
+def _remap_processor(component: Any, ids: dict[str, int]) -> Any:
+    """Rewrite the special-token ids inside a post-processor spec to the target's ids.
+
+    Covers TemplateProcessing (``special_tokens: {name: {ids, tokens}}``), Bert/Roberta processing
+    (``sep``/``cls``: ``[token, id]``) and Sequences of them.
+    """
+    if isinstance(component, list):
+        return [_remap_processor(c, ids) for c in component]
+    if not isinstance(component, dict):
+        return component
+    out = {}
+    for key, value in component.items():
+        if key == "special_tokens" and isinstance(value, dict):
+            out[key] = {name: {**entry, "ids": [ids[tok] for tok in entry["tokens"]]} for name, entry in value.items()}
+        elif key in ("sep", "cls") and isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+            out[key] = [value[0], ids[value[0]]]
+        else:
+            out[key] = _remap_processor(value, ids)
+    return out
+
+
+def _nonblank(texts: Iterable[str]) -> Iterator[str]:
+    for text in texts:
+        if text and not text.isspace():
+            yield text
+
+
+def _reserved_tokens(spec: dict) -> list[str]:
+    """Tokens the target vocabulary starts with: the source's added tokens in id order, then (for
+    byte-fallback models) the 256 ``<0xXX>`` pieces, then a WordPiece unk missing from both."""
+    reserved = list(dict.fromkeys(t["content"] for t in _special_entries(spec)))
+    if spec["model"].get("byte_fallback"):
+        reserved += [piece for piece in BYTE_PIECES if piece not in set(reserved)]
+    unk = spec["model"].get("unk_token")
+    if spec["model"]["type"] == "WordPiece" and unk and unk not in reserved:
+        reserved.append(unk)
+    return reserved
+
+
+def minimum_vocab_size(source_tokenizer) -> int:
+    """The smallest vocabulary a target tokenizer trained from this source can have, before counting
+    the corpus's own characters: the reserved tokens (+ the 256-symbol byte-level alphabet)."""
+    spec = _source_spec(source_tokenizer)
+    return len(_reserved_tokens(spec)) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
+
+
+def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, min_frequency: int = 2,
+                    show_progress: bool | None = None):
+    """Train a target tokenizer of the source tokenizer's family on ``texts``.
+
+    Returns a ``PreTrainedTokenizerFast`` with at most ``vocab_size`` tokens, the source's
+    normalizer / pre-tokenizer / decoder / post-processor, special-token roles, extra special
+    tokens, chat template and padding/length settings. Same texts and source → identical
+    ``tokenizer.json``. ``show_progress=None`` shows the trainer's bar when stderr is a terminal.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = _source_spec(source_tokenizer)
+    kind = spec["model"]["type"]
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
+        raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
+        raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+    added = _special_entries(spec)
+    specials = _reserved_tokens(spec)
+    minimum = minimum_vocab_size(source_tokenizer)
+    if vocab_size < minimum:
+        raise ConfigError(
+            f"vocab_size {vocab_size:,} is smaller than the {minimum:,} tokens every target tokenizer trained from "
+            f"this source needs ({len(specials):,} special/added/byte tokens"
+            f"{' + the 256-symbol byte-level alphabet' if minimum > len(specials) else ''}); use --vocab-size "
+            f"{minimum:,} or more (a few thousand at least for a useful vocabulary)")
+
+    texts = list(_nonblank(texts))
+    if not texts:
+        raise DataError("the training texts are empty (no non-blank line); give target-language text, one "
+                        "segment per line")
+
+    train_spec = copy.deepcopy(spec)
+    train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
+                      padding=None)
+    backend = Tokenizer.from_str(json.dumps(train_spec))
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    trainer = _trainer(spec, vocab_size, min_frequency, specials, show_progress)
+    logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
+                sum(map(len, texts)))
+    backend.train_from_iterator(texts, trainer, length=len(texts))
+
+    trained = json.loads(backend.to_str())
+    model = trained["model"]
+    size = backend.get_vocab_size(with_added_tokens=True)
+    if size > vocab_size:
+        # The trainers keep every character of the corpus even past vocab_size.
+        raise ConfigError(
+            f"vocab_size {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} distinct "
+            f"characters of this corpus; use --vocab-size {size:,} or more")
+    # Restore the source's model options (unk token, byte fallback, dropout, ...) around the new vocabulary.
+    for key, value in spec["model"].items():
+        if key not in _LEARNED and key != "unk_id":
+            model[key] = value
+    if kind == "Unigram" and spec["model"].get("unk_id") is not None:
+        unk = spec["model"]["vocab"][spec["model"]["unk_id"]][0]
+        model["unk_id"] = next(i for i, (piece, _) in enumerate(model["vocab"]) if piece == unk)
+    vocab = backend.get_vocab(with_added_tokens=True)
+    trained["added_tokens"] = [{**entry, "id": vocab[entry["content"]]} for entry in added]
+    trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
+    trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
+    target_backend = Tokenizer.from_str(json.dumps(trained, ensure_ascii=False))
+
+    settings = {key: getattr(source_tokenizer, key) for key in COPIED_SETTINGS if hasattr(source_tokenizer, key)}
+    roles = {key: str(getattr(source_tokenizer, key)) for key in ROLES if getattr(source_tokenizer, key, None)}
+    extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or [])]
+    target = PreTrainedTokenizerFast(tokenizer_object=target_backend, **roles, extra_special_tokens=extra, **settings)
+    target.chat_template = getattr(source_tokenizer, "chat_template", None)
+    logger.info("trained a %s tokenizer of %d tokens (%d special/added)", kind, len(target), len(added))
+    return target
+
+
+def save_tokenizer(tokenizer, output: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``tokenizer`` to ``output`` atomically (loadable with ``AutoTokenizer.from_pretrained``)."""
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+    return Path(output)
+

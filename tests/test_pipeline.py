@@ -1,0 +1,107 @@
+"""End to end through the CLI on a tiny model: transfer, align → map → transplant, and bad input."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import factories
+from transtok.cli import VERBS, build_parser, main
+from transtok.mapping import TokenMapping
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    pairs = factories.cipher_corpus(600)
+    (root / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    (root / "target.txt").write_text("".join(f"{t}\n" for _, t in pairs), encoding="utf-8")
+    source_tokenizer = factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=400)
+    model = factories.tiny_causal_lm("llama", len(source_tokenizer), False, source_tokenizer)
+    model.save_pretrained(root / "source")
+    source_tokenizer.save_pretrained(root / "source")
+    return root
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for verb in ("train-tokenizer", "align", "map", "transplant", "transfer", "evaluate", "assets"):
+        assert f"    {verb}" in text
+    assert len(VERBS) >= 6
+
+
+def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys):
+    out = workspace / "transfer"
+    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+               "--output", out) == 0
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.vocab_size
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    for name in ("README.md", "transtok/config.json", "transtok/mapping_report.json", "transtok/mapping/mapping.tsv",
+                 "transtok/mapping/mapping.safetensors", "transtok/alignment/counts.safetensors"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "transtok/mapping_report.json").read_text())
+    assert sum(report["provenance"].values()) == len(tokenizer)
+    assert report["provenance"]["aligned"] > 50  # most of the 256 byte tokens never occur; words do
+    assert not [p for p in workspace.iterdir() if ".partial-" in p.name]
+
+
+def test_step_by_step_equals_transfer_and_is_deterministic(workspace):
+    tokenizer_dir = workspace / "transfer"  # the tokenizer written by the transfer test
+    if not tokenizer_dir.exists():
+        pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
+    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", tokenizer_dir,
+               "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--output", workspace / "al") == 0
+    for name in ("m1", "m2"):
+        assert run("map", "--alignment", workspace / "al", "--output", workspace / name) == 0
+    for name in ("mapping.safetensors", "mapping.json", "mapping_report.json", "mapping.tsv"):
+        assert (workspace / "m1" / name).read_bytes() == (workspace / "m2" / name).read_bytes()
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+               "--output", workspace / "model") == 0
+    a = AutoModelForCausalLM.from_pretrained(workspace / "model")
+    b = AutoModelForCausalLM.from_pretrained(tokenizer_dir)
+    torch.testing.assert_close(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    torch.testing.assert_close(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
+
+
+def test_existing_output_is_refused_without_overwrite(workspace, capsys):
+    (workspace / "taken").mkdir()
+    (workspace / "taken" / "keep.txt").write_text("x")
+    code = run("map", "--source-model", workspace / "source", "--target-tokenizer", workspace / "source",
+               "--init", "fvt", "--output", workspace / "taken")
+    assert code == 2
+    assert "exists and is not empty; choose another path or pass --overwrite" in capsys.readouterr().err
+    assert (workspace / "taken" / "keep.txt").read_text() == "x"
+
+
+def test_bad_corpus_fails_cleanly_and_leaves_nothing(workspace, capsys):
+    bad = workspace / "bad.tsv"
+    bad.write_text("a sentence without a tab\n", encoding="utf-8")
+    code = run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "source",
+               "--parallel", bad, "--output", workspace / "never")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad.tsv:1: expected 'source<TAB>target'" in err
+    assert not (workspace / "never").exists()
+
+
+def test_mapping_for_another_model_is_refused(workspace, capsys):
+    other = workspace / "other"
+    tok = factories.byte_level_tokenizer([t for _, t in factories.cipher_corpus(300)], vocab_size=300)
+    factories.tiny_causal_lm("gpt2", len(tok), True, tok).save_pretrained(other)
+    tok.save_pretrained(other)
+    assert run("map", "--source-model", workspace / "source", "--target-tokenizer", other, "--init", "mean",
+               "--output", workspace / "m_mean") == 0
+    code = run("transplant", "--source-model", other, "--mapping", workspace / "m_mean", "--output", workspace / "x")
+    assert code == 2
+    assert "build the mapping with this model's tokenizer" in capsys.readouterr().err
+    assert not (workspace / "x").exists()
+    assert TokenMapping.load(workspace / "m_mean").residual.max() == 1.0
