@@ -507,6 +507,194 @@ def _run_evaluate_translation(args) -> int:
     return 0
 
 
+# --- hydra and translate (helper "hydra") ---------------------------------------------------------
+
+
+def _vocab_pairs(values: Sequence[str]) -> dict[str, str]:
+    from transtok.errors import ConfigError
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--vocab {value!r} is not NAME=DIR; write e.g. --vocab en=smollm2/ --vocab es=smollm2-es/")
+        if name in pairs:
+            raise ConfigError(f"--vocab name {name!r} is given twice; each vocabulary needs its own name")
+        pairs[name] = path
+    return pairs
+
+
+def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model"):
+    """A saved Hydra directory, or a plain checkpoint as a one-vocabulary Hydra called ``name``."""
+    from pathlib import Path
+
+    from transtok.hydra import HYDRA_FILE, Hydra
+
+    if (Path(path) / HYDRA_FILE).is_file():
+        return Hydra.from_pretrained(path, dtype=dtype)
+    return Hydra.from_checkpoints({name: path}, dtype=dtype)
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=128, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=8, help="prompts per left-padded batch (default: %(default)s)")
+    group.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default: %(default)s)")
+    group.add_argument("--repetition-penalty", type=float, default=1.0, help="(default: %(default)s)")
+    group.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict:
+    kwargs = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    if args.num_beams > 1:
+        kwargs["num_beams"] = args.num_beams
+    if args.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = args.repetition_penalty
+    return kwargs
+
+
+def _read_lines(path: str) -> list[str]:
+    from pathlib import Path
+
+    from transtok.errors import DataError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read --input {path!r}: {exc}") from exc
+    if not lines:
+        raise DataError(f"--input {path!r} is empty; give one text per line")
+    return lines
+
+
+def _write_lines(path: str | None, lines: Sequence[str]) -> None:
+    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    if path is None or path == "-":
+        sys.stdout.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+@verb
+def _add_hydra(sub) -> None:
+    p = sub.add_parser("hydra", help="one body, several vocabularies: build, generate, export",
+                       description="A Hydra keeps one transformer body and several named vocabularies (tokenizer, "
+                                   "input rows, LM head). A prompt read through one vocabulary can be continued "
+                                   "in another. The directory is a plain checkpoint in the output vocabulary plus "
+                                   "hydra.json and tokenizers/<name>/.")
+    hsub = p.add_subparsers(dest="hydra_verb", metavar="ACTION")
+    hsub.required = True
+
+    b = hsub.add_parser("build", help="combine checkpoints that share a body into a Hydra directory",
+                        description="Load each NAME=DIR checkpoint, check that their non-embedding weights are "
+                                    "identical (the first gives the body) and write one Hydra directory.")
+    b.add_argument("--vocab", required=True, action="append", metavar="NAME=DIR",
+                   help="a vocabulary and its checkpoint; repeat (e.g. --vocab en=smollm2/ --vocab es=smollm2-es/)")
+    b.add_argument("--output-vocab", metavar="NAME", help="vocabulary to generate in (default: the last --vocab)")
+    b.add_argument("--dtype", default="auto", help="load dtype (default: %(default)s)")
+    b.add_argument("--no-check-body", action="store_true", help="accept checkpoints whose bodies differ")
+    _add_output(b)
+    b.set_defaults(func=_run_hydra_build)
+
+    g = hsub.add_parser("generate", help="continue prompts read in one vocabulary in another",
+                        description="Encode each prompt with --prompt-vocab (through its chat template with --chat) "
+                                    "and generate with --output-vocab; prints one completion per line.")
+    g.add_argument("--model", required=True, metavar="DIR", help="Hydra directory")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    source.add_argument("--input", metavar="FILE", help="one prompt per line")
+    g.add_argument("--prompt-vocab", required=True, metavar="NAME", help="vocabulary that reads the prompt")
+    g.add_argument("--output-vocab", metavar="NAME", help="vocabulary to generate in (default: the saved one)")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of the chat template")
+    g.add_argument("--output", metavar="FILE", help="write completions here instead of stdout")
+    _add_generation_options(g)
+    g.set_defaults(func=_run_hydra_generate)
+
+    e = hsub.add_parser("export", help="write one vocabulary as a plain Hugging Face checkpoint",
+                        description="The exported directory loads with AutoModelForCausalLM / AutoTokenizer and "
+                                    "gives the same logits as the Hydra with that output vocabulary.")
+    e.add_argument("--model", required=True, metavar="DIR", help="Hydra directory")
+    e.add_argument("--vocab", required=True, metavar="NAME", help="vocabulary to export")
+    _add_output(e)
+    e.set_defaults(func=_run_hydra_export)
+
+
+def _run_hydra_build(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_checkpoints(_vocab_pairs(args.vocab), output=args.output_vocab, dtype=args.dtype,
+                                   check_body=not args.no_check_body)
+    hydra.save_pretrained(args.output, overwrite=args.overwrite)
+    print(f"Hydra with vocabularies {', '.join(f'{n} ({hydra.span(n).size:,})' for n in hydra.names)}, "
+          f"output {hydra.output}, {'tied' if hydra.tied else 'untied'} head -> {args.output}")
+    return 0
+
+
+def _run_hydra_generate(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_pretrained(args.model, dtype=args.dtype)
+    if args.output_vocab:
+        hydra.set_output(args.output_vocab)
+    texts = args.prompt or _read_lines(args.input)
+    if args.chat:
+        prompts = [hydra.encode_chat([{"role": "user", "content": t}], args.prompt_vocab) for t in texts]
+    else:
+        prompts = [hydra.encode(t, args.prompt_vocab, add_special_tokens=True) for t in texts]
+    outputs = hydra.generate(prompts, **_generation_kwargs(args))
+    _write_lines(args.output, [hydra.decode(ids).strip() for ids in outputs])
+    return 0
+
+
+def _run_hydra_export(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_pretrained(args.model)
+    hydra.export(args.vocab, args.output, overwrite=args.overwrite)
+    print(f"exported vocabulary {args.vocab} ({hydra.span(args.vocab).size:,} tokens) -> {args.output}")
+    return 0
+
+
+@verb
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate a file: prompt in one vocabulary, answer in another",
+                       description="Zero-shot translation with a Hydra: each input line is wrapped in an instruction, "
+                                   "read through the --from vocabulary (with its chat template) and answered in the "
+                                   "--to vocabulary. A plain checkpoint is used as a one-vocabulary model.")
+    p.add_argument("--model", required=True, metavar="DIR", help="Hydra directory or plain checkpoint")
+    p.add_argument("--from", dest="source", required=True, metavar="NAME", help="vocabulary/language of the input")
+    p.add_argument("--to", dest="target", required=True, metavar="NAME", help="vocabulary/language of the output")
+    p.add_argument("--input", required=True, metavar="FILE", help="one sentence per line")
+    p.add_argument("--output", metavar="FILE", help="translations, one per line (default: stdout)")
+    p.add_argument("--instruction", metavar="TEMPLATE",
+                   help="prompt template with {text}, {source_language}, {target_language} "
+                        "(default: 'Translate the following {source_language} text into {target_language}.')")
+    p.add_argument("--no-chat", action="store_true", help="plain prompt even if the vocabulary has a chat template")
+    _add_generation_options(p)
+    p.set_defaults(func=_run_translate)
+
+
+def _run_translate(args) -> int:
+    from pathlib import Path
+
+    from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES
+
+    texts = _read_lines(args.input)
+    hydra = _open_hydra(args.model, dtype=args.dtype)
+    source, target = args.source, args.target
+    if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
+        source = target = "model"
+    translations = hydra.translate(
+        texts, source=source, target=target, instruction=args.instruction or DEFAULT_INSTRUCTION,
+        chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
+        target_language=LANGUAGE_NAMES.get(args.target, args.target), **_generation_kwargs(args))
+    _write_lines(args.output, translations)
+    if args.output:
+        print(f"translated {len(texts):,} lines {args.source} -> {args.target} -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transtok",
