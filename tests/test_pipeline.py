@@ -105,3 +105,23 @@ def test_mapping_for_another_model_is_refused(workspace, capsys):
     assert "build the mapping with this model's tokenizer" in capsys.readouterr().err
     assert not (workspace / "x").exists()
     assert TokenMapping.load(workspace / "m_mean").residual.max() == 1.0
+
+
+def test_multi_source_mapping_is_the_weighted_average(workspace):
+    tokenizer_dir = workspace / "transfer"
+    if not (workspace / "al").exists():
+        pytest.skip("needs test_step_by_step_equals_transfer_and_is_deterministic")
+    # A second "source language": the same target side paired with reversed English sentences.
+    pairs = factories.cipher_corpus(600)
+    (workspace / "pairs2.tsv").write_text("".join(f"{' '.join(s.split()[::-1])}\t{t}\n" for s, t in pairs))
+    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", tokenizer_dir,
+               "--parallel", workspace / "pairs2.tsv", "--aligner", "fast_align", "--output", workspace / "al2") == 0
+    assert run("map", "--alignment", workspace / "al2", "--output", workspace / "m_second") == 0
+    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 3, 1,
+               "--output", workspace / "m_both") == 0
+    first, second = TokenMapping.load(workspace / "m1"), TokenMapping.load(workspace / "m_second")
+    both = TokenMapping.load(workspace / "m_both")
+    source = torch.randn(first.shape[1], 8)
+    torch.testing.assert_close(both.apply(source), 0.75 * first.apply(source) + 0.25 * second.apply(source))
+    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 1,
+               "--output", workspace / "m_bad") == 2

@@ -24,6 +24,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 VERBS: list = []
+# The order of the verbs in --help: the main job first, then the pipeline in the order it runs.
+HELP_ORDER = ["_add_demo", "_add_train_tokenizer", "_add_align", "_add_merge_alignments", "_add_map",
+              "_add_transplant", "_add_transfer", "_add_finetune", "_add_evaluate", "_add_hydra", "_add_translate",
+              "_add_assets"]
 
 
 def verb(add):
@@ -107,7 +111,11 @@ def _add_map(sub) -> None:
     p = sub.add_parser("map", help="turn alignment counts into a token mapping",
                        description="Build the row-stochastic (target x source) mapping from alignment counts, "
                                    "exact vocabulary overlap, subword spelling and special-token roles.")
-    p.add_argument("--alignment", metavar="DIR", help="alignment directory from 'transtok align'")
+    p.add_argument("--alignment", nargs="+", metavar="DIR",
+                   help="alignment directory from 'transtok align'; several (e.g. en->tt and ru->tt made with the "
+                        "same tokenizers) are averaged: multi-source initialisation")
+    p.add_argument("--alignment-weights", nargs="+", type=float, metavar="W",
+                   help="one weight per --alignment directory (default: equal)")
     p.add_argument("--source-model", metavar="M", help="source tokenizer, for methods without alignment")
     p.add_argument("--target-tokenizer", metavar="T", help="target tokenizer, for methods without alignment")
     _add_mapping_options(p)
@@ -119,7 +127,8 @@ def _run_map(args) -> int:
     from transtok.pipeline import run_map
 
     report = run_map(args.alignment, args.output, config=_mapping_config(args), overwrite=args.overwrite,
-                     source_model=args.source_model, target_tokenizer_path=args.target_tokenizer)
+                     source_model=args.source_model, target_tokenizer_path=args.target_tokenizer,
+                     alignment_weights=args.alignment_weights)
     print(f"mapped {report.target_tokens:,} target tokens: " +
           ", ".join(f"{k} {v:,}" for k, v in report.provenance.items()) + f" -> {args.output}")
     return 0
@@ -705,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in VERBS:
+    for add in sorted(VERBS, key=lambda f: HELP_ORDER.index(f.__name__) if f.__name__ in HELP_ORDER else 99):
         add(sub)
     return parser
 

@@ -2,11 +2,13 @@
 output directory atomically. The CLI calls these; so can scripts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,26 +107,43 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     return counts
 
 
-def run_map(alignment: str | None, output: str, *, config: MappingConfig, overwrite: bool = False,
-            source_model: str | None = None, target_tokenizer_path: str | None = None) -> MappingReport:
-    """``transtok map``: alignment directory → mapping directory (mapping, report, table, tokenizers)."""
+def run_map(alignment: str | Sequence[str] | None, output: str, *, config: MappingConfig, overwrite: bool = False,
+            source_model: str | None = None, target_tokenizer_path: str | None = None,
+            alignment_weights: Sequence[float] | None = None) -> MappingReport:
+    """``transtok map``: alignment directory → mapping directory (mapping, report, table, tokenizers).
+
+    Several alignment directories (e.g. en→tt and ru→tt, both tokenized with the same source model's
+    tokenizer) give one mapping each, averaged with ``alignment_weights`` (multi-source initialisation).
+    """
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
-    counts = None
-    if alignment is not None:
-        counts = AlignmentCounts.load(alignment)
-        source_tokenizer = load_tokenizer(str(Path(alignment) / SOURCE_TOKENIZER_DIR))
-        target_tokenizer = load_tokenizer(str(Path(alignment) / TARGET_TOKENIZER_DIR))
+    alignments = [alignment] if isinstance(alignment, (str, os.PathLike)) else list(alignment or [])
+    if alignment_weights is not None and len(alignment_weights) != len(alignments):
+        raise ConfigError(f"--alignment-weights has {len(alignment_weights)} values for {len(alignments)} "
+                          "alignment directories; give one weight per directory")
+    if alignments:
+        source_tokenizer = load_tokenizer(str(Path(alignments[0]) / SOURCE_TOKENIZER_DIR))
+        target_tokenizer = load_tokenizer(str(Path(alignments[0]) / TARGET_TOKENIZER_DIR))
     elif source_model and target_tokenizer_path:
         source_tokenizer, target_tokenizer = load_tokenizer(source_model), load_tokenizer(target_tokenizer_path)
     else:
         raise ConfigError("give --alignment DIR (from 'transtok align'), or --source-model and --target-tokenizer "
                           "for methods that need no alignment (--init fvt, mean, random)")
-    if counts is None and config.init == "trans-tokenization":
+    if not alignments and config.init == "trans-tokenization":
         raise ConfigError("--init trans-tokenization needs --alignment DIR from 'transtok align'")
-    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer,
-                                             counts if config.init == "trans-tokenization" else None, config)
+    if config.init != "trans-tokenization":
+        alignments = alignments[:1]
+    built = [mapping_from_alignment(source_tokenizer, target_tokenizer,
+                                    AlignmentCounts.load(a) if config.init == "trans-tokenization" else None, config)
+             for a in (alignments or [None])]
+    mapping, report = built[0]
+    if len(built) > 1:
+        mapping = TokenMapping.combine([m for m, _ in built], alignment_weights)
+        report = dataclasses.replace(report, provenance={
+            name: int((mapping.provenance == code).sum()) for code, name in enumerate(PROVENANCE)},
+            config={**report.config, "alignments": [str(a) for a in alignments],
+                    "alignment_weights": mapping.config["weights"]})
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         save_mapping_dir(tmp, mapping, report, source_tokenizer, target_tokenizer)
     return report
