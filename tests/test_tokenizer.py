@@ -250,7 +250,7 @@ def test_vocab_size_below_the_minimum_names_the_minimum(source_tokenizer):
 def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
     source = factories.wordpiece_tokenizer(corpora[0], 300)
     texts = ["".join(chr(0x4E00 + i) for i in range(k, k + 40)) for k in range(0, 400, 40)]
-    with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ distinct characters .* "
+    with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ symbols of this corpus's alphabet .* "
                                           r"use --vocab-size \d+ or more"):
         train_tokenizer(texts, source, 50)
 
