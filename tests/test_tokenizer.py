@@ -65,9 +65,26 @@ def late_bert_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                           mask_token="[MASK]")
 
 
+def llama2_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """Llama-2's tokenizer.json: spaces become ▁ in the normalizer, no pre-tokenizer, byte fallback,
+    bos prepended by the post-processor."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never", split=True)  # only for training
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + 259, show_progress=False,
+                                  special_tokens=["<unk>", "<s>", "</s>", *BYTE_PIECES])
+    tok.train_from_iterator(texts, trainer)
+    tok.pre_tokenizer = None
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return factories.wrap(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
 FAMILIES = {
     "byte_level": (factories.byte_level_tokenizer, 400),
     "byte_fallback": (factories.sentencepiece_tokenizer, 700),
+    "llama2": (llama2_tokenizer, 700),
     "wordpiece": (factories.wordpiece_tokenizer, 400),
     "unigram": (unigram_tokenizer, 200),
     "late_bos": (lambda texts, _size=None: late_bos_tokenizer(texts), 400),
@@ -163,13 +180,13 @@ def test_decoding_restores_held_out_text(trained, corpora):
         assert target.decode(target(words, add_special_tokens=False).input_ids) == words
 
 
-@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "late_bos"])
+@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "llama2", "late_bos"])
 def test_byte_families_round_trip_unseen_characters(family, corpora):
     english, target_train, _ = corpora
     build, size = FAMILIES[family]
     target = train_tokenizer(target_train, build(english, 300), size)
     vocab = target.get_vocab()
-    if family == "byte_fallback":
+    if family in ("byte_fallback", "llama2"):
         assert all(piece in vocab for piece in BYTE_PIECES)
     else:
         assert all(char in vocab for char in pre_tokenizers.ByteLevel.alphabet())
@@ -192,7 +209,7 @@ def test_save_and_load_with_auto_tokenizer(trained, corpora, tmp_path):
     assert load_tokenizer(tmp_path / "tok").get_vocab() == target.get_vocab()
 
 
-@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "wordpiece", "unigram"])
+@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "llama2", "wordpiece", "unigram"])
 def test_training_is_deterministic(family, corpora):
     english, target_train, _ = corpora
     build, size = FAMILIES[family]
@@ -233,7 +250,7 @@ def test_vocab_size_below_the_minimum_names_the_minimum(source_tokenizer):
 def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
     source = factories.wordpiece_tokenizer(corpora[0], 300)
     texts = ["".join(chr(0x4E00 + i) for i in range(k, k + 40)) for k in range(0, 400, 40)]
-    with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ distinct characters .* "
+    with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ symbols of this corpus's alphabet .* "
                                           r"use --vocab-size \d+ or more"):
         train_tokenizer(texts, source, 50)
 
@@ -283,3 +300,16 @@ def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
     assert main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
                  "--vocab-size", "400", "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+
+def test_normalizer_metaspace_sources_get_no_cross_word_pieces(corpora):
+    english, target_train, held_out = corpora
+    source = llama2_tokenizer(english, 300)
+    assert json.loads(source.backend_tokenizer.to_str())["pre_tokenizer"] is None
+    target = train_tokenizer(target_train, source, 700)
+    assert json.loads(target.backend_tokenizer.to_str())["pre_tokenizer"] is None
+    pieces = [p for p in target.get_vocab() if p not in target.all_special_tokens]
+    assert not [p for p in pieces if "▁" in p[1:]], "a piece spans two words"
+    assert target(held_out[0]).input_ids[0] == target.bos_token_id == 1
+    assert target.decode(target(held_out[0]).input_ids, skip_special_tokens=True) == held_out[0]

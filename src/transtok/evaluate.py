@@ -177,9 +177,13 @@ def _batch_nll(model, windows: list[list[int]], prefix: int, device) -> float:
         attention[row, :len(window) + 1] = 1
         labels[row, :len(window)] = torch.tensor(window)
     logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1]
-    # Upcast: a bf16 log-softmax over a 50k vocabulary loses ~2 digits of the NLL.
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.to(device).reshape(-1),
-                           ignore_index=-100, reduction="sum").item()
+    labels = labels.to(device)
+    # Upcast (a bf16 log-softmax over a large vocabulary loses ~2 digits of the NLL), one window at a
+    # time so that the float32 copy is (seq_len, V), not (batch, seq_len, V): 4 GB for Gemma's 262k.
+    total = 0.0
+    for row in range(logits.shape[0]):
+        total += F.cross_entropy(logits[row].float(), labels[row], ignore_index=-100, reduction="sum").item()
+    return total
 
 
 def fertility(tokenizer, texts: Iterable[str]) -> float:

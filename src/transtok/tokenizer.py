@@ -167,6 +167,27 @@ def _train_wordpiece(backend, texts: list[str], model_spec: dict, vocab_size: in
                                      max_input_chars_per_word=model_spec.get("max_input_chars_per_word", 100))
 
 
+def _split_words_for_training(backend) -> None:
+    """Make the trainer see words when the source marks spaces with ``▁`` only in its normalizer.
+
+    Llama-2/Mistral/Gemma ``tokenizer.json`` files turn spaces into ``▁`` in the normalizer and have
+    no pre-tokenizer that splits there (their SentencePiece model was trained on words). Trained
+    as is, a whole line would be one "word" and BPE would learn pieces across words (``de▁los▁``).
+    Like SentencePiece, split before each ``▁`` for training; the source's pre-tokenizer is kept.
+    """
+    from tokenizers import pre_tokenizers
+
+    probe = "one two three"
+    text = backend.normalizer.normalize_str(probe) if backend.normalizer else probe
+    pieces = backend.pre_tokenizer.pre_tokenize_str(text) if backend.pre_tokenizer else [(text, None)]
+    if not any("▁" in piece[1:] for piece, _ in pieces):
+        return
+    split = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, split]) if backend.pre_tokenizer \
+        else split
+    logger.info("the source tokenizer does not split words at '▁' before its model; splitting there for training")
+
+
 def _empty_model(model: dict) -> dict:
     """The source's model section with its learned vocabulary removed (options kept)."""
     empty = {k: v for k, v in model.items() if k not in ("vocab", "merges")}
@@ -263,6 +284,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
                       padding=None)
     backend = Tokenizer.from_str(json.dumps(train_spec))
+    _split_words_for_training(backend)
     if show_progress is None:
         show_progress = sys.stderr.isatty()
     logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
@@ -279,8 +301,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if size > vocab_size:
         # The trainers keep every character of the corpus even past vocab_size.
         raise ConfigError(
-            f"vocab_size {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} distinct "
-            f"characters of this corpus; use --vocab-size {size:,} or more")
+            f"vocab_size {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} symbols of "
+            f"this corpus's alphabet (every distinct character is kept); use --vocab-size {size:,} or more")
     # Restore the source's model options (unk token, byte fallback, dropout, ...) around the new vocabulary.
     for key, value in spec["model"].items():
         if key not in _LEARNED and key != "unk_id":
@@ -292,6 +314,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["added_tokens"] = [{**entry, "id": vocab[entry["content"]]} for entry in added]
     trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
+    trained["pre_tokenizer"] = spec.get("pre_tokenizer")  # undo _split_words_for_training
     target_backend = Tokenizer.from_str(json.dumps(trained, ensure_ascii=False))
 
     settings = {key: getattr(source_tokenizer, key) for key in COPIED_SETTINGS if hasattr(source_tokenizer, key)}
