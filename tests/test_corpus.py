@@ -245,3 +245,11 @@ def test_clean_rejects_bad_settings(kwargs, expected):
 def test_iter_parallel_rejects_bad_chunk_size(tmp_path):
     with pytest.raises(ConfigError, match="chunk_size must be a positive number of pairs, got 0"):
         next(iter_parallel(write_tsv(tmp_path / "c.tsv", PAIRS), chunk_size=0))
+
+
+def test_slicing_and_from_pairs_keep_pairs_together():
+    corpus = ParallelCorpus.from_pairs(PAIRS)
+    assert list(corpus[1:3]) == PAIRS[1:3]
+    assert isinstance(corpus[::2], ParallelCorpus) and list(corpus[::2]) == PAIRS[::2]
+    with pytest.raises(TypeError, match="index a ParallelCorpus with a slice"):
+        corpus[0]
