@@ -127,6 +127,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(schedule="cosin"), ["'cosin'", "linear"]),
     (dict(precision="fp8"), ["'fp8'", "bf16"]),
     (dict(seq_len=0), ["seq_len", "0"]),
+    (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
     (dict(train=[]), ["--train"]),
 ])
 def test_bad_options_are_named(workdir, overrides, words):
@@ -266,8 +267,10 @@ def test_lora_merges_into_a_plain_tied_checkpoint(workdir):
 def test_lora_no_merge_writes_an_adapter(workdir):
     pytest.importorskip("peft")
     result = ft.finetune(_config(workdir, "lora-adapter", stage="lora", lora_rank=4, max_tokens=SEQ * BATCH * 2,
-                                 eval=[], merge=False, model=str(workdir / "untied")))
+                                 eval=[], merge=False, model=str(workdir / "untied"), save_every=0,
+                                 keep_checkpoints=True))
     assert (Path(result.output) / "adapter_config.json").is_file()
+    assert not list((workdir / "lora-adapter.checkpoints").rglob("checkpoint-*"))  # --save-every 0
     assert json.loads((Path(result.output) / "transtok" / "finetune.json").read_text())["lora_merged"] is False
 
 

@@ -96,7 +96,8 @@ class FinetuneConfig:
     eval_batch_size: int = 4
     log_every: int = 10
     save_every: int | None = None
-    """Checkpoint every N steps; None = at each evaluation and at the end of each stage."""
+    """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
+    (no resume; for benchmarks and throwaway runs)."""
     precision: str = "auto"
     """auto (bf16 autocast where the hardware supports it) | bf16 | fp32."""
     gradient_checkpointing: bool = False
@@ -130,10 +131,10 @@ class FinetuneConfig:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 (steps, or a fraction < 1), got {self.warmup!r}")
-        for name in ("eval_every", "save_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be a positive number of steps or None, got {value!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"eval_every must be a positive number of steps or None, got {self.eval_every!r}")
+        if self.save_every is not None and self.save_every < 0:
+            raise ConfigError(f"save_every must be >= 0 steps (0 = no checkpoints) or None, got {self.save_every!r}")
         if not self.train:
             raise ConfigError("no training text given; pass one or more --train FILE")
 
@@ -631,7 +632,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
             logging_steps=config.log_every, eval_strategy="steps" if eval_texts is not None else "no",
             eval_steps=eval_every if eval_texts is not None else None,
-            save_strategy="steps", save_steps=config.save_every or eval_every, save_total_limit=1,
+            save_strategy="no" if config.save_every == 0 else "steps",
+            save_steps=config.save_every or eval_every, save_total_limit=1,
             report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
             use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
         )
