@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -249,6 +250,18 @@ def test_resume_continues_the_interrupted_run(workdir, monkeypatch):
     assert not config.checkpoint_path.exists()  # removed after success
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_lora_trains_one_shared_table_when_tied(tie, target_tokenizer):
+    pytest.importorskip("peft")
+    model = _tiny("llama", target_tokenizer, tie=tie, layers=2)
+    wrapped, summary = ft.apply_lora(model, rank=2, alpha=4.0, dropout=0.0)
+    vocab_shaped = [p for p in wrapped.parameters() if p.requires_grad and p.shape[0] == len(target_tokenizer)]
+    assert len(vocab_shaped) == (1 if tie else 2)
+    assert (wrapped.get_input_embeddings().weight.data_ptr()
+            == wrapped.get_output_embeddings().weight.data_ptr()) == tie
+    assert all(not p.requires_grad for n, p in wrapped.named_parameters() if "norm" in n)
+
+
 def test_lora_merges_into_a_plain_tied_checkpoint(workdir):
     pytest.importorskip("peft")
     result = ft.finetune(_config(workdir, "lora-out", stage="lora", lora_rank=4, max_tokens=SEQ * BATCH * 4,
@@ -303,3 +316,12 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--max-tokens", "lots"])
     assert "'lots' is not a token count" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_does_not_change_the_losses(workdir):
+    runs = [ft.finetune(_config(workdir, f"gc-{flag}", stage="2x2", eval=[], max_tokens=SEQ * BATCH * 3,
+                                gradient_checkpointing=flag, save_every=0, overwrite=True))
+            for flag in (False, True)]
+    plain, checkpointed = ([r["loss"] for r in run.history if "loss" in r] for run in runs)
+    assert len(plain) == 3
+    np.testing.assert_allclose(checkpointed, plain, rtol=1e-5)

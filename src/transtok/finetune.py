@@ -406,6 +406,7 @@ def _make_trainer_classes():
             self.tokens_before, self.tokens_per_step = tokens_before, tokens_per_step
             self.history, self.writer = history, writer
             self.train_seconds, self.steps_done, self._t0 = 0.0, 0, None
+            self.first_step_seconds = 0.0
             self.bar = None
 
         def _tokens(self, step: int) -> int:
@@ -423,7 +424,10 @@ def _make_trainer_classes():
 
         def on_step_end(self, args, state, control, **kwargs):
             if self._t0 is not None:
-                self.train_seconds += time.perf_counter() - self._t0
+                elapsed = time.perf_counter() - self._t0
+                self.train_seconds += elapsed
+                if self.steps_done == 0:
+                    self.first_step_seconds = elapsed
                 self._t0 = None
             self.steps_done += 1
             if self.bar is not None:
@@ -432,7 +436,11 @@ def _make_trainer_classes():
 
         @property
         def tokens_per_second(self) -> float:
-            return self.steps_done * self.tokens_per_step / self.train_seconds if self.train_seconds else 0.0
+            """Training throughput, evaluation excluded; the first (warm-up) step too once there are more."""
+            steps, seconds = self.steps_done, self.train_seconds
+            if steps > 1:
+                steps, seconds = steps - 1, seconds - self.first_step_seconds
+            return steps * self.tokens_per_step / seconds if seconds > 0 else 0.0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
