@@ -325,3 +325,13 @@ def test_gradient_checkpointing_does_not_change_the_losses(workdir):
     plain, checkpointed = ([r["loss"] for r in run.history if "loss" in r] for run in runs)
     assert len(plain) == 3
     np.testing.assert_allclose(checkpointed, plain, rtol=1e-5)
+
+
+def test_half_precision_checkpoint_comes_back_in_its_own_dtype(workdir, target_tokenizer, tmp_path):
+    model = _tiny("llama", target_tokenizer, tie=True, layers=2).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    target_tokenizer.save_pretrained(tmp_path / "bf16")
+    result = ft.finetune(_config(workdir, "bf16-out", model=str(tmp_path / "bf16"), eval=[], save_every=0,
+                                 max_tokens=SEQ * BATCH * 2))
+    loaded = AutoModelForCausalLM.from_pretrained(result.output)
+    assert loaded.get_input_embeddings().weight.dtype == torch.bfloat16

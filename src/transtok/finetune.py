@@ -471,16 +471,20 @@ def _make_trainer_classes():
 # --- the run ---------------------------------------------------------------------------------
 
 def _load(model_dir: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(fp32 model, tokenizer, the checkpoint's own dtype)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
+        saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
                           "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
-    return model, tokenizer
+    if isinstance(saved_dtype, str):
+        saved_dtype = getattr(torch, saved_dtype, None)
+    return model, tokenizer, saved_dtype
 
 
 def _barrier() -> None:
@@ -535,6 +539,44 @@ def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
     return last, int(Path(last).name.split("-")[-1])
 
 
+def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
+                        evaluate: bool):
+    from transformers import TrainingArguments
+
+    eval_every = config.eval_every or max(1, n_steps // 5)
+    return TrainingArguments(
+        output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
+        weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=config.log_every, eval_strategy="steps" if evaluate else "no",
+        eval_steps=eval_every if evaluate else None,
+        save_strategy="no" if config.save_every == 0 else "steps",
+        save_steps=config.save_every or eval_every, save_total_limit=1,
+        # the library logs and draws its own progress bar; frozen parameters are simply absent from DDP's graph
+        report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
+    )
+
+
+def _save_final(trainer, tokenizer, directory: Path, *, merge: bool, dtype, state_dict) -> bool:
+    """Save the trained model (LoRA merged when ``merge``) in ``dtype`` when that is a half type;
+    return whether LoRA was merged."""
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    merged = False
+    if hasattr(final, "merge_and_unload") and merge:
+        final, state_dict, merged = final.merge_and_unload(), None, True
+    if dtype in (torch.bfloat16, torch.float16):
+        # trained with fp32 master weights; hand back the checkpoint's own precision
+        final, state_dict = final.to(dtype), None
+    final.config.use_cache = True
+    final.save_pretrained(directory, state_dict=state_dict)
+    tokenizer.save_pretrained(directory)
+    return merged
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Train a transferred model on target-language text and write a plain HF checkpoint.
 
@@ -543,7 +585,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
     """
     accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
-    from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     check_output_dir(config.output, overwrite=config.overwrite)
@@ -554,8 +595,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     BitsPerByteTrainer, RunLog = _make_trainer_classes()
     use_bf16 = _use_bf16(config.precision)
 
-    model, tokenizer = _load(config.model)
-    source_dtype = getattr(model.config, "dtype", None)
+    model, tokenizer, saved_dtype = _load(config.model)
     from transtok.vocabulary import vocab_hash
 
     # --- data -----------------------------------------------------------------------------
@@ -595,9 +635,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "%.1f%% of the eval tokens are unknown or raw byte pieces: is %s in the tokenizer's language? "
                 "Bits per byte on it says little about the target language", 100 * eval_rate,
                 ", ".join(map(str, config.eval)))
-        from transtok.evaluate import _context_limit
-
-        limit = _context_limit(model)
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         eval_seq_len = min(config.seq_len, limit - 1) if limit else config.seq_len
 
     # --- plan and resume ------------------------------------------------------------------
@@ -630,21 +668,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                                         dropout=config.lora_dropout)
         else:
             summary = freeze_for_stage(model, stage.stage)
-        eval_every = config.eval_every or max(1, n_steps // 5)
-        args = TrainingArguments(
-            output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
-            learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
-            weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=use_bf16,
-            activation_checkpointing=config.gradient_checkpointing,
-            activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-            logging_steps=config.log_every, eval_strategy="steps" if eval_texts is not None else "no",
-            eval_steps=eval_every if eval_texts is not None else None,
-            save_strategy="no" if config.save_every == 0 else "steps",
-            save_steps=config.save_every or eval_every, save_total_limit=1,
-            report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
-            use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
-        )
+        args = _training_arguments(config, stage, stage_dir, n_steps, bf16=use_bf16,
+                                   evaluate=eval_texts is not None)
         trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_texts,
                                      eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len)
         trainer.remove_callback(PrinterCallback)
@@ -671,18 +696,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
     output = Path(config.output)
     if trainer.is_world_process_zero():
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        merged_lora = False
-        if hasattr(final, "merge_and_unload") and config.merge:
-            final = final.merge_and_unload()
-            state_dict, merged_lora = None, True
-        if isinstance(source_dtype, torch.dtype) and source_dtype in (torch.bfloat16, torch.float16):
-            final = final.to(source_dtype)
-            state_dict = None
-        final.config.use_cache = True
         with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
-            final.save_pretrained(tmp, state_dict=state_dict)
-            tokenizer.save_pretrained(tmp)
+            merged_lora = _save_final(trainer, tokenizer, tmp, merge=config.merge, dtype=saved_dtype,
+                                      state_dict=state_dict)
             provenance = tmp / "transtok"
             if (Path(config.model) / "transtok").is_dir():
                 shutil.copytree(Path(config.model) / "transtok", provenance)
