@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -127,6 +128,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(schedule="cosin"), ["'cosin'", "linear"]),
     (dict(precision="fp8"), ["'fp8'", "bf16"]),
     (dict(seq_len=0), ["seq_len", "0"]),
+    (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
     (dict(train=[]), ["--train"]),
 ])
 def test_bad_options_are_named(workdir, overrides, words):
@@ -248,6 +250,18 @@ def test_resume_continues_the_interrupted_run(workdir, monkeypatch):
     assert not config.checkpoint_path.exists()  # removed after success
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_lora_trains_one_shared_table_when_tied(tie, target_tokenizer):
+    pytest.importorskip("peft")
+    model = _tiny("llama", target_tokenizer, tie=tie, layers=2)
+    wrapped, summary = ft.apply_lora(model, rank=2, alpha=4.0, dropout=0.0)
+    vocab_shaped = [p for p in wrapped.parameters() if p.requires_grad and p.shape[0] == len(target_tokenizer)]
+    assert len(vocab_shaped) == (1 if tie else 2)
+    assert (wrapped.get_input_embeddings().weight.data_ptr()
+            == wrapped.get_output_embeddings().weight.data_ptr()) == tie
+    assert all(not p.requires_grad for n, p in wrapped.named_parameters() if "norm" in n)
+
+
 def test_lora_merges_into_a_plain_tied_checkpoint(workdir):
     pytest.importorskip("peft")
     result = ft.finetune(_config(workdir, "lora-out", stage="lora", lora_rank=4, max_tokens=SEQ * BATCH * 4,
@@ -266,8 +280,10 @@ def test_lora_merges_into_a_plain_tied_checkpoint(workdir):
 def test_lora_no_merge_writes_an_adapter(workdir):
     pytest.importorskip("peft")
     result = ft.finetune(_config(workdir, "lora-adapter", stage="lora", lora_rank=4, max_tokens=SEQ * BATCH * 2,
-                                 eval=[], merge=False, model=str(workdir / "untied")))
+                                 eval=[], merge=False, model=str(workdir / "untied"), save_every=0,
+                                 keep_checkpoints=True))
     assert (Path(result.output) / "adapter_config.json").is_file()
+    assert not list((workdir / "lora-adapter.checkpoints").rglob("checkpoint-*"))  # --save-every 0
     assert json.loads((Path(result.output) / "transtok" / "finetune.json").read_text())["lora_merged"] is False
 
 
@@ -300,3 +316,22 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--max-tokens", "lots"])
     assert "'lots' is not a token count" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_does_not_change_the_losses(workdir):
+    runs = [ft.finetune(_config(workdir, f"gc-{flag}", stage="2x2", eval=[], max_tokens=SEQ * BATCH * 3,
+                                gradient_checkpointing=flag, save_every=0, overwrite=True))
+            for flag in (False, True)]
+    plain, checkpointed = ([r["loss"] for r in run.history if "loss" in r] for run in runs)
+    assert len(plain) == 3
+    np.testing.assert_allclose(checkpointed, plain, rtol=1e-5)
+
+
+def test_half_precision_checkpoint_comes_back_in_its_own_dtype(workdir, target_tokenizer, tmp_path):
+    model = _tiny("llama", target_tokenizer, tie=True, layers=2).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    target_tokenizer.save_pretrained(tmp_path / "bf16")
+    result = ft.finetune(_config(workdir, "bf16-out", model=str(tmp_path / "bf16"), eval=[], save_every=0,
+                                 max_tokens=SEQ * BATCH * 2))
+    loaded = AutoModelForCausalLM.from_pretrained(result.output)
+    assert loaded.get_input_embeddings().weight.dtype == torch.bfloat16

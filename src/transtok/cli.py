@@ -372,7 +372,7 @@ def _add_finetune(sub) -> None:
     run.add_argument("--eval-every", type=int, metavar="STEPS", help="(default: about 5 times per stage, and at the end)")
     run.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
     run.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS", help="(default: %(default)s)")
-    run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval (default: at each evaluation)")
+    run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval; 0 = no checkpoints, no resume (default: at each evaluation)")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint directory after success")

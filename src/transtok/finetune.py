@@ -96,7 +96,8 @@ class FinetuneConfig:
     eval_batch_size: int = 4
     log_every: int = 10
     save_every: int | None = None
-    """Checkpoint every N steps; None = at each evaluation and at the end of each stage."""
+    """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
+    (no resume; for benchmarks and throwaway runs)."""
     precision: str = "auto"
     """auto (bf16 autocast where the hardware supports it) | bf16 | fp32."""
     gradient_checkpointing: bool = False
@@ -130,10 +131,10 @@ class FinetuneConfig:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 (steps, or a fraction < 1), got {self.warmup!r}")
-        for name in ("eval_every", "save_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be a positive number of steps or None, got {value!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"eval_every must be a positive number of steps or None, got {self.eval_every!r}")
+        if self.save_every is not None and self.save_every < 0:
+            raise ConfigError(f"save_every must be >= 0 steps (0 = no checkpoints) or None, got {self.save_every!r}")
         if not self.train:
             raise ConfigError("no training text given; pass one or more --train FILE")
 
@@ -405,6 +406,7 @@ def _make_trainer_classes():
             self.tokens_before, self.tokens_per_step = tokens_before, tokens_per_step
             self.history, self.writer = history, writer
             self.train_seconds, self.steps_done, self._t0 = 0.0, 0, None
+            self.first_step_seconds = 0.0
             self.bar = None
 
         def _tokens(self, step: int) -> int:
@@ -422,7 +424,10 @@ def _make_trainer_classes():
 
         def on_step_end(self, args, state, control, **kwargs):
             if self._t0 is not None:
-                self.train_seconds += time.perf_counter() - self._t0
+                elapsed = time.perf_counter() - self._t0
+                self.train_seconds += elapsed
+                if self.steps_done == 0:
+                    self.first_step_seconds = elapsed
                 self._t0 = None
             self.steps_done += 1
             if self.bar is not None:
@@ -431,7 +436,11 @@ def _make_trainer_classes():
 
         @property
         def tokens_per_second(self) -> float:
-            return self.steps_done * self.tokens_per_step / self.train_seconds if self.train_seconds else 0.0
+            """Training throughput, evaluation excluded; the first (warm-up) step too once there are more."""
+            steps, seconds = self.steps_done, self.train_seconds
+            if steps > 1:
+                steps, seconds = steps - 1, seconds - self.first_step_seconds
+            return steps * self.tokens_per_step / seconds if seconds > 0 else 0.0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
@@ -462,16 +471,20 @@ def _make_trainer_classes():
 # --- the run ---------------------------------------------------------------------------------
 
 def _load(model_dir: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(fp32 model, tokenizer, the checkpoint's own dtype)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
+        saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
                           "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
-    return model, tokenizer
+    if isinstance(saved_dtype, str):
+        saved_dtype = getattr(torch, saved_dtype, None)
+    return model, tokenizer, saved_dtype
 
 
 def _barrier() -> None:
@@ -526,6 +539,44 @@ def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
     return last, int(Path(last).name.split("-")[-1])
 
 
+def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
+                        evaluate: bool):
+    from transformers import TrainingArguments
+
+    eval_every = config.eval_every or max(1, n_steps // 5)
+    return TrainingArguments(
+        output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
+        weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=config.log_every, eval_strategy="steps" if evaluate else "no",
+        eval_steps=eval_every if evaluate else None,
+        save_strategy="no" if config.save_every == 0 else "steps",
+        save_steps=config.save_every or eval_every, save_total_limit=1,
+        # the library logs and draws its own progress bar; frozen parameters are simply absent from DDP's graph
+        report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
+    )
+
+
+def _save_final(trainer, tokenizer, directory: Path, *, merge: bool, dtype, state_dict) -> bool:
+    """Save the trained model (LoRA merged when ``merge``) in ``dtype`` when that is a half type;
+    return whether LoRA was merged."""
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    merged = False
+    if hasattr(final, "merge_and_unload") and merge:
+        final, state_dict, merged = final.merge_and_unload(), None, True
+    if dtype in (torch.bfloat16, torch.float16):
+        # trained with fp32 master weights; hand back the checkpoint's own precision
+        final, state_dict = final.to(dtype), None
+    final.config.use_cache = True
+    final.save_pretrained(directory, state_dict=state_dict)
+    tokenizer.save_pretrained(directory)
+    return merged
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Train a transferred model on target-language text and write a plain HF checkpoint.
 
@@ -534,7 +585,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
     """
     accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
-    from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     check_output_dir(config.output, overwrite=config.overwrite)
@@ -545,8 +595,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     BitsPerByteTrainer, RunLog = _make_trainer_classes()
     use_bf16 = _use_bf16(config.precision)
 
-    model, tokenizer = _load(config.model)
-    source_dtype = getattr(model.config, "dtype", None)
+    model, tokenizer, saved_dtype = _load(config.model)
     from transtok.vocabulary import vocab_hash
 
     # --- data -----------------------------------------------------------------------------
@@ -586,9 +635,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "%.1f%% of the eval tokens are unknown or raw byte pieces: is %s in the tokenizer's language? "
                 "Bits per byte on it says little about the target language", 100 * eval_rate,
                 ", ".join(map(str, config.eval)))
-        from transtok.evaluate import _context_limit
-
-        limit = _context_limit(model)
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         eval_seq_len = min(config.seq_len, limit - 1) if limit else config.seq_len
 
     # --- plan and resume ------------------------------------------------------------------
@@ -621,20 +668,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                                         dropout=config.lora_dropout)
         else:
             summary = freeze_for_stage(model, stage.stage)
-        eval_every = config.eval_every or max(1, n_steps // 5)
-        args = TrainingArguments(
-            output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
-            learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
-            weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=use_bf16,
-            activation_checkpointing=config.gradient_checkpointing,
-            activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-            logging_steps=config.log_every, eval_strategy="steps" if eval_texts is not None else "no",
-            eval_steps=eval_every if eval_texts is not None else None,
-            save_strategy="steps", save_steps=config.save_every or eval_every, save_total_limit=1,
-            report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
-            use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
-        )
+        args = _training_arguments(config, stage, stage_dir, n_steps, bf16=use_bf16,
+                                   evaluate=eval_texts is not None)
         trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_texts,
                                      eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len)
         trainer.remove_callback(PrinterCallback)
@@ -661,18 +696,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
     output = Path(config.output)
     if trainer.is_world_process_zero():
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        merged_lora = False
-        if hasattr(final, "merge_and_unload") and config.merge:
-            final = final.merge_and_unload()
-            state_dict, merged_lora = None, True
-        if isinstance(source_dtype, torch.dtype) and source_dtype in (torch.bfloat16, torch.float16):
-            final = final.to(source_dtype)
-            state_dict = None
-        final.config.use_cache = True
         with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
-            final.save_pretrained(tmp, state_dict=state_dict)
-            tokenizer.save_pretrained(tmp)
+            merged_lora = _save_final(trainer, tokenizer, tmp, merge=config.merge, dtype=saved_dtype,
+                                      state_dict=state_dict)
             provenance = tmp / "transtok"
             if (Path(config.model) / "transtok").is_dir():
                 shutil.copytree(Path(config.model) / "transtok", provenance)
