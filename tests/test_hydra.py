@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 import factories
-from transtok.errors import ConfigError, MismatchError
+from transtok.errors import ArchitectureError, ConfigError, MismatchError
 from transtok.hydra import HYDRA_FILE, Hydra, Vocabulary
 
 ENGLISH = "the king went to the city of gold"
@@ -317,3 +317,22 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     assert not torch.equal(trained.get_input_embeddings().weight, b.get_input_embeddings().weight)
     torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight,
                                rtol=0, atol=0)
+
+
+def test_tied_and_untied_vocabularies_make_an_untied_hydra_that_keeps_each_view(tokenizers, tmp_path):
+    ta, tb = tokenizers
+    a, b = two_models("qwen2", True, tokenizers)
+    untied_b = Vocabulary.from_model("b", b, tb)
+    untied_b.output_embeddings = torch.randn_like(untied_b.input_embeddings)
+    hydra = Hydra.build(copy.deepcopy(a), [Vocabulary.from_model("a", a, ta), untied_b], output="b")
+    assert not hydra.tied
+    ids = torch.tensor([hydra.encode(CIPHER, "b")])
+    expected_b = torch.nn.functional.linear(b.model(ids - hydra.span("b").offset).last_hidden_state,
+                                            untied_b.output_embeddings)
+    torch.testing.assert_close(hydra.logits(ids), expected_b, atol=1e-5, rtol=1e-5)
+    hydra.export("a", tmp_path / "a")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    english = torch.tensor([ta.encode(ENGLISH)])
+    torch.testing.assert_close(exported(english).logits, a(english).logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ArchitectureError, match=r"all vocabularies are tied but the body Qwen2ForCausalLM is untied"):
+        Hydra.build(factories.tiny_causal_lm("qwen2", len(ta), False, ta), [Vocabulary.from_model("a", a, ta)])
