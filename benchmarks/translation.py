@@ -93,7 +93,8 @@ def run_system(name: str, hydra: Hydra, sources: list[str], *, source: str, targ
         raw = hydra.translate(sources, source=source, target=target, source_language=args.source_language,
                               target_language=args.target_language, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, instruction=args.instruction,
-                              repetition_penalty=args.repetition_penalty, stop_ids=stop_ids)
+                              repetition_penalty=args.repetition_penalty, stop_ids=stop_ids,
+                              **({"no_repeat_ngram_size": args.no_repeat_ngram} if args.no_repeat_ngram else {}))
     seconds = time.perf_counter() - clock
     hypotheses = [first_line(t) for t in raw]
     (work / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -153,6 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     parser.add_argument("--stop-at-newline", action=argparse.BooleanOptionalAction, default=True,
                         help="end each answer at its first line break (scored text is the first line anyway)")
