@@ -5,12 +5,18 @@
     target vocabulary straight from the mapping (``transtok transfer`` output, untrained);
 (c) the same after training the target vocabulary with the body frozen for a small budget.
 
-Example (SmolLM2-135M-Instruct → Spanish, Jude + Revelation):
+Reproduce (SmolLM2-135M-Instruct → Spanish, WEB ↔ Reina-Valera 1909, held-out Jude + Revelation):
 
-    PYTHONPATH=src python benchmarks/translation.py --source-model smollm2/ --target-model smollm2-es/ \\
-        --test test.tsv --train-texts es_train.txt --limit 60 --train-steps 100 --work-dir /tmp/bench \\
-        --output translation.json
+    transtok assets bible --source en --target es --output data-es/
+    SMOL=$(python -c "from transtok.assets import smollm2_checkpoint; print(smollm2_checkpoint())")
+    transtok transfer --source-model $SMOL --parallel data-es/train.tsv --target-corpus data-es/train.txt \
+        --vocab-size 16000 --output smollm2-es/
+    PYTHONPATH=src python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/ \
+        --test data-es/test.tsv --train-texts data-es/train.txt --limit 50 --max-new-tokens 96 \
+        --no-repeat-ngram 4 --train-steps 40 --threads 1 --work-dir /tmp/bench --output translation.json
 
+``--threads 1`` is much faster on a shared, oversubscribed CPU; drop it on a machine of your own.
+Hypotheses, raw answers and the trained checkpoint of (c) are written to ``--work-dir``.
 Prints a table and writes JSON (scores with sacrebleu signatures, the prompt, timings, settings).
 """
 from __future__ import annotations
