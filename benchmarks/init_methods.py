@@ -29,6 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
 from transtok.align import align  # noqa: E402
+from transtok.demo import eval_seq_len  # noqa: E402
 from transtok.evaluate import evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
@@ -101,7 +102,7 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
     record["alignment"] = counts.stats
 
     with measured(steps, "evaluate_source"):
-        source_eval = evaluate_perplexity(source_model, source_tokenizer, test)
+        source_eval = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=eval_seq_len(source_model))
     record["methods"]["source (own tokenizer)"] = {"init": source_eval.bits_per_byte, "tokens": source_eval.tokens}
     if args.budget:
         record["methods"]["source (own tokenizer)"].update(
@@ -125,7 +126,7 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)
         with measured(steps, f"evaluate_{method}"):
-            result = evaluate_perplexity(model, target_tokenizer, test)
+            result = evaluate_perplexity(model, target_tokenizer, test, seq_len=eval_seq_len(model))
         entry.update({"init": result.bits_per_byte, "tokens": result.tokens})
         logger.info("%s %s: %.4f bits per byte at init", lang, method, result.bits_per_byte)
         del model
