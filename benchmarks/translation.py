@@ -3,7 +3,8 @@
 (a) the source model prompted to translate, writing with its own tokenizer;
 (b) a Hydra whose prompt is read by the source vocabulary and whose answer is written by the
     target vocabulary straight from the mapping (``transtok transfer`` output, untrained);
-(c) the same after training the target vocabulary with the body frozen for a small budget.
+(c) the same after training the target vocabulary with the body frozen for a small budget
+    (``transtok.finetune``'s embeddings stage).
 
 Reproduce (SmolLM2-135M-Instruct → Spanish, WEB ↔ Reina-Valera 1909, held-out Jude + Revelation):
 
@@ -35,17 +36,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from transtok.evaluate import bf16_supported  # noqa: E402
 from transtok.hydra import DEFAULT_INSTRUCTION, LANGUAGE_NAMES, Hydra, translation_prompt  # noqa: E402
 
 logger = logging.getLogger("benchmarks.translation")
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast only where the CPU has native bf16 (else it is slower than fp32)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    return "AVX512_BF16" in capability or "AMX" in capability
 
 
 def autocast(enabled: bool):
@@ -117,35 +111,20 @@ def run_system(name: str, hydra: Hydra, sources: list[str], *, source: str, targ
 
 
 def train_vocabulary(target_model: str, texts_path: str, output: Path, args) -> dict:
-    """Train the target model's embeddings (and untied head) with the body frozen; save a plain checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    """Train the target vocabulary with the body frozen (``transtok finetune``'s embeddings stage)."""
+    from transtok.finetune import FinetuneConfig, finetune
 
-    from transtok.surgery import embedding_pair
-
-    tokenizer = AutoTokenizer.from_pretrained(target_model)
-    model = AutoModelForCausalLM.from_pretrained(target_model, dtype=torch.float32)
-    inputs, outputs = embedding_pair(model)
-    trainable = {id(inputs.weight), id(outputs.weight)}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in trainable)
-    text = "\n".join(Path(texts_path).read_text(encoding="utf-8").splitlines())
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    block = args.train_block
-    needed = args.train_steps * args.train_batch * block
-    blocks = [ids[i:i + block] for i in range(0, min(len(ids), needed + block) - block + 1, block)]
-    dataset = [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks]
-    training = TrainingArguments(
-        output_dir=str(output / "trainer"), max_steps=args.train_steps, per_device_train_batch_size=args.train_batch,
-        learning_rate=args.train_lr, warmup_steps=max(1, args.train_steps // 15), lr_scheduler_type="linear",
-        weight_decay=0.0, logging_steps=max(1, args.train_steps // 10), save_strategy="no", report_to=[],
-        bf16=args.bf16, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0)
+    tokens = args.train_steps * args.train_batch * args.train_block
     clock = time.perf_counter()
-    result = Trainer(model=model, args=training, train_dataset=dataset).train()
-    seconds = time.perf_counter() - clock
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return {"steps": args.train_steps, "tokens": args.train_steps * args.train_batch * block,
-            "train_loss": result.training_loss, "seconds": seconds}
+    result = finetune(FinetuneConfig(
+        model=target_model, train=[texts_path], output=str(output), stage="embeddings", max_tokens=tokens,
+        seq_len=args.train_block, batch_size=args.train_batch, lr=args.train_lr,
+        warmup=max(1, args.train_steps // 15), precision="bf16" if args.bf16 else "fp32", overwrite=True,
+        log_every=max(1, args.train_steps // 10)))
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    return {"steps": args.train_steps, "tokens": tokens, "seconds": time.perf_counter() - clock,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "stages": result.stages}
 
 
 def main(argv=None) -> int:
@@ -178,7 +157,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.bf16 = bf16_supported() if args.bf16 == "auto" else args.bf16 == "on"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.bf16 = bf16_supported(device) if args.bf16 == "auto" else args.bf16 == "on"
     args.source_language = LANGUAGE_NAMES.get(args.source_lang, args.source_lang)
     args.target_language = LANGUAGE_NAMES.get(args.target_lang, args.target_lang)
     work = Path(args.work_dir)
