@@ -281,6 +281,14 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
 
+    # a plain checkpoint is a one-vocabulary model that reads and writes both languages
+    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
+                 "--output", str(tmp_path / "plain.txt"), "--max-new-tokens", "3"]) == 0
+    plain = Hydra.from_checkpoints({"model": tmp_path / "a"})
+    assert (tmp_path / "plain.txt").read_text(encoding="utf-8").splitlines() == plain.translate(
+        [ENGLISH, "the city", "of gold"], source="model", target="model", source_language="English",
+        target_language="Spanish", max_new_tokens=3)
+
     assert main(["hydra", "build", "--vocab", "a", "--output", str(tmp_path / "x")]) == 2
     assert "--vocab 'a' is not NAME=DIR" in capsys.readouterr().err
 
