@@ -3,14 +3,21 @@
 (a) the source model prompted to translate, writing with its own tokenizer;
 (b) a Hydra whose prompt is read by the source vocabulary and whose answer is written by the
     target vocabulary straight from the mapping (``transtok transfer`` output, untrained);
-(c) the same after training the target vocabulary with the body frozen for a small budget.
+(c) the same after training the target vocabulary with the body frozen for a small budget
+    (``transtok.finetune``'s embeddings stage).
 
-Example (SmolLM2-135M-Instruct → Spanish, Jude + Revelation):
+Reproduce (SmolLM2-135M-Instruct → Spanish, WEB ↔ Reina-Valera 1909, held-out Jude + Revelation):
 
-    PYTHONPATH=src python benchmarks/translation.py --source-model smollm2/ --target-model smollm2-es/ \\
-        --test test.tsv --train-texts es_train.txt --limit 60 --train-steps 100 --work-dir /tmp/bench \\
-        --output translation.json
+    transtok assets bible --source en --target es --output data-es/
+    SMOL=$(python -c "from transtok.assets import smollm2_checkpoint; print(smollm2_checkpoint())")
+    transtok transfer --source-model $SMOL --parallel data-es/train.tsv --target-corpus data-es/train.txt \
+        --vocab-size 16000 --output smollm2-es/
+    PYTHONPATH=src python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/ \
+        --test data-es/test.tsv --train-texts data-es/train.txt --limit 50 --max-new-tokens 96 \
+        --no-repeat-ngram 4 --train-steps 40 --threads 1 --work-dir /tmp/bench --output translation.json
 
+``--threads 1`` is much faster on a shared, oversubscribed CPU; drop it on a machine of your own.
+Hypotheses, raw answers and the trained checkpoint of (c) are written to ``--work-dir``.
 Prints a table and writes JSON (scores with sacrebleu signatures, the prompt, timings, settings).
 """
 from __future__ import annotations
@@ -29,17 +36,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from transtok.evaluate import bf16_supported  # noqa: E402
 from transtok.hydra import DEFAULT_INSTRUCTION, LANGUAGE_NAMES, Hydra, translation_prompt  # noqa: E402
 
 logger = logging.getLogger("benchmarks.translation")
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast only where the CPU has native bf16 (else it is slower than fp32)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    return "AVX512_BF16" in capability or "AMX" in capability
 
 
 def autocast(enabled: bool):
@@ -93,7 +93,8 @@ def run_system(name: str, hydra: Hydra, sources: list[str], *, source: str, targ
         raw = hydra.translate(sources, source=source, target=target, source_language=args.source_language,
                               target_language=args.target_language, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, instruction=args.instruction,
-                              repetition_penalty=args.repetition_penalty, stop_ids=stop_ids)
+                              repetition_penalty=args.repetition_penalty, stop_ids=stop_ids,
+                              **({"no_repeat_ngram_size": args.no_repeat_ngram} if args.no_repeat_ngram else {}))
     seconds = time.perf_counter() - clock
     hypotheses = [first_line(t) for t in raw]
     (work / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -110,35 +111,20 @@ def run_system(name: str, hydra: Hydra, sources: list[str], *, source: str, targ
 
 
 def train_vocabulary(target_model: str, texts_path: str, output: Path, args) -> dict:
-    """Train the target model's embeddings (and untied head) with the body frozen; save a plain checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    """Train the target vocabulary with the body frozen (``transtok finetune``'s embeddings stage)."""
+    from transtok.finetune import FinetuneConfig, finetune
 
-    from transtok.surgery import embedding_pair
-
-    tokenizer = AutoTokenizer.from_pretrained(target_model)
-    model = AutoModelForCausalLM.from_pretrained(target_model, dtype=torch.float32)
-    inputs, outputs = embedding_pair(model)
-    trainable = {id(inputs.weight), id(outputs.weight)}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in trainable)
-    text = "\n".join(Path(texts_path).read_text(encoding="utf-8").splitlines())
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    block = args.train_block
-    needed = args.train_steps * args.train_batch * block
-    blocks = [ids[i:i + block] for i in range(0, min(len(ids), needed + block) - block + 1, block)]
-    dataset = [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks]
-    training = TrainingArguments(
-        output_dir=str(output / "trainer"), max_steps=args.train_steps, per_device_train_batch_size=args.train_batch,
-        learning_rate=args.train_lr, warmup_steps=max(1, args.train_steps // 15), lr_scheduler_type="linear",
-        weight_decay=0.0, logging_steps=max(1, args.train_steps // 10), save_strategy="no", report_to=[],
-        bf16=args.bf16, use_cpu=not torch.cuda.is_available(), seed=0, dataloader_num_workers=0)
+    tokens = args.train_steps * args.train_batch * args.train_block
     clock = time.perf_counter()
-    result = Trainer(model=model, args=training, train_dataset=dataset).train()
-    seconds = time.perf_counter() - clock
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return {"steps": args.train_steps, "tokens": args.train_steps * args.train_batch * block,
-            "train_loss": result.training_loss, "seconds": seconds}
+    result = finetune(FinetuneConfig(
+        model=target_model, train=[texts_path], output=str(output), stage="embeddings", max_tokens=tokens,
+        seq_len=args.train_block, batch_size=args.train_batch, lr=args.train_lr,
+        warmup=max(1, args.train_steps // 15), precision="bf16" if args.bf16 else "fp32", overwrite=True,
+        log_every=max(1, args.train_steps // 10)))
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    return {"steps": args.train_steps, "tokens": tokens, "seconds": time.perf_counter() - clock,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "stages": result.stages}
 
 
 def main(argv=None) -> int:
@@ -153,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     parser.add_argument("--stop-at-newline", action=argparse.BooleanOptionalAction, default=True,
                         help="end each answer at its first line break (scored text is the first line anyway)")
@@ -170,7 +157,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.bf16 = bf16_supported() if args.bf16 == "auto" else args.bf16 == "on"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.bf16 = bf16_supported(device) if args.bf16 == "auto" else args.bf16 == "on"
     args.source_language = LANGUAGE_NAMES.get(args.source_lang, args.source_lang)
     args.target_language = LANGUAGE_NAMES.get(args.target_lang, args.target_lang)
     work = Path(args.work_dir)

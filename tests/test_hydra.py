@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 import factories
-from transtok.errors import ConfigError, MismatchError
+from transtok.errors import ArchitectureError, ConfigError, MismatchError
 from transtok.hydra import HYDRA_FILE, Hydra, Vocabulary
 
 ENGLISH = "the king went to the city of gold"
@@ -281,5 +281,66 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
 
+    # a plain checkpoint is a one-vocabulary model that reads and writes both languages
+    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
+                 "--output", str(tmp_path / "plain.txt"), "--max-new-tokens", "3"]) == 0
+    plain = Hydra.from_checkpoints({"model": tmp_path / "a"})
+    assert (tmp_path / "plain.txt").read_text(encoding="utf-8").splitlines() == plain.translate(
+        [ENGLISH, "the city", "of gold"], source="model", target="model", source_language="English",
+        target_language="Spanish", max_new_tokens=3)
+
     assert main(["hydra", "build", "--vocab", "a", "--output", str(tmp_path / "x")]) == 2
     assert "--vocab 'a' is not NAME=DIR" in capsys.readouterr().err
+
+
+def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "translation.py"
+    spec = importlib.util.spec_from_file_location("translation_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    a, b = two_models("llama", True, tokenizers)
+    save_checkpoint(tmp_path / "a", a, tokenizers[0])
+    save_checkpoint(tmp_path / "b", b, tokenizers[1])
+    pairs = factories.cipher_corpus(40, seed=3)
+    (tmp_path / "test.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs[:6]), encoding="utf-8")
+    (tmp_path / "train.txt").write_text("".join(t + "\n" for _, t in pairs[6:]), encoding="utf-8")
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+                       "--test", str(tmp_path / "test.tsv"), "--train-texts", str(tmp_path / "train.txt"),
+                       "--limit", "4", "--max-new-tokens", "3", "--train-steps", "2", "--train-batch", "2",
+                       "--train-block", "16", "--bf16", "off", "--work-dir", str(tmp_path / "work"),
+                       "--output", str(tmp_path / "result.json")]) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [r["system"] for r in result["systems"]] == ["a_source_model", "b_hydra_mapped", "c_hydra_trained"]
+    assert all(0 <= r["chrf"] <= 100 and r["segments"] == 4 for r in result["systems"])
+    assert result["training"]["steps"] == 2 and result["training"]["last_loss"] > 0
+    for r in result["systems"]:
+        assert len((tmp_path / "work" / f"{r['system']}.hyp.txt").read_text(encoding="utf-8").splitlines()) == 4
+    # the trained vocabulary kept the body: its non-embedding weights equal the target checkpoint's
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "work" / "trained")
+    assert not torch.equal(trained.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight,
+                               rtol=0, atol=0)
+
+
+def test_tied_and_untied_vocabularies_make_an_untied_hydra_that_keeps_each_view(tokenizers, tmp_path):
+    ta, tb = tokenizers
+    a, b = two_models("qwen2", True, tokenizers)
+    untied_b = Vocabulary.from_model("b", b, tb)
+    untied_b.output_embeddings = torch.randn_like(untied_b.input_embeddings)
+    hydra = Hydra.build(copy.deepcopy(a), [Vocabulary.from_model("a", a, ta), untied_b], output="b")
+    assert not hydra.tied
+    ids = torch.tensor([hydra.encode(CIPHER, "b")])
+    expected_b = torch.nn.functional.linear(b.model(ids - hydra.span("b").offset).last_hidden_state,
+                                            untied_b.output_embeddings)
+    torch.testing.assert_close(hydra.logits(ids), expected_b, atol=1e-5, rtol=1e-5)
+    hydra.export("a", tmp_path / "a")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    english = torch.tensor([ta.encode(ENGLISH)])
+    torch.testing.assert_close(exported(english).logits, a(english).logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ArchitectureError, match=r"all vocabularies are tied but the body Qwen2ForCausalLM is untied"):
+        Hydra.build(factories.tiny_causal_lm("qwen2", len(ta), False, ta), [Vocabulary.from_model("a", a, ta)])

@@ -550,6 +550,8 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=8, help="prompts per left-padded batch (default: %(default)s)")
     group.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default: %(default)s)")
     group.add_argument("--repetition-penalty", type=float, default=1.0, help="(default: %(default)s)")
+    group.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                       help="forbid repeating any N-gram (0: off; small models loop without it)")
     group.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
 
 
@@ -559,6 +561,8 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
         kwargs["num_beams"] = args.num_beams
     if args.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = args.repetition_penalty
+    if args.no_repeat_ngram:
+        kwargs["no_repeat_ngram_size"] = args.no_repeat_ngram
     return kwargs
 
 

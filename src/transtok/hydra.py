@@ -257,6 +257,10 @@ class Hydra:
                                     f"vocabularies {[v.name for v in vocabularies if (v.output_bias is not None) != has_bias]} "
                                     "do not match; build every vocabulary from the same architecture")
         tied = all(v.tied for v in vocabularies)
+        was_tied = is_tied(body)
+        if tied and not was_tied:
+            raise ArchitectureError(f"all vocabularies are tied but the body {type(body).__name__} is untied; "
+                                    "take the body from one of the vocabularies' checkpoints")
         spans, offset = [], 0
         for v in vocabularies:
             spans.append(VocabularySpan(v.name, offset, v.size, v.stop_ids, v.tokenizer))
@@ -267,13 +271,9 @@ class Hydra:
             head = None if tied else torch.cat([(v.input_embeddings if v.tied else v.output_embeddings).to(dtype)
                                                 for v in vocabularies])
             bias = torch.cat([v.output_bias.to(dtype) for v in vocabularies]) if has_bias else None
-            was_tied = is_tied(body)
             body.resize_token_embeddings(offset, mean_resizing=False)
             inputs, outputs = embedding_pair(body)
             inputs.weight.copy_(table)
-            if tied and not was_tied:
-                raise ArchitectureError(f"all vocabularies are tied but the body {type(body).__name__} is untied; "
-                                        "take the body from one of the vocabularies' checkpoints")
             if not tied:
                 if was_tied:  # untie: the head gets its own parameter
                     outputs.weight = torch.nn.Parameter(head)
