@@ -133,6 +133,12 @@ def _add_transplant(sub) -> None:
     p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id")
     p.add_argument("--mapping", required=True, metavar="DIR", help="mapping directory from 'transtok map'")
     p.add_argument("--dtype", default="auto", help="load/save dtype: auto, float32, bfloat16 (default: %(default)s)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="load the whole model instead of editing its safetensors shards (the default reads and "
+                        "writes only the embedding and LM-head tensors; other formats are loaded anyway)")
+    p.add_argument("--hardlink", action="store_true",
+                   help="hard-link the shards that need no change instead of copying them (fast, no extra disk; "
+                        "the output then shares those files with the source: never write into them in place)")
     _add_output(p)
     p.set_defaults(func=_run_transplant)
 
@@ -140,7 +146,8 @@ def _add_transplant(sub) -> None:
 def _run_transplant(args) -> int:
     from transtok.pipeline import run_transplant
 
-    run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype)
+    run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype,
+                   in_memory=args.in_memory, hardlink=args.hardlink)
     print(f"wrote {args.output}")
     return 0
 

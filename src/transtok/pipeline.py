@@ -140,22 +140,41 @@ def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingRepo
 
 
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
-                   dtype: str = "auto") -> Path:
-    """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary."""
+                   dtype: str = "auto", in_memory: bool = False, hardlink: bool = False) -> Path:
+    """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
+
+    Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
+    other formats, or ``in_memory=True``, load the model and use :func:`transtok.surgery.transplant`.
+    """
+    from transtok.checkpoint import UnsupportedCheckpoint, inspect_checkpoint, transplant_checkpoint
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
     mapping = TokenMapping.load(mapping_dir)
     target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
-    model, source_tokenizer = load_model(source_model, dtype=dtype)
-    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    layout = None
+    if not in_memory:
+        try:
+            layout = inspect_checkpoint(source_model, dtype=dtype)
+        except UnsupportedCheckpoint as exc:
+            logger.warning("loading the whole model instead of editing the checkpoint: %s", exc)
+    if layout is None:
+        model, source_tokenizer = load_model(source_model, dtype=dtype)
+        transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    else:
+        source_tokenizer = load_tokenizer(str(layout.directory))
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
-        save_checkpoint(tmp, model, target_tokenizer)
+        if layout is None:
+            save_checkpoint(tmp, model, target_tokenizer)
+        else:
+            transplant_checkpoint(layout, mapping, target_tokenizer, tmp, source_tokenizer=source_tokenizer,
+                                  hardlink=hardlink)
         provenance = tmp / PROVENANCE_DIR
         provenance.mkdir()
         mapping.save(provenance / "mapping")
         write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
-                                                "mapping": str(mapping_dir), "transtok_version": __version__})
+                                                "mapping": str(mapping_dir), "transtok_version": __version__,
+                                                "path": "in-memory" if layout is None else "streaming"})
     return Path(output)
 
 
