@@ -83,21 +83,28 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
 
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
               aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
-              clean: bool = True, max_pairs: int | None = None) -> AlignmentCounts:
-    """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers)."""
-    from transtok.corpus import clean as clean_corpus, read_parallel
+              clean: bool = True, max_pairs: int | None = None, dedupe: bool = True,
+              max_length_ratio: float | None = 3.0, shard: str | None = None) -> AlignmentCounts:
+    """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers).
+
+    The corpus is streamed in chunks of ``chunk_size`` pairs, cleaned chunk by chunk, and with
+    ``shard="K/N"`` only its K-th of N contiguous blocks is aligned (merge the outputs with
+    ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
+    """
+    from transtok.shards import CorpusStream
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
     source_tokenizer = load_tokenizer(source_model)
     target_tokenizer = load_tokenizer(target_tokenizer_path)
-    corpus = read_parallel(parallel)
-    cleaning = {}
-    if clean or max_pairs:
-        corpus, cleaning = clean_corpus(corpus, max_pairs=max_pairs) if clean else clean_corpus(
-            corpus, dedupe=False, max_length_ratio=None, max_pairs=max_pairs)
-    counts = align(corpus, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
-    counts.stats["cleaning"] = cleaning
+    stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
+                          max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
+    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    counts.stats["cleaning"] = dict(stream.stats)
+    counts.stats["shard"] = str(stream.shard)
+    if stream.total is not None:
+        counts.stats["shard_pairs"] = list(stream.range)
+        counts.stats["corpus_pairs"] = stream.total
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         counts.save(tmp)
         source_tokenizer.save_pretrained(tmp / SOURCE_TOKENIZER_DIR)
@@ -197,6 +204,8 @@ class TransferConfig:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     dtype: str = "auto"
     max_pairs: int | None = None
+    dedupe: bool = True
+    max_length_ratio: float | None = 3.0
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -223,7 +232,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     corpus = read_parallel(config.parallel)
-    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs)
+    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
+                                    max_length_ratio=config.max_length_ratio)
     model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
     seconds["load"] = time.perf_counter() - clock
 
