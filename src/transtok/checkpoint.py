@@ -398,12 +398,30 @@ def _rewrite_shard(source: Path, destination: Path, header: dict, replace: dict[
             if payload is not None:
                 dst.write(memoryview(payload))
                 continue
-            src.seek(data_start + entry["data_offsets"][0])
-            remaining = size
-            while remaining:
-                block = src.read(min(_COPY_BLOCK, remaining))
-                if not block:
-                    raise UnsupportedCheckpoint(f"{source} is truncated")
-                dst.write(block)
-                remaining -= len(block)
+            _copy_range(src, dst, data_start + entry["data_offsets"][0], size, source)
     return offset
+
+
+def _copy_range(src, dst, start: int, size: int, source: Path) -> None:
+    """Append ``size`` bytes of ``src`` from ``start`` to ``dst``: in the kernel where possible."""
+    dst.flush()
+    remaining = size
+    if hasattr(os, "copy_file_range"):
+        try:
+            while remaining:
+                done = os.copy_file_range(src.fileno(), dst.fileno(), min(remaining, 1 << 30),
+                                          start + size - remaining)
+                if done == 0:
+                    raise UnsupportedCheckpoint(f"{source} is truncated")
+                remaining -= done
+            dst.seek(0, os.SEEK_END)
+            return
+        except OSError:  # not supported between these files: copy through user space
+            dst.seek(0, os.SEEK_END)
+    src.seek(start + size - remaining)
+    while remaining:
+        block = src.read(min(_COPY_BLOCK, remaining))
+        if not block:
+            raise UnsupportedCheckpoint(f"{source} is truncated")
+        dst.write(block)
+        remaining -= len(block)
