@@ -136,3 +136,18 @@ def test_cli_refuses_a_bad_shard_before_reading(workspace, capsys):
                "--parallel", workspace / "pairs.tsv", "--shard", "4/3", "--output", workspace / "bad") == 2
     assert "--shard 4/3 is not a shard: give K/N with 1 <= K <= N" in capsys.readouterr().err
     assert not (workspace / "bad").exists()
+
+
+def test_top_k_keeps_the_largest_per_row_with_ties_to_the_lower_column():
+    import scipy.sparse as sp
+
+    from transtok.mapping import _keep_top_k
+
+    matrix = sp.random(400, 300, density=0.1, random_state=2, format="csr")
+    matrix.data = np.ceil(matrix.data * 4)  # many ties
+    kept = _keep_top_k(matrix, 3)
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        ranked = sorted(zip(-matrix.data[start:end], matrix.indices[start:end]))[:3]  # by value, then column
+        assert sorted(kept[row].indices.tolist()) == sorted(int(c) for _, c in ranked)
+        assert sorted(kept[row].data.tolist()) == sorted(-v for v, _ in ranked)
