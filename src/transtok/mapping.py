@@ -222,7 +222,7 @@ def _keep_top_k(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
         return matrix
     rows = np.repeat(np.arange(matrix.shape[0]), lengths)
     # Sort by row, then by descending value, then by column: deterministic. One stable argsort of
-    # (row, value rank) is ~5x faster than a 3-key lexsort at 10^7 entries; ties keep CSR order,
+    # (row, value rank) takes half the time of a 3-key lexsort at 6M entries; ties keep CSR order,
     # which is ascending column.
     _, value_rank = np.unique(-matrix.data, return_inverse=True)
     order = np.argsort(rows * np.int64(value_rank.max(initial=0) + 1) + value_rank, kind="stable")
