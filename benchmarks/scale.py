@@ -231,10 +231,7 @@ def child_write_corpus(args: dict) -> dict:
 
 
 def child_align(args: dict) -> dict:
-    from itertools import islice
-
     from transtok.align import align
-    from transtok.corpus import iter_texts
     from transtok.shards import CorpusStream
     from transtok.tokenizer import load_tokenizer
 
@@ -305,7 +302,9 @@ def child_mapping(args: dict) -> dict:
                                     config=MappingConfig())
     built = time.perf_counter() - started
     rss_build = _peak_rss_gb()
-    weight = (torch.randn(v, d) * 0.02).bfloat16()
+    weight = torch.empty(v, d, dtype=torch.bfloat16)
+    for start in range(0, v, 8192):  # filled in blocks: a float32 (v, d) draw would dominate the peak
+        weight[start:start + 8192] = (torch.randn(min(8192, v - start), d) * 0.02).bfloat16()
     started = time.perf_counter()
     out = map_rows(mapping, weight, block_columns=args["block_columns"]) if args["blocked"] else mapping.apply(weight)
     applied = time.perf_counter() - started

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from transtok.errors import ArchitectureError, MismatchError, TranstokError
@@ -276,26 +277,19 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
 
     _check_vocabularies(layout, mapping, target_tokenizer, source_tokenizer)
     directory = Path(directory)
-    new: dict[str, torch.Tensor] = {}
-    from safetensors import safe_open
-
-    for name in tqdm(layout.edited, desc="mapping embeddings", unit="tensor", disable=None):
-        with safe_open(layout.directory / layout.shard_of(name), framework="pt") as handle:
-            source = handle.get_tensor(name)
-        new[name] = map_rows(mapping, source)
-        del source
-        logger.info("mapped %s %s -> %s (%s)", name, layout.entry(name)["shape"], list(new[name].shape),
-                    layout.entry(name)["dtype"])
     drop = set(layout.stale)
     stats = {"bytes_written": 0, "bytes_copied": 0, "bytes_linked": 0, "shards": 0}
-    touched = {layout.shard_of(n) for n in [*new, *drop]}
+    touched = {layout.shard_of(n) for n in [*layout.edited, *drop]}
     weight_map: dict[str, str] = {}
     total_size = 0
     for shard in tqdm(sorted(layout.headers), desc="writing shards", unit="shard", disable=None):
         header = layout.headers[shard]
         if shard in touched:
-            size = _rewrite_shard(layout.directory / shard, directory / shard, header,
-                                  {n: t for n, t in new.items() if layout.shard_of(n) == shard}, drop)
+            # One shard's new tensors at a time: the embeddings and the head usually live in different
+            # shards, so the peak holds one matrix, not both.
+            new = {name: _mapped(layout, name, mapping) for name in layout.edited if layout.shard_of(name) == shard}
+            size = _rewrite_shard(layout.directory / shard, directory / shard, header, new, drop)
+            del new
             stats["bytes_written"] += (directory / shard).stat().st_size
         else:
             size = _data_size(header)
@@ -326,6 +320,15 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     target_tokenizer.save_pretrained(directory)
     logger.info("streamed transplant of %s: %s", layout.directory, stats)
     return stats
+
+
+def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping) -> torch.Tensor:
+    with safe_open(layout.directory / layout.shard_of(name), framework="pt") as handle:
+        source = handle.get_tensor(name)
+    mapped = map_rows(mapping, source)
+    logger.info("mapped %s %s -> %s (%s)", name, layout.entry(name)["shape"], list(mapped.shape),
+                layout.entry(name)["dtype"])
+    return mapped
 
 
 def _check_vocabularies(layout: CheckpointLayout, mapping: TokenMapping, target_tokenizer, source_tokenizer) -> None:
