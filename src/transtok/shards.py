@@ -6,7 +6,16 @@ outputs are summed by :func:`merge_alignments`. Memory per run is one chunk plus
 
 Cleaning of a stream differs from :func:`transtok.corpus.clean` of a whole corpus in two places:
 the length-ratio test uses each chunk's median density, and duplicates are found within one run
-(one shard), from 8-byte digests of the pairs.
+(one shard), from 8-byte digests of the pairs. Deduplicate the file beforehand (``sort -u``) when
+repeats may fall into different shards.
+
+Cluster recipe (a Slurm array of N tasks; any scheduler or ``xargs -P`` works the same way)::
+
+    transtok align --source-model M --target-tokenizer T --parallel corpus.tsv \
+        --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --output align/$SLURM_ARRAY_TASK_ID
+    transtok merge-alignments --alignment align/* --output align-all     # after the array
+    transtok map --alignment align-all --output mapping
+    transtok transplant --source-model M --mapping mapping --output model
 """
 from __future__ import annotations
 
