@@ -29,6 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
 from transtok.align import align  # noqa: E402
+from transtok.demo import eval_seq_len  # noqa: E402
 from transtok.evaluate import evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
@@ -76,14 +77,20 @@ def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, 
             "stages": result.stages}
 
 
-def run_language(lang: str, args, source_dir: Path) -> dict:
+def bible_split(lang: str, work: Path):
+    """The Bible split of ``lang`` (train, dev 59-64, test Jude + Revelation), written to ``work/data``."""
+    split = parallel_bible("en", lang)
+    write_split(split, work / "data", overwrite=True)
+    return split
+
+
+def run_language(lang: str, args, source_dir: Path, split) -> dict:
+    """All methods for one language. ``split`` has ``.train``/``.test`` ParallelCorpus and its texts are in
+    ``args.work/lang/data/{train,test}.txt``."""
     work = Path(args.work) / lang
-    record: dict = {"lang": lang, "steps": {}, "methods": {}}
+    record: dict = {"lang": lang, "steps": {}, "methods": {},
+                    "split": {"train_pairs": len(split.train), "test_verses": len(split.test)}}
     steps = record["steps"]
-    with measured(steps, "data"):
-        split = parallel_bible("en", lang)
-        write_split(split, work / "data", overwrite=True)
-    record["split"] = split.to_dict()
     test = split.test.target
     with measured(steps, "load_source"):
         source_model, source_tokenizer = load_model(str(source_dir))
@@ -95,7 +102,7 @@ def run_language(lang: str, args, source_dir: Path) -> dict:
     record["alignment"] = counts.stats
 
     with measured(steps, "evaluate_source"):
-        source_eval = evaluate_perplexity(source_model, source_tokenizer, test)
+        source_eval = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=eval_seq_len(source_model))
     record["methods"]["source (own tokenizer)"] = {"init": source_eval.bits_per_byte, "tokens": source_eval.tokens}
     if args.budget:
         record["methods"]["source (own tokenizer)"].update(
@@ -119,7 +126,7 @@ def run_language(lang: str, args, source_dir: Path) -> dict:
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)
         with measured(steps, f"evaluate_{method}"):
-            result = evaluate_perplexity(model, target_tokenizer, test)
+            result = evaluate_perplexity(model, target_tokenizer, test, seq_len=eval_seq_len(model))
         entry.update({"init": result.bits_per_byte, "tokens": result.tokens})
         logger.info("%s %s: %.4f bits per byte at init", lang, method, result.bits_per_byte)
         del model
@@ -170,7 +177,7 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
     parser.add_argument("--methods", nargs="+", default=["trans-tokenization", "fvt", "mean", "random"],
@@ -187,10 +194,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
     parser.add_argument("--out", default="benchmarks/results/init_methods")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    source_dir = smollm2_checkpoint()
-    results = [run_language(lang, args, source_dir) for lang in args.langs]
+    return parser.parse_args(argv)
+
+
+def write_outputs(results: list[dict], args) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2,
@@ -198,8 +205,22 @@ def main() -> None:
     table = markdown(results, args)
     (out / "results.md").write_text(table + "\n")
     plot(results, out / "curve.png")
-    print(table)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'curve.png'}")
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    source_dir = smollm2_checkpoint()
+    results = []
+    for lang in args.langs:
+        started = time.perf_counter()
+        split = bible_split(lang, Path(args.work) / lang)
+        record = run_language(lang, args, source_dir, split)
+        record["steps"]["data"] = {"seconds": round(time.perf_counter() - started, 2)}
+        results.append(record)
+    print(write_outputs(results, args))
+    print(f"wrote results.json, results.md and curve.png to {args.out}")
 
 
 if __name__ == "__main__":
