@@ -12,6 +12,7 @@ The result holds the same tensors as :func:`transtok.surgery.transplant` followe
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -304,7 +305,7 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
         index.setdefault("metadata", {})["total_size"] = total_size
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
-    config = layout.config
+    config = copy.deepcopy(layout.config)  # the layout stays reusable
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     text_config.vocab_size = mapping.shape[0]
     config.vocab_size = mapping.shape[0]
