@@ -90,18 +90,39 @@ def _add_align(sub) -> None:
     p.add_argument("--parallel", required=True, nargs="+", metavar="FILE",
                    help="TSV (source<TAB>target), JSONL (source/target keys), or two line-aligned text files")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
-    p.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    _add_cleaning_options(p)
+    p.add_argument("--shard", metavar="K/N", help="align only the K-th of N contiguous blocks of the corpus (1 <= K <= "
+                                                  "N), e.g. one task of an array job; sum the outputs with "
+                                                  "'transtok merge-alignments'")
+    p.add_argument("--chunk-size", type=int, default=200_000, metavar="PAIRS",
+                   help="pairs read, cleaned and aligned at a time; bounds memory (default: %(default)s)")
     _add_output(p)
     p.set_defaults(func=_run_align)
+
+
+def _add_cleaning_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("corpus cleaning")
+    group.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs (after cleaning)")
+    group.add_argument("--no-dedupe", dest="dedupe", action="store_false",
+                       help="keep exact repeats of a (source, target) pair")
+    group.add_argument("--max-length-ratio", type=float, default=3.0, metavar="R",
+                       help="drop pairs whose longer side is more than R times the shorter, in characters scaled "
+                            "by the corpus's median ratio; 0 disables (default: %(default)s)")
+
+
+def _length_ratio(args) -> float | None:
+    return args.max_length_ratio if args.max_length_ratio else None
 
 
 def _run_align(args) -> int:
     from transtok.pipeline import run_align
 
     counts = run_align(args.source_model, args.target_tokenizer, args.parallel, args.output, aligner=args.aligner,
-                       overwrite=args.overwrite, max_pairs=args.max_pairs)
+                       overwrite=args.overwrite, max_pairs=args.max_pairs, dedupe=args.dedupe,
+                       max_length_ratio=_length_ratio(args), shard=args.shard, chunk_size=args.chunk_size)
     s = counts.stats
-    print(f"aligned {s['pairs_aligned']:,} pairs ({s['links']:,} links); {s['target_tokens_with_counts']:,} of "
+    where = f" (shard {s['shard']}: pairs {s['shard_pairs'][0]:,}..{s['shard_pairs'][1]:,})" if "shard_pairs" in s else ""
+    print(f"aligned {s['pairs_aligned']:,} pairs{where} ({s['links']:,} links); {s['target_tokens_with_counts']:,} of "
           f"{counts.counts.shape[0]:,} target tokens have counts -> {args.output}")
     return 0
 
@@ -142,6 +163,12 @@ def _add_transplant(sub) -> None:
     p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id")
     p.add_argument("--mapping", required=True, metavar="DIR", help="mapping directory from 'transtok map'")
     p.add_argument("--dtype", default="auto", help="load/save dtype: auto, float32, bfloat16 (default: %(default)s)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="load the whole model instead of editing its safetensors shards (the default reads and "
+                        "writes only the embedding and LM-head tensors; other formats are loaded anyway)")
+    p.add_argument("--hardlink", action="store_true",
+                   help="hard-link the shards that need no change instead of copying them (fast, no extra disk; "
+                        "the output then shares those files with the source: never write into them in place)")
     _add_output(p)
     p.set_defaults(func=_run_transplant)
 
@@ -149,7 +176,8 @@ def _add_transplant(sub) -> None:
 def _run_transplant(args) -> int:
     from transtok.pipeline import run_transplant
 
-    run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype)
+    run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype,
+                   in_memory=args.in_memory, hardlink=args.hardlink)
     print(f"wrote {args.output}")
     return 0
 
@@ -168,7 +196,7 @@ def _add_transfer(sub) -> None:
     target.add_argument("--target-corpus", nargs="+", metavar="FILE", help="target-language text to train one on")
     p.add_argument("--vocab-size", type=int, help="target vocabulary size (with --target-corpus)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
-    p.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    _add_cleaning_options(p)
     p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
     _add_mapping_options(p)
     _add_output(p)
@@ -182,7 +210,7 @@ def _run_transfer(args) -> int:
         source_model=args.source_model, parallel=args.parallel, output=args.output,
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
         aligner=args.aligner, mapping=_mapping_config(args), dtype=args.dtype, max_pairs=args.max_pairs,
-        overwrite=args.overwrite))
+        dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
@@ -705,6 +733,27 @@ def _run_translate(args) -> int:
     _write_lines(args.output, translations)
     if args.output:
         print(f"translated {len(texts):,} lines {args.source} -> {args.target} -> {args.output}", file=sys.stderr)
+    return 0
+
+
+@verb
+def _add_merge_alignments(sub) -> None:
+    p = sub.add_parser("merge-alignments", help="sum the alignment counts of corpus shards",
+                       description="Sum alignment directories made with the same tokenizers, e.g. the outputs of "
+                                   "'transtok align --shard K/N' for K = 1..N, into one alignment directory for "
+                                   "'transtok map'. A shard given twice is refused; missing shards are reported.")
+    p.add_argument("--alignment", required=True, nargs="+", metavar="DIR", help="alignment directories to sum")
+    _add_output(p)
+    p.set_defaults(func=_run_merge_alignments)
+
+
+def _run_merge_alignments(args) -> int:
+    from transtok.shards import merge_alignments
+
+    merged = merge_alignments(args.alignment, args.output, overwrite=args.overwrite)
+    s = merged.stats
+    print(f"merged {len(args.alignment)} alignments: {s.get('pairs_aligned', 0):,} pairs, {s.get('links', 0):,} links; "
+          f"{s['target_tokens_with_counts']:,} of {merged.counts.shape[0]:,} target tokens have counts -> {args.output}")
     return 0
 
 

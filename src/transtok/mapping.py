@@ -117,22 +117,21 @@ class TokenMapping:
             scale = np.where(have > 0, wanted / np.maximum(have, 1e-12), 1.0)
             out *= scale[:, None].astype(np.float32)
         if self.residual.any():
-            out += self.residual[:, None] * self._fallback_rows(source)
+            rows = np.flatnonzero(self.residual)
+            # Only the fallback rows: a dense (V_t, d) temporary would double the peak memory.
+            out[rows] += self.residual[rows, None] * self._fallback_rows(source, rows)
         result = torch.from_numpy(out)
         if vector:
             result = result[:, 0]
         return result.to(source_weight.dtype)
 
-    def _fallback_rows(self, source: np.ndarray) -> np.ndarray:
-        rows = np.flatnonzero(self.residual)
-        out = np.zeros((self.shape[0], source.shape[1]), dtype=np.float32)
+    def _fallback_rows(self, source: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), d) float32 fallback rows: the source mean, or seeded draws at the source's scale."""
         if self.fallback == "mean":
-            out[rows] = source.mean(axis=0)
-        else:
-            generator = torch.Generator().manual_seed(self.seed)
-            draw = torch.randn(len(rows), source.shape[1], generator=generator).numpy()
-            out[rows] = draw * source.std() + 0.0
-        return out
+            return np.broadcast_to(source.mean(axis=0), (len(rows), source.shape[1]))
+        generator = torch.Generator().manual_seed(self.seed)
+        draw = torch.randn(len(rows), source.shape[1], generator=generator).numpy()
+        return draw * source.std() + 0.0
 
     def save(self, directory: str | Path) -> None:
         """Write ``mapping.safetensors`` and ``mapping.json`` (byte-identical for equal mappings)."""
@@ -222,8 +221,11 @@ def _keep_top_k(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     if lengths.max(initial=0) <= k:
         return matrix
     rows = np.repeat(np.arange(matrix.shape[0]), lengths)
-    # Sort by row, then by descending value, then by column: deterministic.
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    # Sort by row, then by descending value, then by column: deterministic. One stable argsort of
+    # (row, value rank) takes half the time of a 3-key lexsort at 6M entries; ties keep CSR order,
+    # which is ascending column.
+    _, value_rank = np.unique(-matrix.data, return_inverse=True)
+    order = np.argsort(rows * np.int64(value_rank.max(initial=0) + 1) + value_rank, kind="stable")
     rank = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], lengths)
     keep = order[rank < k]
     out = sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)

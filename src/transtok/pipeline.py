@@ -85,21 +85,28 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
 
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
               aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
-              clean: bool = True, max_pairs: int | None = None) -> AlignmentCounts:
-    """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers)."""
-    from transtok.corpus import clean as clean_corpus, read_parallel
+              clean: bool = True, max_pairs: int | None = None, dedupe: bool = True,
+              max_length_ratio: float | None = 3.0, shard: str | None = None) -> AlignmentCounts:
+    """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers).
+
+    The corpus is streamed in chunks of ``chunk_size`` pairs, cleaned chunk by chunk, and with
+    ``shard="K/N"`` only its K-th of N contiguous blocks is aligned (merge the outputs with
+    ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
+    """
+    from transtok.shards import CorpusStream
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
     source_tokenizer = load_tokenizer(source_model)
     target_tokenizer = load_tokenizer(target_tokenizer_path)
-    corpus = read_parallel(parallel)
-    cleaning = {}
-    if clean or max_pairs:
-        corpus, cleaning = clean_corpus(corpus, max_pairs=max_pairs) if clean else clean_corpus(
-            corpus, dedupe=False, max_length_ratio=None, max_pairs=max_pairs)
-    counts = align(corpus, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
-    counts.stats["cleaning"] = cleaning
+    stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
+                          max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
+    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    counts.stats["cleaning"] = dict(stream.stats)
+    counts.stats["shard"] = str(stream.shard)
+    if stream.total is not None:
+        counts.stats["shard_pairs"] = list(stream.range)
+        counts.stats["corpus_pairs"] = stream.total
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         counts.save(tmp)
         source_tokenizer.save_pretrained(tmp / SOURCE_TOKENIZER_DIR)
@@ -159,22 +166,41 @@ def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingRepo
 
 
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
-                   dtype: str = "auto") -> Path:
-    """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary."""
+                   dtype: str = "auto", in_memory: bool = False, hardlink: bool = False) -> Path:
+    """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
+
+    Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
+    other formats, or ``in_memory=True``, load the model and use :func:`transtok.surgery.transplant`.
+    """
+    from transtok.checkpoint import UnsupportedCheckpoint, inspect_checkpoint, transplant_checkpoint
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
     mapping = TokenMapping.load(mapping_dir)
     target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
-    model, source_tokenizer = load_model(source_model, dtype=dtype)
-    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    layout = None
+    if not in_memory:
+        try:
+            layout = inspect_checkpoint(source_model, dtype=dtype)
+        except UnsupportedCheckpoint as exc:
+            logger.warning("loading the whole model instead of editing the checkpoint: %s", exc)
+    if layout is None:
+        model, source_tokenizer = load_model(source_model, dtype=dtype)
+        transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    else:
+        source_tokenizer = load_tokenizer(str(layout.directory))
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
-        save_checkpoint(tmp, model, target_tokenizer)
+        if layout is None:
+            save_checkpoint(tmp, model, target_tokenizer)
+        else:
+            transplant_checkpoint(layout, mapping, target_tokenizer, tmp, source_tokenizer=source_tokenizer,
+                                  hardlink=hardlink)
         provenance = tmp / PROVENANCE_DIR
         provenance.mkdir()
         mapping.save(provenance / "mapping")
         write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
-                                                "mapping": str(mapping_dir), "transtok_version": __version__})
+                                                "mapping": str(mapping_dir), "transtok_version": __version__,
+                                                "path": "in-memory" if layout is None else "streaming"})
     return Path(output)
 
 
@@ -197,6 +223,8 @@ class TransferConfig:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     dtype: str = "auto"
     max_pairs: int | None = None
+    dedupe: bool = True
+    max_length_ratio: float | None = 3.0
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -223,7 +251,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     corpus = read_parallel(config.parallel)
-    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs)
+    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
+                                    max_length_ratio=config.max_length_ratio)
     model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
     seconds["load"] = time.perf_counter() - clock
 

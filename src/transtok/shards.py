@@ -1,0 +1,224 @@
+"""Corpora larger than memory, aligned on many machines.
+
+A corpus is cut into N contiguous shards of pairs (``K/N``); each shard is read in chunks, cleaned
+chunk by chunk and aligned on its own, and because alignment counts are additive the shards'
+outputs are summed by :func:`merge_alignments`. Memory per run is one chunk plus the counts.
+
+Cleaning of a stream differs from :func:`transtok.corpus.clean` of a whole corpus in two places:
+the length-ratio test uses each chunk's median density, and duplicates are found within one run
+(one shard), from 8-byte digests of the pairs. Deduplicate the file beforehand (``sort -u``) when
+repeats may fall into different shards.
+
+Cluster recipe (a Slurm array of N tasks; any scheduler or ``xargs -P`` works the same way)::
+
+    transtok align --source-model M --target-tokenizer T --parallel corpus.tsv \
+        --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --output align/$SLURM_ARRAY_TASK_ID
+    transtok merge-alignments --alignment align/* --output align-all     # after the array
+    transtok map --alignment align-all --output mapping
+    transtok transplant --source-model M --mapping mapping --output model
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from transtok.corpus import ParallelCorpus, clean, iter_parallel
+from transtok.errors import ConfigError, DataError, MismatchError
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (1-based) of ``count`` contiguous blocks of a corpus."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise ConfigError(f"--shard {self.index}/{self.count} is not a shard: give K/N with 1 <= K <= N "
+                              "(e.g. 3/8 for the third of eight)")
+
+    @classmethod
+    def parse(cls, text: str | Shard | None) -> Shard:
+        """``"K/N"`` -> Shard(K, N); None -> the whole corpus."""
+        if text is None:
+            return cls()
+        if isinstance(text, Shard):
+            return text
+        parts = str(text).split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"--shard {text!r} is not of the form K/N; give e.g. 3/8 for the third of eight "
+                              "(in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+        return cls(int(parts[0]), int(parts[1]))
+
+    def bounds(self, total: int) -> tuple[int, int]:
+        """[start, end) pair indices of this shard in a corpus of ``total`` pairs."""
+        return (self.index - 1) * total // self.count, self.index * total // self.count
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def count_pairs(paths: Sequence[str | Path]) -> int:
+    """Number of sentence pairs in a parallel corpus (one streaming pass, constant memory)."""
+    return sum(len(chunk) for chunk in iter_parallel(paths, _READ_CHUNK))
+
+
+class CorpusStream:
+    """Cleaned chunks of one shard of a parallel corpus; ``stats`` fills as it is iterated.
+
+    Chunks hold at most ``chunk_size`` pairs before cleaning and start at the shard's first pair,
+    so a shard whose start is a multiple of ``chunk_size`` is chunked as in an unsharded run.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, chunk_size: int = 200_000, shard: str | Shard | None = None,
+                 dedupe: bool = True, max_length_ratio: float | None = 3.0, min_length: int = 1,
+                 max_pairs: int | None = None) -> None:
+        if chunk_size <= 0:
+            raise ConfigError(f"--chunk-size must be a positive number of pairs, got {chunk_size}")
+        if max_pairs is not None and max_pairs <= 0:
+            raise ConfigError(f"--max-pairs must be a positive number of pairs (or omitted for all), got {max_pairs}")
+        if max_length_ratio is not None and not max_length_ratio >= 1.0:
+            raise ConfigError(f"--max-length-ratio must be >= 1.0 (or 0 to disable), got {max_length_ratio}")
+        self.paths = [Path(p) for p in paths]
+        self.chunk_size = chunk_size
+        self.shard = Shard.parse(shard)
+        self.dedupe, self.max_length_ratio, self.min_length = dedupe, max_length_ratio, min_length
+        self.max_pairs = max_pairs
+        self.stats: Counter = Counter()
+        self.total: int | None = None
+        self.range: tuple[int, int] | None = None
+
+    def __iter__(self) -> Iterator[ParallelCorpus]:
+        start, end = 0, None
+        if self.shard.count > 1:
+            self.total = count_pairs(self.paths)
+            start, end = self.shard.bounds(self.total)
+            logger.info("shard %s: pairs %d..%d of %d", self.shard, start, end, self.total)
+            if start == end:
+                raise DataError(f"shard {self.shard} of a corpus of {self.total} pairs is empty; use at most "
+                                f"{self.total} shards")
+        self.range = (start, end)
+        seen: set[bytes] = set()
+        kept = 0
+        for chunk in self._raw_chunks(start, end):
+            cleaned = self._clean(chunk, seen, kept)
+            kept += len(cleaned)
+            if len(cleaned):
+                yield cleaned
+            if self.max_pairs is not None and kept >= self.max_pairs:
+                break
+        if not kept:
+            raise DataError(f"no sentence pair of {', '.join(map(str, self.paths))} (shard {self.shard}) survived "
+                            f"cleaning ({dict(self.stats)}); check the corpus or relax --max-length-ratio")
+
+    def _raw_chunks(self, start: int, end: int | None) -> Iterator[ParallelCorpus]:
+        """Pairs [start, end) regrouped into chunks of ``chunk_size`` counted from ``start``."""
+        position = 0
+        source: list[str] = []
+        target: list[str] = []
+        for block in iter_parallel(self.paths, min(self.chunk_size, _READ_CHUNK)):
+            lo, hi = max(start - position, 0), len(block) if end is None else min(end - position, len(block))
+            position += len(block)
+            if lo >= hi:
+                if end is not None and position >= end:
+                    break
+                continue
+            source.extend(block.source[lo:hi])
+            target.extend(block.target[lo:hi])
+            while len(source) >= self.chunk_size:
+                yield ParallelCorpus(source[:self.chunk_size], target[:self.chunk_size])
+                del source[:self.chunk_size], target[:self.chunk_size]
+            if end is not None and position >= end:
+                break
+        if source:
+            yield ParallelCorpus(source, target)
+
+    def _clean(self, chunk: ParallelCorpus, seen: set[bytes], kept_before: int) -> ParallelCorpus:
+        self.stats["input"] += len(chunk)
+        try:
+            chunk, stats = clean(chunk, dedupe=False, max_length_ratio=self.max_length_ratio,
+                                 min_length=self.min_length)
+        except DataError:  # every pair of this chunk failed a filter; later chunks may be fine
+            self.stats["dropped_in_whole_chunks"] += len(chunk)
+            return ParallelCorpus()
+        self.stats.update({k: v for k, v in stats.items() if k not in ("input", "kept")})
+        keep: list[int] = []
+        room = None if self.max_pairs is None else self.max_pairs - kept_before
+        for i, (s, t) in enumerate(chunk):
+            if self.dedupe:
+                digest = hashlib.blake2b(f"{s}\t{t}".encode("utf-8"), digest_size=8).digest()
+                if digest in seen:
+                    self.stats["duplicate"] += 1
+                    continue
+                seen.add(digest)
+            if room is not None and len(keep) >= room:
+                self.stats["over_max_pairs"] += len(chunk) - i
+                break
+            keep.append(i)
+        self.stats["kept"] += len(keep)
+        return ParallelCorpus([chunk.source[i] for i in keep], [chunk.target[i] for i in keep])
+
+
+def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, overwrite: bool = False):
+    """Sum the counts of alignment directories made with the same tokenizers (shards of a corpus).
+
+    Refuses a shard given twice (it would count its pairs twice); warns when shards of a K/N split
+    are missing. Writes counts, summed stats and the tokenizers of the first directory.
+    """
+    from transtok.align import AlignmentCounts
+    from transtok.artifacts import atomic_output_dir, check_output_dir
+    from transtok.pipeline import SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR
+
+    if not directories:
+        raise ConfigError("nothing to merge: give at least one alignment directory after --alignment")
+    check_output_dir(output, overwrite=overwrite)
+    merged = None
+    shards: dict[str, str] = {}
+    cleaning: Counter = Counter()
+    aligners = set()
+    for directory in directories:
+        part = AlignmentCounts.load(directory)
+        shard = part.stats.get("shard")
+        if shard and shard != "1/1":
+            if shard in shards:
+                raise ConfigError(f"shard {shard} is given twice ({shards[shard]} and {directory}); its pairs would "
+                                  "be counted twice: give each shard once")
+            shards[shard] = str(directory)
+        cleaning.update({k: v for k, v in part.stats.get("cleaning", {}).items() if isinstance(v, int)})
+        aligners.add(part.stats.get("aligner", "?"))
+        merged = part if merged is None else AlignmentCounts.merge([merged, part])
+        if merged.counts.shape != part.counts.shape:
+            raise MismatchError(f"{directory} has counts of shape {part.counts.shape}, not {merged.counts.shape}")
+    totals = {int(s.split("/")[1]) for s in shards}
+    for total in totals:
+        missing = sorted(set(range(1, total + 1)) - {int(s.split("/")[0]) for s in shards if s.endswith(f"/{total}")})
+        if missing:
+            logger.warning("merging %d of %d shards; missing: %s", total - len(missing), total,
+                           ", ".join(f"{k}/{total}" for k in missing))
+    if len(totals) > 1:
+        raise ConfigError(f"the alignments come from different splits ({', '.join(sorted(shards))}); merge the shards "
+                          "of one K/N split")
+    counts = merged.counts.tocsr()
+    merged.stats.update({"aligner": aligners.pop() if len(aligners) == 1 else "mixed",
+                         "target_tokens_with_counts": int((counts.getnnz(axis=1) > 0).sum()),
+                         "cleaning": dict(cleaning), "merged_shards": sorted(shards),
+                         "merged_from": [str(d) for d in directories]})
+    merged.stats.pop("shard", None)
+    first = Path(directories[0])
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        merged.save(tmp)
+        for name in (SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR):
+            if (first / name).is_dir():
+                shutil.copytree(first / name, tmp / name)
+    logger.info("merged %d alignments: %d pairs", len(directories), merged.stats.get("pairs_aligned", 0))
+    return merged
