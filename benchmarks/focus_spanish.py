@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--output", default="focus_spanish.json")
     parser.add_argument("--eval", action="store_true", help="also bits per byte on Jude+Revelation after transplant")
     parser.add_argument("--eval-verses", type=int, default=200)
+    parser.add_argument("--min-count", type=int, default=FocusConfig.min_count, help="fastText min count")
     args = parser.parse_args()
 
     times: dict[str, float] = {}
@@ -45,12 +46,12 @@ def main() -> None:
     lap("load SmolLM2 tokenizer + Bible")
     target_tokenizer = train_tokenizer(texts, source_tokenizer, args.vocab_size)
     lap("train target tokenizer")
-    model = train_token_fasttext(target_tokenizer, texts)
+    model = train_token_fasttext(target_tokenizer, texts, FocusConfig(min_count=args.min_count))
     lap("train fastText (1 thread)")
     results = {}
     for mode in ("bytes", "deepfocus"):
-        mapping, report = focus_mapping(source_tokenizer, target_tokenizer, config=FocusConfig(overlap=mode),
-                                        fasttext_model=model)
+        config = FocusConfig(overlap=mode, min_count=args.min_count)
+        mapping, report = focus_mapping(source_tokenizer, target_tokenizer, config=config, fasttext_model=model)
         lap(f"mapping, overlap={mode}")
         results[mode] = (mapping, report)
     by_bytes, by_deepfocus = results["bytes"][0], results["deepfocus"][0]
@@ -69,7 +70,8 @@ def main() -> None:
         order = np.argsort(-row.data)[:5]
         examples[token] = [(source_pieces[row.indices[i]], round(float(row.data[i]), 3)) for i in order]
 
-    out = {"vocab_size": len(target_tokenizer), "source_vocab": len(source_tokenizer), "train_verses": len(texts),
+    out = {"min_count": args.min_count, "vocab_size": len(target_tokenizer), "source_vocab": len(source_tokenizer),
+           "train_verses": len(texts),
            "fasttext_words": len(model.words), "times_s": times,
            "provenance": {mode: r.provenance for mode, (_, r) in results.items()},
            "mean_partners": {mode: round(r.mean_partners, 2) for mode, (_, r) in results.items()},
@@ -86,7 +88,8 @@ def main() -> None:
 
         held_out = split.test.target[:args.eval_verses]
         source_model, _ = load_model(str(checkpoint), dtype="float32")
-        bpb = {"source (SmolLM2 tokenizer)": evaluate_perplexity(source_model, source_tokenizer, held_out).bits_per_byte}
+        baseline = evaluate_perplexity(source_model, source_tokenizer, held_out)
+        bpb = {"source (SmolLM2 tokenizer)": baseline.bits_per_byte}
         inits = {"focus": by_bytes, "focus (deepfocus overlap)": by_deepfocus}
         for init in ("fvt", "mean"):
             inits[init] = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init=init))[0]
@@ -104,7 +107,8 @@ def main() -> None:
         json.dump(out, handle, indent=2, ensure_ascii=False)
     print(f"{'overlap':<10} " + " ".join(f"{k:>9}" for k in ("special", "copied", "focus", "fallback")))
     for mode, (_, report) in results.items():
-        print(f"{mode:<10} " + " ".join(f"{report.provenance[k]:>9}" for k in ("special", "copied", "focus", "fallback")))
+        counts = report.provenance
+        print(f"{mode:<10} " + " ".join(f"{counts[k]:>9}" for k in ("special", "copied", "focus", "fallback")))
     print(f"rows differing between the overlap modes: {differ}")
     for step, seconds in times.items():
         print(f"{step:<32} {seconds:>8.1f} s")

@@ -87,7 +87,8 @@ class FocusConfig:
         if self.min_count < 1:
             raise ConfigError(f"--focus-min-count must be >= 1, got {self.min_count}")
         if self.overlap not in OVERLAP_MODES:
-            raise ConfigError(f"--focus-overlap {self.overlap!r} is not known; choose one of {', '.join(OVERLAP_MODES)}")
+            raise ConfigError(f"--focus-overlap {self.overlap!r} is not known; "
+                              f"choose one of {', '.join(OVERLAP_MODES)}")
         if self.overlap == "bytes" and (self.match_symbols or self.fuzzy_match_all):
             raise ConfigError("match_symbols / fuzzy_match_all change deepfocus's own overlap; "
                               "use them with overlap='deepfocus'")
@@ -200,8 +201,9 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
     pieces = target_tokenizer.convert_ids_to_tokens(list(range(target_size)))
 
     # deepfocus's overlap, as target id -> the source id whose row it copies (-1: a new token).
-    overlapping, _ = focus.get_overlapping_tokens(target_tokenizer, source_tokenizer, match_symbols=config.match_symbols,
-                                                  exact_match_all=True, fuzzy_match_all=config.fuzzy_match_all)
+    overlapping, _ = focus.get_overlapping_tokens(target_tokenizer, source_tokenizer,
+                                                  match_symbols=config.match_symbols, exact_match_all=True,
+                                                  fuzzy_match_all=config.fuzzy_match_all)
     deepfocus_copy = np.full(target_size, -1, dtype=np.int64)
     for info in overlapping.values():
         deepfocus_copy[info.target.id] = info.source[0].id
@@ -254,7 +256,8 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
 
     settings = {"init": "focus", **asdict(config)}
     mapping = TokenMapping(matrix=matrix.astype(np.float32), residual=residual, provenance=provenance,
-                           source_vocab_hash=vocab_hash(source_tokenizer), target_vocab_hash=vocab_hash(target_tokenizer),
+                           source_vocab_hash=vocab_hash(source_tokenizer),
+                           target_vocab_hash=vocab_hash(target_tokenizer),
                            fallback="mean", seed=config.seed, config=settings)
     counts = {name: int((names == name).sum()) for name in ("special", "copied", "focus", "fallback")}
     mapped = (names == "copied") | (names == "focus")
