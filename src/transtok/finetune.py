@@ -1,0 +1,694 @@
+"""Language-adaptation training after the transplant, on the transformers Trainer.
+
+The paper (Remy et al. 2024, Appendix L) trains the new embeddings and LM head first (41M tokens),
+then also decoder layers 0, 1, -2 and -1 (66M tokens), everything else frozen; a mid-resource
+language gets a full fine-tune. This module freezes parameters by identity (HF accessors for the
+embeddings, the largest ``nn.ModuleList`` for the decoder blocks), packs text into fixed-length
+blocks and lets ``transformers.Trainer`` (accelerate underneath) run the loop, so the same call
+works on one CPU and under ``accelerate launch`` / ``torchrun`` (DDP, FSDP).
+
+Layout of a run::
+
+    OUTPUT.checkpoints/          # resumable state, removed after success unless keep_checkpoints
+        run.json                 # fingerprint of model, vocabulary and settings; checked on resume
+        log.jsonl                # one JSON record per logged step / evaluation
+        stage-1-embeddings/checkpoint-N/   # Trainer checkpoints (model, optimizer, scheduler, RNG)
+    OUTPUT/                      # written atomically at the end: plain HF checkpoint + tokenizer
+        transtok/finetune.json   # settings, history, eval curve, throughput, peak memory
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.corpus import read_texts
+from transtok.errors import ConfigError, DataError, MismatchError, require
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("embeddings", "2x2", "full", "lora")
+SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class RecipeStage:
+    stage: str
+    share: float
+    """Fraction of the token budget."""
+    schedule: str
+
+
+# Paper, Appendix L: 41M tokens embeddings-only (constant LR after warm-up), then 66M tokens with
+# the 2x2 layers unfrozen (linear decay) -> 38% : 62% of the budget.
+RECIPES: dict[str, tuple[RecipeStage, ...]] = {
+    "paper": (RecipeStage("embeddings", 41 / 107, "constant_with_warmup"),
+              RecipeStage("2x2", 66 / 107, "linear")),
+}
+
+FALLBACK_WARN_RATE = 0.05
+"""Warn when more than this fraction of tokens are unknown or raw non-ASCII byte pieces."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything ``transtok finetune`` needs; saved into ``transtok/finetune.json`` of the output."""
+
+    model: str
+    """Transferred model directory (plain HF checkpoint + tokenizer)."""
+    train: list[str]
+    """Target-language text files, one document per non-empty line."""
+    output: str
+    eval: list[str] = field(default_factory=list)
+    """Held-out text files for bits per byte; none disables evaluation."""
+    stage: str = "embeddings"
+    """embeddings | 2x2 | full | lora (ignored when ``recipe`` is set)."""
+    recipe: str | None = None
+    """A multi-stage recipe from RECIPES, e.g. 'paper' (embeddings, then 2x2)."""
+    max_tokens: int = 1_000_000
+    """Training token budget over all stages (steps = budget // tokens per optimizer step)."""
+    seq_len: int = 512
+    batch_size: int = 8
+    """Sequences per device per micro-batch."""
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup: float = 0.03
+    """Warm-up steps (>= 1) or fraction of each stage's steps (< 1)."""
+    schedule: str | None = None
+    """LR schedule; None = 'linear' for a single stage, the recipe's own schedules for a recipe."""
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_every: int | None = None
+    """Evaluate every N optimizer steps; None = about 5 times per stage (and always at the end)."""
+    eval_batch_size: int = 4
+    log_every: int = 10
+    save_every: int | None = None
+    """Checkpoint every N steps; None = at each evaluation and at the end of each stage."""
+    precision: str = "auto"
+    """auto (bf16 autocast where the hardware supports it) | bf16 | fp32."""
+    gradient_checkpointing: bool = False
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    merge: bool = True
+    """Merge LoRA into the weights before saving (False: save the adapter only)."""
+    checkpoint_dir: str | None = None
+    """Default: OUTPUT.checkpoints next to the output."""
+    resume: bool = False
+    keep_checkpoints: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)} "
+                              f"or pass --stage ({', '.join(STAGES)}) instead")
+        if self.stage not in STAGES:
+            raise ConfigError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.seq_len < 2:
+            raise ConfigError(f"seq_len must be at least 2 tokens, got {self.seq_len}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0 (steps, or a fraction < 1), got {self.warmup!r}")
+        for name in ("eval_every", "save_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive number of steps or None, got {value!r}")
+        if not self.train:
+            raise ConfigError("no training text given; pass one or more --train FILE")
+
+    @property
+    def stages(self) -> tuple[RecipeStage, ...]:
+        if self.recipe is not None:
+            plan = RECIPES[self.recipe]
+            if self.schedule is not None:
+                plan = tuple(RecipeStage(s.stage, s.share, self.schedule) for s in plan)
+            return plan
+        return (RecipeStage(self.stage, 1.0, self.schedule or "linear"),)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        out = Path(self.output)
+        return out.with_name(out.name + ".checkpoints")
+
+
+@dataclass
+class FinetuneResult:
+    output: Path
+    history: list[dict]
+    """Every logged record: stage, step, tokens, loss / eval_bits_per_byte, lr."""
+    stages: list[dict]
+    """Per stage: name, steps, trainable parameters, tokens/s, peak memory, seconds."""
+
+    @property
+    def eval_curve(self) -> list[tuple[int, float]]:
+        """(training tokens seen, held-out bits per byte), in order."""
+        return [(r["tokens"], r["eval_bits_per_byte"]) for r in self.history if "eval_bits_per_byte" in r]
+
+
+# --- precision -------------------------------------------------------------------------------
+
+def _use_bf16(precision: str) -> bool:
+    """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
+    from transtok.evaluate import bf16_supported
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "fp32":
+        return False
+    supported = bf16_supported(device)
+    if precision == "bf16" and not supported:
+        logger.warning("bf16 was requested but this %s has no native bf16 support; it will run slower than fp32",
+                       device)
+        return True
+    return supported or precision == "bf16"
+
+
+# --- freezing --------------------------------------------------------------------------------
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's stack of decoder blocks: the ``nn.ModuleList`` holding the most parameters.
+
+    Found structurally (``model.layers``, ``transformer.h``, ``gpt_neox.layers`` ...), never by name.
+    """
+    best, best_size = None, 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
+            size = sum(p.numel() for p in module.parameters())
+            if size > best_size:
+                best, best_size = module, size
+    if best is None:
+        from transtok.errors import ArchitectureError
+
+        raise ArchitectureError(f"{type(model).__name__} has no nn.ModuleList of decoder blocks; the '2x2' stage "
+                                "needs one. Use --stage embeddings or full")
+    return best
+
+
+def _embedding_parameters(model) -> list[torch.nn.Parameter]:
+    from transtok.surgery import embedding_pair
+
+    inputs, outputs = embedding_pair(model)
+    params = [inputs.weight]
+    if outputs.weight is not inputs.weight:
+        params.append(outputs.weight)
+    if getattr(outputs, "bias", None) is not None:
+        params.append(outputs.bias)
+    return params
+
+
+def freeze_for_stage(model, stage: str) -> dict:
+    """Set ``requires_grad`` so that only the parameters of ``stage`` train; return a summary.
+
+    embeddings: input embeddings + LM head (+ its bias); 2x2: those + decoder blocks 0, 1, -2, -1;
+    full: everything. Tied embeddings are one parameter, so they stay tied. ('lora' is
+    handled by :func:`apply_lora`, which freezes the base itself.)
+    """
+    if stage not in ("embeddings", "2x2", "full"):
+        raise ConfigError(f"freeze_for_stage: stage {stage!r} is not one of embeddings, 2x2, full")
+    if stage == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        chosen_layers: list[int] = []
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in _embedding_parameters(model):
+            p.requires_grad_(True)
+        chosen_layers = []
+        if stage == "2x2":
+            layers = decoder_layers(model)
+            n = len(layers)
+            chosen_layers = sorted({i % n for i in (0, 1, -2, -1)})
+            if len(chosen_layers) == n:
+                logger.warning("the model has only %d decoder blocks; stage '2x2' trains all of them", n)
+            for i in chosen_layers:
+                for p in layers[i].parameters():
+                    p.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("stage %s: %s of %s parameters trainable (%.1f%%)%s", stage, f"{trainable:,}", f"{total:,}",
+                100 * trainable / max(total, 1), f", decoder blocks {chosen_layers}" if chosen_layers else "")
+    return {"trainable_parameters": trainable, "total_parameters": total, "decoder_blocks": chosen_layers}
+
+
+def _module_name(model, module) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name
+    raise ConfigError(f"module {type(module).__name__} not found in {type(model).__name__}")
+
+
+def apply_lora(model, *, rank: int, alpha: float, dropout: float):
+    """Wrap ``model`` in peft LoRA on every linear layer of the body; the embeddings and LM head
+    train fully (``modules_to_save``) since every row is new, and tied ones stay tied."""
+    peft = require("peft", package="peft", extra="train", purpose="--stage lora")
+    from transtok.surgery import embedding_pair, is_tied
+
+    inputs, outputs = embedding_pair(model)
+    tied = is_tied(model)
+    names = [_module_name(model, inputs), _module_name(model, outputs)]
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                             modules_to_save=names, ensure_weight_tying=tied, task_type="CAUSAL_LM")
+    wrapped = peft.get_peft_model(model, config)
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in wrapped.parameters())
+    logger.info("stage lora: %s of %s parameters trainable (rank %d)", f"{trainable:,}", f"{total:,}", rank)
+    return wrapped, {"trainable_parameters": trainable, "total_parameters": total, "lora_rank": rank}
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _tokenize(tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
+    from tqdm.auto import tqdm
+
+    out: list[list[int]] = []
+    chunk = 2048
+    for start in tqdm(range(0, len(texts), chunk), desc=desc, unit="chunk", disable=None):
+        out.extend(tokenizer(list(texts[start:start + chunk]), add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _separator(tokenizer) -> list[int]:
+    for role in ("eos_token_id", "sep_token_id"):
+        value = getattr(tokenizer, role, None)
+        if value is not None:
+            return [value]
+    return []
+
+
+def pack(token_ids: Sequence[Sequence[int]], seq_len: int, separator: Sequence[int]) -> np.ndarray:
+    """Concatenate documents (each followed by ``separator``) and cut into (n, seq_len) blocks;
+    the incomplete tail is dropped."""
+    stream = np.fromiter((t for doc in token_ids for t in (*doc, *separator)), dtype=np.int64)
+    n = len(stream) // seq_len
+    return stream[: n * seq_len].reshape(n, seq_len)
+
+
+def fallback_rate(tokenizer, token_ids: Sequence[Sequence[int]]) -> float:
+    """Fraction of tokens that are the unknown token or a raw non-ASCII byte piece (byte fallback,
+    or a byte-level BPE spelling a script it never saw byte by byte)."""
+    from transtok.vocabulary import token_bytes
+
+    surfaces = token_bytes(tokenizer)
+    size = max(len(surfaces), max((max(d) for d in token_ids if d), default=-1) + 1)
+    is_fallback = np.zeros(size, dtype=bool)
+    single = np.array([s is not None and len(s) == 1 and s[0] >= 0x80 for s in surfaces], dtype=bool)
+    is_fallback[: len(single)] = single
+    if tokenizer.unk_token_id is not None:
+        is_fallback[tokenizer.unk_token_id] = True
+    flat = np.fromiter((t for d in token_ids for t in d), dtype=np.int64)
+    return float(is_fallback[flat].mean()) if len(flat) else 0.0
+
+
+class _Blocks(torch.utils.data.Dataset):
+    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = torch.from_numpy(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+# --- fingerprints ----------------------------------------------------------------------------
+
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torch_dtype", "_commit_hash",
+                         "use_cache", "architectures"}
+
+
+def model_fingerprint(model) -> str:
+    """Hash of the config (minus volatile keys) and the first rows of the input embeddings."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    rows = model.get_input_embeddings().weight.detach()[:64].to(torch.float32).cpu().numpy()
+    digest.update(rows.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _files_fingerprint(paths: Sequence[str]) -> list[dict]:
+    return [{"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size} for p in paths]
+
+
+# --- trainer pieces --------------------------------------------------------------------------
+
+def _peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _make_trainer_classes():
+    """Define the Trainer subclass and callbacks lazily (importing transformers costs seconds)."""
+    from tqdm.auto import tqdm
+    from transformers import Trainer, TrainerCallback
+
+    class BitsPerByteTrainer(Trainer):
+        """A Trainer whose evaluation is held-out bits per byte by :func:`transtok.evaluate.evaluate_perplexity`
+        (the project's one protocol, so the numbers compare with ``transtok evaluate``). Under DDP each
+        rank scores the whole text (same number everywhere; eval sets are small next to training)."""
+
+        def __init__(self, *args, eval_tokenizer=None, eval_seq_len: int = 512, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.eval_tokenizer, self.eval_seq_len = eval_tokenizer, eval_seq_len
+            self.eval_signature = None
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+            from transtok.evaluate import evaluate_perplexity
+
+            texts = eval_dataset if eval_dataset is not None else self.eval_dataset
+            start = time.perf_counter()
+            result = evaluate_perplexity(self.accelerator.unwrap_model(self.model), self.eval_tokenizer, texts,
+                                         seq_len=self.eval_seq_len, batch_size=self.args.per_device_eval_batch_size,
+                                         bf16=self.args.bf16)
+            self.eval_signature = result.signature
+            metrics = {f"{metric_key_prefix}_bits_per_byte": result.bits_per_byte,
+                       f"{metric_key_prefix}_token_perplexity": result.token_perplexity,
+                       f"{metric_key_prefix}_tokens": result.tokens,
+                       f"{metric_key_prefix}_seconds": time.perf_counter() - start}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+            return metrics
+
+    class RunLog(TrainerCallback):
+        """Appends each log record (with stage and cumulative training tokens) to log.jsonl and
+        measures training throughput (evaluation time excluded)."""
+
+        def __init__(self, path: Path, stage_index: int, stage: str, tokens_before: int, tokens_per_step: int,
+                     history: list[dict], writer: bool) -> None:
+            self.path, self.stage_index, self.stage = path, stage_index, stage
+            self.tokens_before, self.tokens_per_step = tokens_before, tokens_per_step
+            self.history, self.writer = history, writer
+            self.train_seconds, self.steps_done, self._t0 = 0.0, 0, None
+            self.bar = None
+
+        def _tokens(self, step: int) -> int:
+            return self.tokens_before + step * self.tokens_per_step
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if self.writer:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", disable=None,
+                                desc=f"stage {self.stage_index + 1} {self.stage}", dynamic_ncols=True)
+            self._t0 = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self._t0 is None:
+                self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self._t0 is not None:
+                self.train_seconds += time.perf_counter() - self._t0
+                self._t0 = None
+            self.steps_done += 1
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+                self.bar.set_postfix(tok_s=f"{self.tokens_per_second:,.0f}")
+
+        @property
+        def tokens_per_second(self) -> float:
+            return self.steps_done * self.tokens_per_step / self.train_seconds if self.train_seconds else 0.0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            record = {"stage": self.stage, "stage_index": self.stage_index, "step": state.global_step,
+                      "tokens": self._tokens(state.global_step)}
+            for key, value in logs.items():
+                if key in ("loss", "learning_rate", "grad_norm") or key.startswith("eval_"):
+                    record[key] = float(value)
+            if "loss" in record:
+                record["tokens_per_second"] = self.tokens_per_second
+            if len(record) <= 4:
+                return
+            self.history.append(record)
+            if self.writer:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                if self.bar is not None and "eval_bits_per_byte" in record:
+                    self.bar.write(f"step {state.global_step}: held-out {record['eval_bits_per_byte']:.4f} bits/byte")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return BitsPerByteTrainer, RunLog
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def _load(model_dir: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
+                          "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
+    return model, tokenizer
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> bool:
+    """Prepare the checkpoint directory; return True when resuming from it. Every rank looks
+    before rank 0 changes anything, so all ranks take the same decision."""
+    root = config.checkpoint_path
+    run_file = root / "run.json"
+    exists = root.is_dir() and any(root.iterdir())
+    if exists and config.resume:
+        if not run_file.is_file():
+            raise MismatchError(f"--resume: {str(root)!r} has no run.json, so it is not a transtok finetune "
+                                "checkpoint directory; point --checkpoint-dir at one, or drop --resume")
+        saved = read_json(run_file)
+        for key, label in (("model", "model (config + embeddings)"), ("vocab", "tokenizer vocabulary"),
+                           ("settings", "training settings")):
+            if saved.get(key) != fingerprint[key]:
+                detail = (f"{saved.get(key)} vs {fingerprint[key]}" if key != "settings" else
+                          ", ".join(f"{k}: {saved[key].get(k)!r} -> {v!r}" for k, v in fingerprint[key].items()
+                                    if saved[key].get(k) != v))
+                raise MismatchError(
+                    f"--resume: checkpoint directory {str(root)!r} was written for a different {label} "
+                    f"({detail}); resume with the same --model and settings, or start over with --overwrite "
+                    "or another --checkpoint-dir")
+        logger.info("resuming from %s", root)
+        return True
+    if exists and not config.overwrite:
+        raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass --resume to continue "
+                          "that run, or --overwrite to start over")
+    _barrier()
+    if is_main:
+        if exists:
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(run_file, fingerprint)
+    _barrier()
+    return False
+
+
+def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not stage_dir.is_dir():
+        return None, 0
+    last = get_last_checkpoint(str(stage_dir))
+    if last is None:
+        return None, 0
+    return last, int(Path(last).name.split("-")[-1])
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Train a transferred model on target-language text and write a plain HF checkpoint.
+
+    Runs each stage of ``config.stages`` with the transformers Trainer on the token budget's share;
+    works unchanged under ``accelerate launch`` / ``torchrun``. Raises :class:`DataError` when the
+    text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
+    """
+    accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    check_output_dir(config.output, overwrite=config.overwrite)
+    # Joins the process group under torchrun / accelerate launch (a no-op in a single process);
+    # the Trainer reuses it.
+    process = accelerate.PartialState(cpu=not torch.cuda.is_available())
+    world, is_main = process.num_processes, process.is_main_process
+    BitsPerByteTrainer, RunLog = _make_trainer_classes()
+    use_bf16 = _use_bf16(config.precision)
+
+    model, tokenizer = _load(config.model)
+    source_dtype = getattr(model.config, "dtype", None)
+    from transtok.vocabulary import vocab_hash
+
+    # --- data -----------------------------------------------------------------------------
+    train_texts = read_texts(config.train)
+    train_ids = _tokenize(tokenizer, train_texts, "tokenize train")
+    separator = _separator(tokenizer)
+    blocks = pack(train_ids, config.seq_len, separator)
+    n_tokens = sum(len(d) for d in train_ids) + len(separator) * len(train_ids)
+    per_step = config.batch_size * config.grad_accum * world
+    tokens_per_step = per_step * config.seq_len
+    if len(blocks) < per_step:
+        raise DataError(
+            f"training text {', '.join(map(str, config.train))} has {n_tokens:,} tokens ({len(train_texts):,} "
+            f"non-empty lines); one optimizer step needs {tokens_per_step:,} (batch size {config.batch_size} x "
+            f"seq len {config.seq_len} x {config.grad_accum} accumulation x {world} processes). Give more text or "
+            "lower --batch-size / --seq-len")
+    rate = fallback_rate(tokenizer, train_ids[:5000])
+    if rate > FALLBACK_WARN_RATE:
+        logger.warning("%.1f%% of the training tokens are unknown or raw byte pieces: is the training text in the "
+                       "tokenizer's language?", 100 * rate)
+    total_steps = config.max_tokens // tokens_per_step
+    if total_steps < len(config.stages):
+        raise ConfigError(f"--max-tokens {config.max_tokens:,} gives {total_steps} optimizer steps of "
+                          f"{tokens_per_step:,} tokens; {len(config.stages)} stage(s) need at least one each. "
+                          "Raise --max-tokens or lower --batch-size / --seq-len")
+    epochs = total_steps * per_step / len(blocks)
+    if epochs > 1:
+        logger.info("the budget covers the training text %.1f times", epochs)
+
+    eval_texts, eval_rate, eval_seq_len = None, None, 0
+    if config.eval:
+        eval_texts = read_texts(config.eval)
+        eval_ids = _tokenize(tokenizer, eval_texts, "tokenize eval")
+        eval_rate = fallback_rate(tokenizer, eval_ids)
+        if eval_rate > FALLBACK_WARN_RATE:
+            logger.warning(
+                "%.1f%% of the eval tokens are unknown or raw byte pieces: is %s in the tokenizer's language? "
+                "Bits per byte on it says little about the target language", 100 * eval_rate,
+                ", ".join(map(str, config.eval)))
+        from transtok.evaluate import _context_limit
+
+        limit = _context_limit(model)
+        eval_seq_len = min(config.seq_len, limit - 1) if limit else config.seq_len
+
+    # --- plan and resume ------------------------------------------------------------------
+    plan = config.stages
+    steps = [max(1, round(total_steps * s.share)) for s in plan]
+    steps[-1] = max(1, total_steps - sum(steps[:-1]))
+    settings = {"stages": [asdict(s) for s in plan], "steps": steps, "seq_len": config.seq_len,
+                "tokens_per_step": tokens_per_step, "lr": config.lr, "seed": config.seed,
+                "train": _files_fingerprint(config.train)}
+    fingerprint = {"model": model_fingerprint(model), "vocab": vocab_hash(tokenizer), "settings": settings}
+    root = config.checkpoint_path
+    resuming = _check_run_dir(config, fingerprint, is_main)
+    log_path = root / "log.jsonl"
+    history: list[dict] = []
+    if resuming and log_path.is_file():
+        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+    # --- stages ---------------------------------------------------------------------------
+    stage_reports: list[dict] = []
+    trainer = None
+    tokens_before = 0
+    for index, (stage, n_steps) in enumerate(zip(plan, steps)):
+        stage_dir = root / f"stage-{index + 1}-{stage.stage}"
+        last_checkpoint, done_steps = _completed_steps(stage_dir) if resuming else (None, 0)
+        if resuming:  # drop records a crash left after the checkpoint we resume from
+            history = [r for r in history if r["stage_index"] < index or
+                       (r["stage_index"] == index and r["step"] <= done_steps)]
+        if stage.stage == "lora":
+            model, summary = apply_lora(model, rank=config.lora_rank, alpha=config.lora_alpha,
+                                        dropout=config.lora_dropout)
+        else:
+            summary = freeze_for_stage(model, stage.stage)
+        eval_every = config.eval_every or max(1, n_steps // 5)
+        args = TrainingArguments(
+            output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
+            learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
+            weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=use_bf16,
+            activation_checkpointing=config.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+            logging_steps=config.log_every, eval_strategy="steps" if eval_texts is not None else "no",
+            eval_steps=eval_every if eval_texts is not None else None,
+            save_strategy="steps", save_steps=config.save_every or eval_every, save_total_limit=1,
+            report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
+            use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
+        )
+        trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_texts,
+                                     eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len)
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
+                         writer=trainer.is_world_process_zero())
+        trainer.add_callback(run_log)
+        if eval_texts is not None and index == 0 and not any(r.get("stage_index") == 0 for r in history):
+            trainer.evaluate()  # the curve's starting point: the transplanted model before training
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=last_checkpoint)
+        model = trainer.model
+        stage_reports.append({"stage": stage.stage, "schedule": stage.schedule, "steps": n_steps,
+                              "tokens": n_steps * tokens_per_step, "steps_run_now": run_log.steps_done,
+                              "tokens_per_second": run_log.tokens_per_second,
+                              "peak_memory_bytes": _peak_memory_bytes(),
+                              "seconds": time.perf_counter() - started, **summary})
+        tokens_before += n_steps * tokens_per_step
+
+    # --- output ---------------------------------------------------------------------------
+    # FSDP shards must be gathered on every rank; otherwise rank 0 holds the whole model
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
+    output = Path(config.output)
+    if trainer.is_world_process_zero():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        merged_lora = False
+        if hasattr(final, "merge_and_unload") and config.merge:
+            final = final.merge_and_unload()
+            state_dict, merged_lora = None, True
+        if isinstance(source_dtype, torch.dtype) and source_dtype in (torch.bfloat16, torch.float16):
+            final = final.to(source_dtype)
+            state_dict = None
+        final.config.use_cache = True
+        with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
+            final.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            provenance = tmp / "transtok"
+            if (Path(config.model) / "transtok").is_dir():
+                shutil.copytree(Path(config.model) / "transtok", provenance)
+            provenance.mkdir(exist_ok=True)
+            from transtok import __version__
+
+            write_json(provenance / "finetune.json", {
+                "config": asdict(config), "stages": stage_reports, "history": history,
+                "eval": {"files": config.eval, "fallback_rate": eval_rate, "signature": trainer.eval_signature},
+                "train": {"files": config.train, "tokens": n_tokens, "blocks": len(blocks),
+                          "epochs": epochs, "fallback_rate": rate},
+                "precision": "bf16 autocast" if use_bf16 else "fp32", "lora_merged": merged_lora,
+                "world_size": world, "transtok_version": __version__, "torch": torch.__version__,
+                "python": platform.python_version(),
+            })
+        if not config.keep_checkpoints:
+            shutil.rmtree(root, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return FinetuneResult(output=output, history=history, stages=stage_reports)

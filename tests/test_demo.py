@@ -1,0 +1,45 @@
+"""The demo's code path with the asset layer replaced by tiny local files (no network)."""
+import pytest
+
+import factories
+from transtok import assets
+from transtok.cli import main
+from transtok.corpus import ParallelCorpus
+
+
+@pytest.fixture()
+def tiny_assets(tmp_path, monkeypatch):
+    pairs = factories.cipher_corpus(500)
+    source = factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=350)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(tmp_path / "smollm2")
+    source.save_pretrained(tmp_path / "smollm2")
+
+    class Split:
+        train = ParallelCorpus([s for s, _ in pairs[:450]], [t for _, t in pairs[:450]])
+        test = ParallelCorpus([s for s, _ in pairs[450:]], [t for _, t in pairs[450:]])
+
+    def write_split(split, directory, overwrite=False):
+        directory.mkdir(parents=True, exist_ok=True)
+        split.train.write_tsv(directory / "train.tsv")
+        (directory / "train.txt").write_text("\n".join(split.train.target) + "\n")
+        (directory / "test.txt").write_text("\n".join(split.test.target) + "\n")
+        (directory / "split.json").write_text("{}")
+        return directory
+
+    monkeypatch.setattr(assets, "smollm2_checkpoint", lambda: tmp_path / "smollm2")
+    monkeypatch.setattr(assets, "parallel_bible", lambda *a, **k: Split())
+    monkeypatch.setattr(assets, "write_split", write_split)
+    monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path / "cache")
+    return tmp_path
+
+
+def test_demo_prints_the_before_after_table(tiny_assets, capsys):
+    out = tiny_assets / "demo-out"
+    assert main(["demo", "--lang", "xx", "--output", str(out), "--vocab-size", "320", "--aligner", "fast_align"]) == 0
+    text = capsys.readouterr().out
+    for row in ("tokens per word", "held-out bits per byte", "source model:", "transferred:"):
+        assert row in text
+    assert (out / "config.json").is_file() and (out / "transtok" / "mapping_report.json").is_file()
+    # A second run refuses to overwrite the model without --overwrite.
+    assert main(["demo", "--lang", "xx", "--output", str(out), "--vocab-size", "320", "--aligner", "fast_align"]) == 2

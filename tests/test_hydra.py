@@ -1,0 +1,285 @@
+"""Hydra invariants on tiny llama / qwen2 / gpt2 / gpt_neox models, tied and untied.
+
+Two vocabularies share one body: ``a`` (byte-level BPE, the "source" model) and ``b`` (a
+SentencePiece-style tokenizer on the cipher language, random rows), built by resizing a copy.
+"""
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+import factories
+from transtok.errors import ConfigError, MismatchError
+from transtok.hydra import HYDRA_FILE, Hydra, Vocabulary
+
+ENGLISH = "the king went to the city of gold"
+CIPHER = factories.cipher_sentence("the king went to the city of gold.")
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    pairs = factories.cipher_corpus(300)
+    return (factories.byte_level_tokenizer([s for s, _ in pairs], 300),
+            factories.sentencepiece_tokenizer([t for _, t in pairs], 200))
+
+
+def two_models(arch, tie, tokenizers):
+    """Model ``a`` and a copy ``b`` with another tokenizer's (random) rows; identical bodies."""
+    ta, tb = tokenizers
+    a = factories.tiny_causal_lm(arch, len(ta), tie, ta)
+    if not tie:  # make the head differ from the input table, so mixing them up shows
+        torch.nn.init.normal_(a.get_output_embeddings().weight, std=0.5)
+    b = copy.deepcopy(a)
+    b.resize_token_embeddings(len(tb), mean_resizing=False)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(b.get_input_embeddings().weight)
+    if not tie:
+        torch.nn.init.normal_(b.get_output_embeddings().weight, std=0.5)
+    b.config.vocab_size = len(tb)
+    for cfg in (b.config, b.generation_config):
+        cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tb.bos_token_id, tb.eos_token_id, tb.pad_token_id
+    return a, b
+
+
+def save_checkpoint(directory, model, tokenizer):
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build_from_checkpoints(arch, tie, tokenizers, tmp_path_factory):
+    a, b = two_models(arch, tie, tokenizers)
+    root = tmp_path_factory.mktemp(f"{arch}-{tie}")
+    paths = {"a": save_checkpoint(root / "a", a, tokenizers[0]), "b": save_checkpoint(root / "b", b, tokenizers[1])}
+    hydra = Hydra.from_checkpoints(paths, output="b")
+    return hydra, a, b, root
+
+
+def _id(param):
+    return f"{param[0]}-{'tied' if param[1] else 'untied'}"
+
+
+@pytest.fixture(scope="module", params=factories.ARCHS, ids=_id)
+def built(request, tokenizers, tmp_path_factory):
+    """A Hydra from two saved checkpoints, plus the plain models: every architecture, tied and untied."""
+    return build_from_checkpoints(*request.param, tokenizers, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=[("llama", True), ("gpt2", False)], ids=_id)
+def small(request, tokenizers, tmp_path_factory):
+    """The same for logic that does not depend on the architecture (keeps the file fast)."""
+    return build_from_checkpoints(*request.param, tokenizers, tmp_path_factory)
+
+
+def test_layout_offsets_and_tying(built, tokenizers):
+    hydra, a, b, _ = built
+    assert hydra.names == ("a", "b")
+    assert (hydra.span("a").offset, hydra.span("b").offset) == (0, len(tokenizers[0]))
+    assert hydra.model.get_input_embeddings().weight.shape[0] == len(tokenizers[0]) + len(tokenizers[1])
+    assert hydra.tied == (a.get_output_embeddings().weight.data_ptr() == a.get_input_embeddings().weight.data_ptr())
+
+
+def test_switching_a_b_a_restores_identical_logits(built):
+    hydra, *_ = built
+    ids = torch.tensor([hydra.encode(ENGLISH, "a") + hydra.encode(CIPHER, "b")])
+    hydra.set_output("a")
+    first = hydra.logits(ids).clone()
+    hydra.set_output("b")
+    other = hydra.logits(ids)
+    assert other.shape[-1] == hydra.span("b").size != first.shape[-1]
+    hydra.set_output("a")
+    assert torch.equal(hydra.logits(ids), first)
+
+
+def test_hydra_view_matches_the_original_single_vocabulary_models(built):
+    hydra, a, b, _ = built
+    for name, model, text in (("a", a, ENGLISH), ("b", b, CIPHER)):
+        hydra.set_output(name)
+        ids = torch.tensor([hydra.encode(text, name)])
+        expected = model(ids - hydra.span(name).offset).logits
+        torch.testing.assert_close(hydra.logits(ids), expected, atol=1e-5, rtol=1e-5)
+    hydra.set_output("b")
+
+
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_export_loads_in_vanilla_transformers_with_the_hydra_view_logits(built, name, tmp_path):
+    hydra, *_ = built
+    before = hydra.model.get_input_embeddings().weight.clone()
+    hydra.export(name, tmp_path / name)
+    assert torch.equal(hydra.model.get_input_embeddings().weight, before), "export must leave the Hydra intact"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / name).eval()
+    # generic tokenizers load with the generic class: AutoTokenizer would pick e.g. Qwen2Tokenizer from
+    # config.json, which adds a token (a transformers behaviour, not an export defect)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / name)
+    text = ENGLISH if name == "a" else CIPHER
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    hydra.set_output(name)
+    try:
+        torch.testing.assert_close(model(ids).logits, hydra.logits(ids + hydra.span(name).offset),
+                                   atol=1e-5, rtol=1e-5)
+    finally:
+        hydra.set_output("b")
+    assert model.config.vocab_size == len(tokenizer) == hydra.span(name).size
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    assert (model.get_output_embeddings().weight.data_ptr() ==
+            model.get_input_embeddings().weight.data_ptr()) == hydra.tied
+
+
+def test_generation_in_b_never_emits_an_id_outside_b(built):
+    hydra, *_ = built
+    span = hydra.span("b")
+    prompt = hydra.encode(CIPHER, "b")  # read through b only, so a's rows cannot change the hidden states
+    head = hydra.model.get_output_embeddings().weight
+    saved = head[:span.offset].clone()
+    with torch.no_grad():  # point a's head rows along the last hidden state: unrestricted, a would win
+        hidden = hydra.model(torch.tensor([prompt]), output_hidden_states=True).hidden_states[-1][0, -1]
+        head[:span.offset] = 100 * hidden / hidden.norm()
+        full = hydra.model(torch.tensor([prompt])).logits[0, -1]
+        assert not span.offset <= int(full.argmax()) < span.end
+        try:
+            torch.manual_seed(0)
+            sampled = hydra.generate([prompt] * 4, max_new_tokens=6, do_sample=True, top_k=0, temperature=2.0)
+            greedy = hydra.generate([prompt], max_new_tokens=6)
+        finally:
+            head[:span.offset] = saved
+    emitted = [i for row in sampled + greedy for i in row]
+    assert emitted and all(span.offset <= i < span.end for i in emitted)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(small):
+    hydra, *_ = small
+    prompts = [hydra.encode(ENGLISH, "a"), hydra.encode("the", "a") + hydra.encode(CIPHER[:9], "b"),
+               hydra.encode(CIPHER, "b")]
+    assert len({len(p) for p in prompts}) == 3
+    batched = hydra.generate(prompts, max_new_tokens=6, batch_size=3)
+    single = [hydra.generate([p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == single
+
+
+def test_generation_stops_at_the_output_vocabularys_stop_token(small, tokenizers):
+    hydra, a, b, _ = small
+    prompt = hydra.encode(CIPHER, "b")
+    first = hydra.generate([prompt], max_new_tokens=4)[0]
+    assert len(first) == 4
+    stop = first[2] - hydra.span("b").offset
+    body = copy.deepcopy(a)
+    stopping = Hydra.build(body, [Vocabulary.from_model("a", a, tokenizers[0]),
+                                  Vocabulary(**{**vars(Vocabulary.from_model("b", b, tokenizers[1])),
+                                                "stop_ids": (stop,)})], output="b")
+    out = stopping.generate([prompt], max_new_tokens=4)[0]
+    assert out == first[:first.index(stop + hydra.span("b").offset)]
+    # the same through extra stop ids given at generation time
+    assert hydra.generate([prompt], max_new_tokens=4, stop_ids=[stop])[0] == out
+    with pytest.raises(ConfigError, match=r"stop ids \[100000\] are outside the output vocabulary 'b'"):
+        hydra.generate([prompt], stop_ids=[100000])
+
+
+def test_save_load_round_trip_and_vanilla_loading(built, tmp_path):
+    hydra, *_ = built
+    ids = torch.tensor([hydra.encode(ENGLISH, "a") + hydra.encode(CIPHER, "b")])
+    prompts = [hydra.encode(ENGLISH, "a"), hydra.encode(CIPHER, "b")]
+    expected = {name: None for name in hydra.names}
+    for name in hydra.names:
+        hydra.set_output(name)
+        expected[name] = (hydra.logits(ids), [hydra.decode(g) for g in hydra.generate(prompts, max_new_tokens=4)])
+    hydra.set_output("b")
+    hydra.save_pretrained(tmp_path / "hydra")
+
+    loaded = Hydra.from_pretrained(tmp_path / "hydra")
+    assert loaded.output == "b" and set(loaded.names) == {"a", "b"}
+    assert loaded.span("b").offset == 0, "the output vocabulary is saved first"
+    shifted = torch.tensor([loaded.encode(ENGLISH, "a") + loaded.encode(CIPHER, "b")])
+    loaded_prompts = [loaded.encode(ENGLISH, "a"), loaded.encode(CIPHER, "b")]
+    for name in loaded.names:
+        loaded.set_output(name)
+        logits, texts = expected[name]
+        torch.testing.assert_close(loaded.logits(shifted), logits, atol=1e-5, rtol=1e-5)
+        assert [loaded.decode(g) for g in loaded.generate(loaded_prompts, max_new_tokens=4)] == texts
+
+    # vanilla transformers: the root is a normal checkpoint speaking the output vocabulary
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hydra").eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "hydra")  # see the export test
+    vanilla_ids = torch.tensor([tokenizer.encode(CIPHER, add_special_tokens=False)])
+    out = model.generate(vanilla_ids, attention_mask=torch.ones_like(vanilla_ids), max_new_tokens=4, do_sample=False)
+    assert tokenizer.decode(out[0, vanilla_ids.shape[1]:], skip_special_tokens=True) == expected["b"][1][1]
+    assert (tmp_path / "hydra" / HYDRA_FILE).is_file()
+
+
+def test_body_mismatch_names_the_differing_tensors(tokenizers, tmp_path):
+    a, b = two_models("llama", True, tokenizers)
+    with torch.no_grad():
+        b.model.layers[1].mlp.down_proj.weight.add_(1e-3)
+    paths = {"a": save_checkpoint(tmp_path / "a", a, tokenizers[0]),
+             "b": save_checkpoint(tmp_path / "b", b, tokenizers[1])}
+    with pytest.raises(MismatchError, match=r"'a' and 'b' do not share one body: 1 tensors differ: "
+                                            r"model\.layers\.1\.mlp\.down_proj\.weight\."):
+        Hydra.from_checkpoints(paths)
+    assert Hydra.from_checkpoints(paths, check_body=False).names == ("a", "b")
+
+
+def test_hidden_size_mismatch_is_refused(tokenizers, tmp_path):
+    a, _ = two_models("llama", True, tokenizers)
+    wide = AutoModelForCausalLM.from_config(a.config.__class__(**{**a.config.to_dict(), "hidden_size": 64}))
+    with pytest.raises(MismatchError, match=r"vocabulary 'wide' has hidden size 64, the body LlamaForCausalLM has 32"):
+        Hydra.build(a, [Vocabulary.from_model("a", a, tokenizers[0]),
+                        Vocabulary.from_model("wide", wide, tokenizers[0])])
+
+
+def test_mixed_prompt_decodes_each_run_with_its_own_tokenizer(small):
+    hydra, *_ = small
+    ids = hydra.encode(CIPHER, "b") + hydra.encode(" " + ENGLISH, "a")
+    assert hydra.decode(ids) == CIPHER + " " + ENGLISH
+    assert {hydra.vocabulary_of(i) for i in ids} == {"a", "b"}
+
+
+def test_bad_inputs_have_helpful_messages(small, tmp_path):
+    hydra, *_ = small
+    with pytest.raises(ConfigError, match=r"unknown vocabulary 'xx'; this Hydra has a, b"):
+        hydra.set_output("xx")
+    with pytest.raises(ConfigError, match=r"has no hydra.json; give a directory written by 'transtok hydra build'"):
+        Hydra.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"vocabulary name 'a/b' is not usable as a folder name"):
+        Vocabulary("a/b", hydra.tokenizer("a"), torch.zeros(400, 32))
+    with pytest.raises(MismatchError, match=r"its tokenizer has \d+ tokens but the embedding table only 10 rows"):
+        Vocabulary("a", hydra.tokenizer("a"), torch.zeros(10, 32))
+    with pytest.raises(ConfigError, match=r"uses an unknown field 'lang'"):
+        hydra.translate(["x"], source="a", target="b", instruction="{lang}: {text}")
+    with pytest.raises(ConfigError, match=r"give at least one vocabulary checkpoint"):
+        Hydra.from_checkpoints({})
+
+
+def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
+    from transtok.cli import main
+
+    a, b = two_models("llama", False, tokenizers)
+    save_checkpoint(tmp_path / "a", a, tokenizers[0])
+    save_checkpoint(tmp_path / "b", b, tokenizers[1])
+    hydra_dir = tmp_path / "hydra"
+    assert main(["hydra", "build", "--vocab", f"a={tmp_path / 'a'}", "--vocab", f"b={tmp_path / 'b'}",
+                 "--output", str(hydra_dir)]) == 0
+    assert "vocabularies a (300), b (456), output b, untied head" in capsys.readouterr().out
+    hydra = Hydra.from_pretrained(hydra_dir)
+    expected = hydra.decode(hydra.generate([hydra.encode(ENGLISH, "a", add_special_tokens=True)],
+                                           max_new_tokens=4)[0]).strip()
+
+    assert main(["hydra", "generate", "--model", str(hydra_dir), "--prompt", ENGLISH, "--prompt-vocab", "a",
+                 "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+
+    assert main(["hydra", "export", "--model", str(hydra_dir), "--vocab", "a", "--output", str(tmp_path / "ea")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "ea")
+    assert torch.equal(exported.get_input_embeddings().weight, a.get_input_embeddings().weight)
+    assert torch.equal(exported.get_output_embeddings().weight, a.get_output_embeddings().weight)
+
+    source = tmp_path / "in.txt"
+    source.write_text(f"{ENGLISH}\nthe city\nof gold\n", encoding="utf-8")
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+                 "--output", str(tmp_path / "out.txt"), "--max-new-tokens", "3", "--batch-size", "2"]) == 0
+    translated = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
+    assert len(translated) == 4 and translated[-1] == ""
+    assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
+                                             max_new_tokens=3)
+
+    assert main(["hydra", "build", "--vocab", "a", "--output", str(tmp_path / "x")]) == 2
+    assert "--vocab 'a' is not NAME=DIR" in capsys.readouterr().err

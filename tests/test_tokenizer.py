@@ -1,0 +1,285 @@
+"""Target tokenizer training: same family and pipeline as the source, specials first, roles kept."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+import factories
+from transtok.errors import ConfigError, DataError, MissingDependencyError
+from transtok.evaluate import fertility
+from transtok.tokenizer import BYTE_PIECES, load_tokenizer, minimum_vocab_size, save_tokenizer, train_tokenizer
+
+PIPELINE = ("normalizer", "pre_tokenizer", "decoder")
+
+
+def unigram_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """T5 style: NFKC, Metaspace, Unigram, eos appended by the post-processor."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return factories.wrap(tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+
+
+def late_bos_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """Llama-3 style: byte-level BPE whose specials sit *after* the learned vocabulary and whose
+    post-processor prepends bos by id."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    tok.add_special_tokens(specials)
+    bos = tok.token_to_id(specials[0])
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single=f"{specials[0]} $A", pair=f"{specials[0]} $A {specials[0]} $B:1",
+                                      special_tokens=[(specials[0], bos)])])
+    fast = factories.wrap(tok, bos_token=specials[0], eos_token=specials[2], extra_special_tokens=specials[1:])
+    fast.padding_side = "left"
+    return fast
+
+
+def late_bert_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """BERT style, with [CLS]/[SEP] at the end of the vocabulary and a BertProcessing post-processor."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=250, special_tokens=["[UNK]"],
+                                                             show_progress=False))
+    tok.add_special_tokens(["[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                   ("[CLS]", tok.token_to_id("[CLS]")))
+    return factories.wrap(tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                          mask_token="[MASK]")
+
+
+FAMILIES = {
+    "byte_level": (factories.byte_level_tokenizer, 400),
+    "byte_fallback": (factories.sentencepiece_tokenizer, 700),
+    "wordpiece": (factories.wordpiece_tokenizer, 400),
+    "unigram": (unigram_tokenizer, 200),
+    "late_bos": (lambda texts, _size=None: late_bos_tokenizer(texts), 400),
+    "late_bert": (lambda texts, _size=None: late_bert_tokenizer(texts), 300),
+}
+
+
+@pytest.fixture(scope="module")
+def corpora(cipher_pairs):
+    english = [s for s, _ in cipher_pairs]
+    target = [t for _, t in cipher_pairs]
+    return english, target[:1200], target[1200:]
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def trained(request, corpora):
+    english, target_train, _ = corpora
+    build, size = FAMILIES[request.param]
+    source = build(english, 300)
+    return request.param, source, train_tokenizer(target_train, source, size), size
+
+
+def spec(tokenizer) -> dict:
+    return json.loads(tokenizer.backend_tokenizer.to_str())
+
+
+def test_keeps_the_source_pipeline_and_model_options(trained):
+    _, source, target, size = trained
+    s, t = spec(source), spec(target)
+    for part in PIPELINE:
+        assert t[part] == s[part], part
+    assert t["model"]["type"] == s["model"]["type"]
+    learned = {"vocab", "merges", "unk_id"}
+    assert {k: v for k, v in t["model"].items() if k not in learned} == \
+           {k: v for k, v in s["model"].items() if k not in learned}
+    assert len(target) <= size
+
+
+def test_added_tokens_come_first_in_source_order_with_their_flags(trained):
+    _, source, target, _ = trained
+    source_added = sorted(spec(source)["added_tokens"], key=lambda t: t["id"])
+    target_added = spec(target)["added_tokens"]
+    assert [t["id"] for t in target_added] == list(range(len(source_added)))
+    strip = lambda entry: {k: v for k, v in entry.items() if k != "id"}  # noqa: E731
+    assert [strip(t) for t in target_added] == [strip(t) for t in source_added]
+
+
+def test_roles_chat_template_and_settings_are_copied(trained):
+    _, source, target, _ = trained
+    for role in ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token", "mask_token"):
+        assert getattr(target, role) == getattr(source, role), role
+    assert list(target.extra_special_tokens) == list(source.extra_special_tokens)
+    assert target.chat_template == source.chat_template == factories.CHAT_TEMPLATE
+    assert (target.padding_side, target.model_max_length) == (source.padding_side, source.model_max_length)
+
+
+def test_post_processor_adds_the_same_special_tokens(trained, corpora):
+    """The post-processor's special ids are rewritten to the target's ids: same *tokens* get added."""
+    _, source, target, _ = trained
+    text = corpora[2][0]
+
+    def added(tokenizer, ids):  # special tokens in the encoding, unk (an unknown *text* piece) aside
+        return [tokenizer.convert_ids_to_tokens(i) for i in ids
+                if i in tokenizer.all_special_ids and i != tokenizer.unk_token_id]
+
+    assert added(target, target(text).input_ids) == added(source, source(text).input_ids)
+    assert added(target, target(text, text).input_ids) == added(source, source(text, text).input_ids)
+
+
+def test_late_specials_get_small_ids():
+    texts = [t for _, t in factories.cipher_corpus(300)]
+    source = late_bos_tokenizer(texts)
+    assert source.bos_token_id >= 256
+    target = train_tokenizer(texts, source, 400)
+    assert target.bos_token_id == 0 and target.eos_token_id == 2
+    assert target("hello").input_ids[0] == 0
+
+
+def test_segments_target_text_into_fewer_tokens(trained, corpora):
+    _, source, target, _ = trained
+    held_out = corpora[2]
+    target_ids = sum(target(held_out, add_special_tokens=False).input_ids, [])
+    assert target.unk_token_id is None or target.unk_token_id not in target_ids
+    source_ids = sum(source(held_out, add_special_tokens=False).input_ids, [])
+    if source.unk_token_id is None or source.unk_token_id not in source_ids:  # an all-[UNK] source is "short" too
+        assert fertility(target, held_out) < 0.8 * fertility(source, held_out)
+
+
+def test_decoding_restores_held_out_text(trained, corpora):
+    _, _, target, _ = trained
+    for text in corpora[2][:50]:
+        words = text.rstrip(".!?")  # BERT-style decoders put a space before punctuation
+        assert target.decode(target(words, add_special_tokens=False).input_ids) == words
+
+
+@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "late_bos"])
+def test_byte_families_round_trip_unseen_characters(family, corpora):
+    english, target_train, _ = corpora
+    build, size = FAMILIES[family]
+    target = train_tokenizer(target_train, build(english, 300), size)
+    vocab = target.get_vocab()
+    if family == "byte_fallback":
+        assert all(piece in vocab for piece in BYTE_PIECES)
+    else:
+        assert all(char in vocab for char in pre_tokenizers.ByteLevel.alphabet())
+    text = "mupex dofisux — 日本語 ü ✓"
+    ids = target(text, add_special_tokens=False).input_ids
+    assert target.unk_token_id is None or target.unk_token_id not in ids
+    assert target.decode(ids) == text
+
+
+def test_save_and_load_with_auto_tokenizer(trained, corpora, tmp_path):
+    _, _, target, _ = trained
+    save_tokenizer(target, tmp_path / "tok")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded.is_fast
+    for text in corpora[2][:20]:
+        assert loaded(text).input_ids == target(text).input_ids
+    assert loaded.get_vocab() == target.get_vocab()
+    assert loaded.special_tokens_map == target.special_tokens_map
+    assert loaded.chat_template == target.chat_template
+    assert load_tokenizer(tmp_path / "tok").get_vocab() == target.get_vocab()
+
+
+@pytest.mark.parametrize("family", ["byte_level", "byte_fallback", "wordpiece", "unigram"])
+def test_training_is_deterministic(family, corpora):
+    english, target_train, _ = corpora
+    build, size = FAMILIES[family]
+    source = build(english, 300)
+    first = train_tokenizer(target_train, source, size).backend_tokenizer.to_str()
+    second = train_tokenizer(list(target_train), source, size).backend_tokenizer.to_str()
+    if family == "unigram":
+        # tokenizers' UnigramTrainer sums EM statistics in hash-map order: the pieces are stable, the
+        # scores (and so their order) move in the third decimal. Known limitation, see the module docstring.
+        pieces = lambda s: sorted(p for p, _ in json.loads(s)["model"]["vocab"])  # noqa: E731
+        assert pieces(first) == pieces(second)
+    else:
+        assert first == second
+
+
+def test_min_frequency_drops_rare_merges(corpora, source_tokenizer):
+    _, target_train, _ = corpora
+    loose = train_tokenizer(target_train[:100], source_tokenizer, 2000, min_frequency=1)
+    strict = train_tokenizer(target_train[:100], source_tokenizer, 2000, min_frequency=20)
+    assert len(strict) < len(loose)
+
+
+def test_empty_texts_are_refused(source_tokenizer):
+    with pytest.raises(DataError, match="training texts are empty"):
+        train_tokenizer([], source_tokenizer, 400)
+    with pytest.raises(DataError, match="no non-blank line"):
+        train_tokenizer(["", "  ", "\n"], source_tokenizer, 400)
+
+
+def test_vocab_size_below_the_minimum_names_the_minimum(source_tokenizer):
+    minimum = minimum_vocab_size(source_tokenizer)
+    assert minimum == 3 + 256  # 3 specials + the byte-level alphabet
+    with pytest.raises(ConfigError, match=rf"vocab_size 100 is smaller .* use --vocab-size {minimum} or more"):
+        train_tokenizer(["some text"], source_tokenizer, 100)
+    train_tokenizer(["some text"], source_tokenizer, minimum)  # the minimum itself is enough
+
+
+def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
+    source = factories.wordpiece_tokenizer(corpora[0], 300)
+    texts = ["".join(chr(0x4E00 + i) for i in range(k, k + 40)) for k in range(0, 400, 40)]
+    with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ distinct characters .* "
+                                          r"use --vocab-size \d+ or more"):
+        train_tokenizer(texts, source, 50)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_bad_vocab_size_type(bad, source_tokenizer):
+    with pytest.raises(ConfigError, match=f"vocab_size must be a positive integer, got {bad!r}"):
+        train_tokenizer(["text"], source_tokenizer, bad)
+
+
+def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(MissingDependencyError, match=r"\.gguf file needs .*pip install 'transtok\[assets\]'"):
+        load_tokenizer(tmp_path / "model.gguf")
+
+
+def test_load_tokenizer_errors_name_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match=f"no tokenizer could be loaded from '{missing}': the path does not exist"):
+        load_tokenizer(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"no tokenizer could be loaded from '{empty}'.*tokenizer.json"):
+        load_tokenizer(empty)
+
+
+def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
+    pytest.importorskip("transtok.corpus")
+    from transtok.cli import main
+
+    source_dir, corpus = tmp_path / "source", tmp_path / "target.txt"
+    source_tokenizer.save_pretrained(source_dir)
+    corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
+    out = tmp_path / "tok"
+    code = main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+                 "--vocab-size", "400", "--output", str(out), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert report["vocab_size"] == len(loaded) <= 400
+    assert report["fertility"] < report["source_fertility"]
+    assert loaded.get_vocab() == train_tokenizer(corpora[1], source_tokenizer, 400).get_vocab()
+    # A second run must not silently replace the first.
+    assert main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+                 "--vocab-size", "400", "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
