@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--output", default="focus_spanish.json")
     parser.add_argument("--eval", action="store_true", help="also bits per byte on Jude+Revelation after transplant")
     parser.add_argument("--eval-verses", type=int, default=200)
+    parser.add_argument("--eval-inits", nargs="+", default=["source", "focus", "focus-deepfocus", "fvt", "mean"],
+                        help="what --eval scores (source = SmolLM2 with its own tokenizer)")
     parser.add_argument("--min-count", type=int, default=FocusConfig.min_count, help="fastText min count")
     args = parser.parse_args()
 
@@ -88,11 +90,15 @@ def main() -> None:
 
         held_out = split.test.target[:args.eval_verses]
         source_model, _ = load_model(str(checkpoint), dtype="float32")
-        baseline = evaluate_perplexity(source_model, source_tokenizer, held_out)
-        bpb = {"source (SmolLM2 tokenizer)": baseline.bits_per_byte}
-        inits = {"focus": by_bytes, "focus (deepfocus overlap)": by_deepfocus}
+        bpb = {}
+        if "source" in args.eval_inits:
+            bpb["source"] = evaluate_perplexity(source_model, source_tokenizer, held_out).bits_per_byte
+        inits = {"focus": by_bytes, "focus-deepfocus": by_deepfocus}
         for init in ("fvt", "mean"):
-            inits[init] = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init=init))[0]
+            if init in args.eval_inits:
+                inits[init] = mapping_from_alignment(source_tokenizer, target_tokenizer, None,
+                                                     MappingConfig(init=init))[0]
+        inits = {name: mapping for name, mapping in inits.items() if name in args.eval_inits}
         for name, mapping in inits.items():
             model_copy = copy.deepcopy(source_model)
             transplant(model_copy, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
