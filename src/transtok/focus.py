@@ -70,7 +70,8 @@ class FocusConfig:
     threads: int = 1
     """fastText threads; more than 1 is faster but no longer reproducible."""
     seed: int = 0
-    """fastText seed."""
+    """fastText seed (its minstd_rand engine treats 0 and 1 alike); with one thread the model, hence
+    the mapping, is a function of (text, tokenizer, options, seed)."""
     overlap: str = "bytes"
     """'bytes' (identical canonical surface bytes) or 'deepfocus' (its decode-based canonical forms)."""
     match_symbols: bool = False
