@@ -40,8 +40,7 @@ def mappings(source_tokenizer, target_tokenizer, model):
 
 
 def _code(name):
-    from transtok.focus import FOCUS_PROVENANCE
-    return PROVENANCE.index(FOCUS_PROVENANCE if name == "focus" else name)
+    return PROVENANCE.index(name)
 
 
 def test_rows_are_stochastic_and_the_report_counts_every_row(mappings, source_tokenizer, target_tokenizer):
@@ -182,3 +181,39 @@ def test_missing_deepfocus_names_the_extra(source_tokenizer, target_tokenizer, m
     monkeypatch.setitem(sys.modules, "deepfocus.focus", None)
     with pytest.raises(MissingDependencyError, match=r"--init focus needs .*'deepfocus'.*transtok\[focus\]"):
         focus_mapping(source_tokenizer, target_tokenizer, ["x"])
+
+
+def test_cli_map_and_transfer_take_init_focus(source_tokenizer, target_tokenizer, target_texts, cipher_pairs,
+                                             tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from transtok.cli import main
+
+    source = tmp_path / "source"
+    factories.tiny_causal_lm("llama", len(source_tokenizer), False, source_tokenizer).save_pretrained(source)
+    source_tokenizer.save_pretrained(source)
+    target_tokenizer.save_pretrained(tmp_path / "target")
+    (tmp_path / "target.txt").write_text("".join(t + "\n" for t in target_texts), encoding="utf-8")
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in cipher_pairs), encoding="utf-8")
+    base = ["map", "--init", "focus", "--source-model", str(source), "--target-tokenizer", str(tmp_path / "target")]
+
+    assert main(base + ["--output", str(tmp_path / "none")]) == 2
+    assert "--init focus needs target-language text" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+    assert main(base + ["--target-text", str(tmp_path / "target.txt"), "--seed", "3",
+                        "--output", str(tmp_path / "m")]) == 0
+    expected, _ = focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=FocusConfig(seed=3))
+    written = TokenMapping.load(tmp_path / "m")
+    assert (written.matrix != expected.matrix).nnz == 0
+    assert (written.provenance == PROVENANCE.index("focus")).sum() > 0
+
+    # transfer trains fastText on the corpus's target side: the same text, so the same mapping.
+    assert main(["transfer", "--init", "focus", "--seed", "3", "--source-model", str(source), "--parallel",
+                 str(tmp_path / "pairs.tsv"), "--target-tokenizer", str(tmp_path / "target"),
+                 "--output", str(tmp_path / "model")]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    source_model = AutoModelForCausalLM.from_pretrained(source)
+    rows = expected.apply(source_model.get_input_embeddings().weight.detach())
+    torch.testing.assert_close(model.get_input_embeddings().weight.detach(), rows)
+    assert not (tmp_path / "model" / "transtok" / "alignment").exists()

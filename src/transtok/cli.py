@@ -64,7 +64,37 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                        help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
-    group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows and FOCUS's fastText "
+                                                                "(default: %(default)s)")
+    _add_focus_options(parser)
+
+
+def _add_focus_options(parser: argparse.ArgumentParser) -> None:
+    from transtok.focus import OVERLAP_MODES, FocusConfig
+
+    d = FocusConfig()
+    group = parser.add_argument_group("FOCUS (--init focus; needs pip install 'transtok[focus]')",
+                                      "FOCUS mixes overlapping tokens' rows by similarity in a fastText space "
+                                      "trained on target text tokenized by the target tokenizer")
+    group.add_argument("--focus-fasttext", metavar="BIN", help="a trained token-level fastText model (skips training)")
+    group.add_argument("--focus-min-count", type=int, default=d.min_count,
+                       help="fastText min count; rarer tokens take the mean row (default: %(default)s)")
+    group.add_argument("--focus-dim", type=int, default=d.dim, help="fastText dimension (default: %(default)s)")
+    group.add_argument("--focus-epochs", type=int, default=d.epochs, help="fastText epochs (default: %(default)s)")
+    group.add_argument("--focus-threads", type=int, default=d.threads,
+                       help="fastText threads; >1 is faster but not reproducible (default: %(default)s)")
+    group.add_argument("--focus-overlap", default=d.overlap, choices=OVERLAP_MODES,
+                       help="overlap by identical surface bytes, or deepfocus's own matching (default: %(default)s)")
+
+
+def _focus_config(args: argparse.Namespace):
+    if args.init != "focus":
+        return None
+    from transtok.focus import FocusConfig
+
+    return FocusConfig(dim=args.focus_dim, epochs=args.focus_epochs, min_count=args.focus_min_count,
+                       threads=args.focus_threads, seed=args.seed, overlap=args.focus_overlap,
+                       fasttext_model=args.focus_fasttext)
 
 
 def _mapping_config(args: argparse.Namespace):
@@ -139,6 +169,8 @@ def _add_map(sub) -> None:
                    help="one weight per --alignment directory (default: equal)")
     p.add_argument("--source-model", metavar="M", help="source tokenizer, for methods without alignment")
     p.add_argument("--target-tokenizer", metavar="T", help="target tokenizer, for methods without alignment")
+    p.add_argument("--target-text", nargs="+", metavar="FILE",
+                   help="target-language text, one segment per line, for --init focus")
     _add_mapping_options(p)
     _add_output(p)
     p.set_defaults(func=_run_map)
@@ -149,7 +181,8 @@ def _run_map(args) -> int:
 
     report = run_map(args.alignment, args.output, config=_mapping_config(args), overwrite=args.overwrite,
                      source_model=args.source_model, target_tokenizer_path=args.target_tokenizer,
-                     alignment_weights=args.alignment_weights)
+                     alignment_weights=args.alignment_weights, target_text=args.target_text,
+                     focus=_focus_config(args))
     print(f"mapped {report.target_tokens:,} target tokens: " +
           ", ".join(f"{k} {v:,}" for k, v in report.provenance.items()) + f" -> {args.output}")
     return 0
@@ -209,7 +242,8 @@ def _run_transfer(args) -> int:
     result = transfer(TransferConfig(
         source_model=args.source_model, parallel=args.parallel, output=args.output,
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
-        aligner=args.aligner, mapping=_mapping_config(args), dtype=args.dtype, max_pairs=args.max_pairs,
+        aligner=args.aligner, mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
+        max_pairs=args.max_pairs,
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))

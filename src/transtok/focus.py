@@ -48,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 PURPOSE = "--init focus"
 OVERLAP_MODES = ("bytes", "deepfocus")
-# Rows mixed by FOCUS are neither aligned nor spelled out: they get their own provenance code
-# once mapping.PROVENANCE has "focus"; until then they are saved under "aligned", the closest
-# existing meaning (weights from target-language co-occurrence evidence).
-FOCUS_PROVENANCE = "focus" if "focus" in PROVENANCE else "aligned"
 _CHUNK_ROWS = 2048
 """New tokens per similarity/sparsemax block: bounds memory at CHUNK × anchors float64."""
 
@@ -238,7 +234,7 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
 
     provenance = np.full(target_size, PROVENANCE.index("fallback"), dtype=np.int8)
     provenance[copied] = PROVENANCE.index("copied")
-    provenance[mixed] = PROVENANCE.index(FOCUS_PROVENANCE)
+    provenance[mixed] = PROVENANCE.index("focus")
     names = np.full(target_size, "fallback", dtype=object)
     names[copied], names[mixed] = "copied", "focus"
     specials = special_pairs(target_tokenizer, source_tokenizer)

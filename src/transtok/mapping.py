@@ -24,9 +24,10 @@ from transtok.errors import ConfigError, DataError, MismatchError
 
 logger = logging.getLogger(__name__)
 
-INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random")
-PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback")
-_SPECIAL, _COPIED, _ALIGNED, _DECOMPOSED, _FALLBACK = range(len(PROVENANCE))
+INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random", "focus")
+# Codes are saved in mapping files: only ever append.
+PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback", "focus")
+_SPECIAL, _COPIED, _ALIGNED, _DECOMPOSED, _FALLBACK = range(5)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class MappingConfig:
     """How alignment counts, exact overlap and subword spelling are combined into weights."""
 
     init: str = "trans-tokenization"
-    """One of trans-tokenization, fvt, mean, random."""
+    """One of trans-tokenization, fvt, mean, random, focus (built by :mod:`transtok.focus`)."""
     min_count: float = 0.0
     """Aligned token pairs with a smaller expected count are dropped as noise."""
     top_k: int | None = 4
@@ -302,6 +303,9 @@ def build_mapping(
     identity = sp.csr_matrix((np.ones(has_exact.sum()), (np.flatnonzero(has_exact), exact[has_exact])),
                              shape=(target_size, source_size))
 
+    if config.init == "focus":
+        raise ConfigError("--init focus is built from target text by transtok.focus.focus_mapping, "
+                          "not from this evidence; call pipeline.mapping_from_alignment with target texts")
     if config.init == "trans-tokenization":
         if counts is None:
             raise ConfigError("--init trans-tokenization needs alignment counts; run 'transtok align' first "
@@ -359,8 +363,14 @@ def build_mapping(
     return mapping, _report(mapping, has_aligned, config)
 
 
+def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
+    """Target tokens per provenance: the five core kinds always, method-specific ones when present."""
+    counts = np.bincount(provenance.astype(np.int64), minlength=len(PROVENANCE))
+    return {name: int(counts[code]) for code, name in enumerate(PROVENANCE) if code <= _FALLBACK or counts[code]}
+
+
 def _report(mapping: TokenMapping, has_aligned: np.ndarray, config: MappingConfig) -> MappingReport:
-    counts = {name: int((mapping.provenance == code).sum()) for code, name in enumerate(PROVENANCE)}
+    counts = provenance_counts(mapping.provenance)
     ordinary = mapping.provenance != _SPECIAL
     mapped = ordinary & (mapping.residual < 1)
     partners = np.diff(mapping.matrix.indptr)

@@ -8,7 +8,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,9 @@ from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.errors import ConfigError, MismatchError
-from transtok.mapping import PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping
+from transtok.focus import FocusConfig
+from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
+                              provenance_counts)
 from transtok.surgery import transplant
 from transtok.vocabulary import decompose, exact_matches, special_pairs, token_bytes, vocab_hash
 
@@ -49,8 +51,18 @@ def load_model(name_or_path: str, *, dtype: str = "auto"):
 
 
 def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None,
-                           config: MappingConfig = MappingConfig()) -> tuple[TokenMapping, MappingReport]:
-    """Gather the evidence (alignment, exact overlap, subword spelling, special roles) and build the mapping."""
+                           config: MappingConfig = MappingConfig(), *, target_texts: Iterable[str] | None = None,
+                           focus: FocusConfig | None = None) -> tuple[TokenMapping, MappingReport]:
+    """Gather the evidence (alignment, exact overlap, subword spelling, special roles) and build the mapping.
+
+    ``--init focus`` takes its evidence from target-language text instead (``target_texts``, or a
+    trained fastText model named in ``focus``); its seed is ``config.seed`` unless ``focus`` is given.
+    """
+    if config.init == "focus":
+        from transtok.focus import focus_mapping
+
+        focus = focus if focus is not None else FocusConfig(seed=config.seed)
+        return focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=focus)
     source_hash, target_hash = vocab_hash(source_tokenizer), vocab_hash(target_tokenizer)
     if counts is not None and (counts.source_vocab_hash, counts.target_vocab_hash) != (source_hash, target_hash):
         raise MismatchError(
@@ -116,12 +128,16 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
 
 def run_map(alignment: str | Sequence[str] | None, output: str, *, config: MappingConfig, overwrite: bool = False,
             source_model: str | None = None, target_tokenizer_path: str | None = None,
-            alignment_weights: Sequence[float] | None = None) -> MappingReport:
+            alignment_weights: Sequence[float] | None = None, target_text: Sequence[str] | None = None,
+            focus: FocusConfig | None = None) -> MappingReport:
     """``transtok map``: alignment directory → mapping directory (mapping, report, table, tokenizers).
+
+    ``--init focus`` trains its fastText model on ``target_text`` files (one segment per line).
 
     Several alignment directories (e.g. en→tt and ru→tt, both tokenized with the same source model's
     tokenizer) give one mapping each, averaged with ``alignment_weights`` (multi-source initialisation).
     """
+    from transtok.corpus import read_texts
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
@@ -136,19 +152,23 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
         source_tokenizer, target_tokenizer = load_tokenizer(source_model), load_tokenizer(target_tokenizer_path)
     else:
         raise ConfigError("give --alignment DIR (from 'transtok align'), or --source-model and --target-tokenizer "
-                          "for methods that need no alignment (--init fvt, mean, random)")
+                          "for methods that need no alignment (--init fvt, mean, random, focus)")
     if not alignments and config.init == "trans-tokenization":
         raise ConfigError("--init trans-tokenization needs --alignment DIR from 'transtok align'")
     if config.init != "trans-tokenization":
         alignments = alignments[:1]
+    if config.init == "focus" and not target_text and not (focus and focus.fasttext_model):
+        raise ConfigError("--init focus needs target-language text to train its fastText model: give "
+                          "--target-text FILE (e.g. the target side of the parallel corpus), or --focus-fasttext BIN")
+    texts = read_texts(target_text) if config.init == "focus" and target_text else None
     built = [mapping_from_alignment(source_tokenizer, target_tokenizer,
-                                    AlignmentCounts.load(a) if config.init == "trans-tokenization" else None, config)
+                                    AlignmentCounts.load(a) if config.init == "trans-tokenization" else None, config,
+                                    target_texts=texts, focus=focus)
              for a in (alignments or [None])]
     mapping, report = built[0]
     if len(built) > 1:
         mapping = TokenMapping.combine([m for m, _ in built], alignment_weights)
-        report = dataclasses.replace(report, provenance={
-            name: int((mapping.provenance == code).sum()) for code, name in enumerate(PROVENANCE)},
+        report = dataclasses.replace(report, provenance=provenance_counts(mapping.provenance),
             config={**report.config, "alignments": [str(a) for a in alignments],
                     "alignment_weights": mapping.config["weights"]})
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
@@ -221,6 +241,9 @@ class TransferConfig:
     vocab_size: int | None = None
     aligner: str = "eflomal"
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    focus: FocusConfig | None = None
+    """Options of ``--init focus`` (its fastText model trains on the parallel corpus's target side
+    and the --target-corpus text)."""
     dtype: str = "auto"
     max_pairs: int | None = None
     dedupe: bool = True
@@ -271,7 +294,11 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds["align"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config.mapping)
+    target_texts = None
+    if config.mapping.init == "focus":
+        target_texts = corpus.target + (read_texts(config.target_corpus) if config.target_corpus else [])
+    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config.mapping,
+                                             target_texts=target_texts, focus=config.focus)
     seconds["map"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
