@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import factories
 from transtok import finetune as ft
@@ -191,6 +191,17 @@ def test_paper_recipe_freezes_middle_blocks_and_improves_heldout(workdir, paper_
     assert curve[-1][1] < curve[0][1] - 0.3
     losses = [r["loss"] for r in result.history if "loss" in r]
     assert len(losses) == 13
+    # The curve starts at what 'evaluate perplexity' says of the untrained model, in the eval window
+    # (default 512, capped by the context), not in the training length.
+    from transtok.evaluate import evaluate_perplexity
+
+    untrained = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
+    texts = (workdir / "eval.txt").read_text(encoding="utf-8").splitlines()
+    window = min(512, untrained.config.max_position_embeddings - 1)
+    assert window != SEQ
+    expected = evaluate_perplexity(untrained, AutoTokenizer.from_pretrained(workdir / "model"), texts,
+                                   seq_len=window, bf16=False)
+    assert curve[0][1] == pytest.approx(expected.bits_per_byte, rel=1e-4)
     record = json.loads((Path(config.output) / "transtok" / "finetune.json").read_text())
     assert record["history"] == result.history and record["config"]["recipe"] == "paper"
     assert (Path(config.output) / "transtok" / "config.json").is_file()  # transfer provenance kept

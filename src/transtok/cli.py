@@ -433,6 +433,9 @@ def _add_finetune(sub) -> None:
     run = p.add_argument_group("evaluation, logging and checkpoints")
     run.add_argument("--eval-every", type=int, metavar="STEPS", help="(default: about 5 times per stage, and at the end)")
     run.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="(default: %(default)s)")
+    run.add_argument("--eval-seq-len", type=int, default=d.eval_seq_len, metavar="TOKENS",
+                     help="held-out window, capped by the model's context; as 'evaluate perplexity' "
+                          "(default: %(default)s)")
     run.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS", help="(default: %(default)s)")
     run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval; 0 = no checkpoints, no resume (default: at each evaluation)")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
@@ -451,7 +454,7 @@ def _run_finetune(args) -> int:
         recipe=args.recipe, max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
         weight_decay=args.weight_decay, seed=args.seed, eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, log_every=args.log_every, save_every=args.save_every,
+        eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, log_every=args.log_every, save_every=args.save_every,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,

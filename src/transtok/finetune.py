@@ -94,6 +94,9 @@ class FinetuneConfig:
     eval_every: int | None = None
     """Evaluate every N optimizer steps; None = about 5 times per stage (and always at the end)."""
     eval_batch_size: int = 4
+    eval_seq_len: int = 512
+    """Held-out window in tokens (capped by the model's context), independent of ``seq_len`` so that
+    curves of runs with other training lengths, and ``transtok evaluate perplexity``, compare."""
     log_every: int = 10
     save_every: int | None = None
     """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
@@ -122,7 +125,8 @@ class FinetuneConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "log_every"):
+        for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len",
+                     "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.seq_len < 2:
@@ -636,7 +640,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "Bits per byte on it says little about the target language", 100 * eval_rate,
                 ", ".join(map(str, config.eval)))
         limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        eval_seq_len = min(config.seq_len, limit - 1) if limit else config.seq_len
+        eval_seq_len = min(config.eval_seq_len, limit - 1) if limit else config.eval_seq_len
 
     # --- plan and resume ------------------------------------------------------------------
     plan = config.stages
