@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 
 from transtok.errors import ArchitectureError, MismatchError, TranstokError
 from transtok.mapping import TokenMapping
-from transtok.surgery import set_special_token_ids
-from transtok.vocabulary import vocab_hash
+from transtok.surgery import check_vocabularies, set_special_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -333,15 +332,7 @@ def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping) -> torch
 
 
 def _check_vocabularies(layout: CheckpointLayout, mapping: TokenMapping, target_tokenizer, source_tokenizer) -> None:
-    if mapping.target_vocab_hash != vocab_hash(target_tokenizer) or mapping.shape[0] != len(target_tokenizer):
-        raise MismatchError(
-            f"the mapping was built for target vocabulary {mapping.target_vocab_hash} ({mapping.shape[0]} tokens), "
-            f"the tokenizer given has {vocab_hash(target_tokenizer)} ({len(target_tokenizer)} tokens); "
-            "use the tokenizer the mapping was built with")
-    if source_tokenizer is not None and mapping.source_vocab_hash != vocab_hash(source_tokenizer):
-        raise MismatchError(
-            f"the mapping was built for source vocabulary {mapping.source_vocab_hash}, the model's tokenizer is "
-            f"{vocab_hash(source_tokenizer)}; build the mapping with this model's tokenizer")
+    check_vocabularies(mapping, target_tokenizer, source_tokenizer)
     for name in layout.edited:
         rows = layout.entry(name)["shape"][0]
         if rows != mapping.shape[1]:

@@ -49,13 +49,8 @@ def set_special_token_ids(model, tokenizer) -> None:
             setattr(config, key, value)
 
 
-def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokenizer=None):
-    """Give ``model`` the target vocabulary, in place, and return it.
-
-    Input rows (and LM-head rows and bias when the head is untied) become ``mapping.apply`` of the
-    source rows; a tied model stays tied. ``config.vocab_size`` and the special-token ids of the
-    config and generation config follow the target tokenizer.
-    """
+def check_vocabularies(mapping: TokenMapping, target_tokenizer, source_tokenizer=None) -> None:
+    """Refuse a mapping built for another target tokenizer or (when given) another source tokenizer."""
     if mapping.target_vocab_hash != vocab_hash(target_tokenizer) or mapping.shape[0] != len(target_tokenizer):
         raise MismatchError(
             f"the mapping was built for target vocabulary {mapping.target_vocab_hash} ({mapping.shape[0]} tokens), "
@@ -65,6 +60,16 @@ def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokeniz
         raise MismatchError(
             f"the mapping was built for source vocabulary {mapping.source_vocab_hash}, the model's tokenizer is "
             f"{vocab_hash(source_tokenizer)}; build the mapping with this model's tokenizer")
+
+
+def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokenizer=None):
+    """Give ``model`` the target vocabulary, in place, and return it.
+
+    Input rows (and LM-head rows and bias when the head is untied) become ``mapping.apply`` of the
+    source rows; a tied model stays tied. ``config.vocab_size`` and the special-token ids of the
+    config and generation config follow the target tokenizer.
+    """
+    check_vocabularies(mapping, target_tokenizer, source_tokenizer)
     inputs, outputs = embedding_pair(model)
     tied = is_tied(model)
     if inputs.weight.shape[0] != mapping.shape[1]:
