@@ -33,12 +33,9 @@ STAGES = ("embeddings", "2x2", "full", "lora")
 def _data_dir(path: str | None) -> Path:
     if path:
         return Path(path)
-    from transtok.assets import cache_dir, parallel_bible, write_split
+    from transtok.assets import cached_split
 
-    data = cache_dir() / "demo" / "en-es"
-    if not (data / "split.json").is_file():
-        write_split(parallel_bible("en", "es", dev_books=()), data, overwrite=True)
-    return data
+    return cached_split("en", "es")
 
 
 def _model_dir(path: str | None, workdir: Path) -> Path:

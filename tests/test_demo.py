@@ -43,3 +43,24 @@ def test_demo_prints_the_before_after_table(tiny_assets, capsys):
     assert (out / "config.json").is_file() and (out / "transtok" / "mapping_report.json").is_file()
     # A second run refuses to overwrite the model without --overwrite.
     assert main(["demo", "--lang", "xx", "--output", str(out), "--vocab-size", "320", "--aligner", "fast_align"]) == 2
+
+
+def test_cached_split_is_reused_until_the_verse_cleaning_changes(tiny_assets, monkeypatch):
+    import json
+
+    built = []
+    real_write = assets.write_split
+
+    def counting_write(split, directory, overwrite=False):
+        built.append(directory)
+        real_write(split, directory, overwrite)
+        (directory / "split.json").write_text(json.dumps({"clean_verse_version": assets.CLEAN_VERSE_VERSION}))
+        return directory
+
+    monkeypatch.setattr(assets, "write_split", counting_write)
+    first = assets.cached_split("en", "xx")
+    assert first == tiny_assets / "cache" / "demo" / "en-xx" and len(built) == 1
+    assert assets.cached_split("en", "xx") == first and len(built) == 1
+    (first / "split.json").write_text(json.dumps({"clean_verse_version": assets.CLEAN_VERSE_VERSION - 1}))
+    assets.cached_split("en", "xx")
+    assert len(built) == 2

@@ -39,6 +39,10 @@ def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> It
     final = check_output_dir(path, overwrite=overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    # mkdtemp makes the directory private (0700); the output gets the permissions of a plain mkdir.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

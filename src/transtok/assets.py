@@ -625,6 +625,18 @@ def write_split(split: BibleSplit, directory: str | os.PathLike, *, overwrite: b
     return Path(directory)
 
 
+def cached_split(source_lang: str, target_lang: str, directory: str | os.PathLike | None = None) -> Path:
+    """The verse-aligned split used by the demo (train = books 1-64, test = Jude + Revelation), written
+    once under the cache (or ``directory``) and rewritten when the verse cleaning has changed since."""
+    directory = Path(directory) if directory else cache_dir() / "demo" / f"{source_lang}-{target_lang}"
+    index = directory / "split.json"
+    if index.is_file() and read_json(index).get("clean_verse_version") == CLEAN_VERSE_VERSION:
+        return directory
+    if index.is_file():
+        logger.info("rebuilding %s: its verses were cleaned by an older version of transtok", directory)
+    return write_split(parallel_bible(source_lang, target_lang, dev_books=()), directory, overwrite=True)
+
+
 def cached_assets() -> dict:
     """What the cache holds now: path, wheels and sizes, whether the model and the Bible DB are built."""
     root = cache_dir()

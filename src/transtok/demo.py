@@ -61,7 +61,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
              aligner: str = "eflomal", mapping: MappingConfig | None = None, overwrite: bool = False,
              workdir: str | Path | None = None) -> DemoResult:
     """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books."""
-    from transtok.assets import cache_dir, parallel_bible, smollm2_checkpoint, write_split
+    from transtok.assets import cached_split, smollm2_checkpoint
     from transtok.evaluate import evaluate_perplexity, fertility
     from transtok.pipeline import TransferConfig, load_model, transfer
 
@@ -69,9 +69,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     clock = time.perf_counter()
     output = Path(output or f"transtok-demo-{lang}")
     source_dir = smollm2_checkpoint()
-    data = Path(workdir) if workdir else cache_dir() / "demo" / f"en-{lang}"
-    if not (data / "split.json").is_file():
-        write_split(parallel_bible("en", lang, dev_books=()), data, overwrite=True)
+    data = cached_split("en", lang, workdir)
     seconds["assets"] = time.perf_counter() - clock
 
     result = transfer(TransferConfig(
