@@ -52,3 +52,14 @@ def test_init_methods_benchmark_runs_on_a_tiny_model(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["results"][0]["lang"] == "xx"
     assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
+    # --rewrite rebuilds the table and the plot from results.json alone.
+    (tmp_path / "out" / "results.md").unlink()
+    (tmp_path / "out" / "curve.png").unlink()
+    import sys
+    argv, sys.argv = sys.argv, ["init_methods.py", "--rewrite", "--out", str(tmp_path / "out")]
+    try:
+        bench.main()
+    finally:
+        sys.argv = argv
+    assert (tmp_path / "out" / "results.md").read_text() == table + "\n"
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
