@@ -130,6 +130,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(seq_len=0), ["seq_len", "0"]),
     (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
     (dict(train=[]), ["--train"]),
+    (dict(max_grad_norm=-1.0), ["max_grad_norm", "-1.0", "0 = no clipping"]),
 ])
 def test_bad_options_are_named(workdir, overrides, words):
     with pytest.raises(ConfigError) as info:
@@ -346,3 +347,10 @@ def test_half_precision_checkpoint_comes_back_in_its_own_dtype(workdir, target_t
                                  max_tokens=SEQ * BATCH * 2))
     loaded = AutoModelForCausalLM.from_pretrained(result.output)
     assert loaded.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("norm", [0.0, 0.5])
+def test_clipping_norm_reaches_the_trainer(workdir, tmp_path, norm):
+    config = _config(workdir, "never", max_grad_norm=norm)
+    args = ft._training_arguments(config, config.stages[0], tmp_path, 10, bf16=False, evaluate=False)
+    assert args.max_grad_norm == norm

@@ -90,6 +90,8 @@ class FinetuneConfig:
     schedule: str | None = None
     """LR schedule; None = 'linear' for a single stage, the recipe's own schedules for a recipe."""
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (the Trainer's default); 0 turns clipping off."""
     seed: int = 0
     eval_every: int | None = None
     """Evaluate every N optimizer steps; None = about 5 times per stage (and always at the end)."""
@@ -135,6 +137,8 @@ class FinetuneConfig:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 (steps, or a fraction < 1), got {self.warmup!r}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm!r}")
         if self.eval_every is not None and self.eval_every < 1:
             raise ConfigError(f"eval_every must be a positive number of steps or None, got {self.eval_every!r}")
         if self.save_every is not None and self.save_every < 0:
@@ -552,7 +556,7 @@ def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: P
         output_dir=str(stage_dir), max_steps=n_steps, per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.lr, lr_scheduler_type=stage.schedule, warmup_steps=config.warmup,
-        weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed, bf16=bf16,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, seed=config.seed, data_seed=config.seed, bf16=bf16,
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         logging_steps=config.log_every, eval_strategy="steps" if evaluate else "no",
