@@ -29,8 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
 from transtok.align import align  # noqa: E402
-from transtok.demo import eval_seq_len  # noqa: E402
-from transtok.evaluate import evaluate_perplexity, fertility  # noqa: E402
+from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
@@ -144,7 +143,7 @@ ANCHOR = {"es": (307_200, {"official trans-tokenization": (2.822, 1.544), "fvt":
 
 
 def markdown(results: list[dict], args) -> str:
-    lines = [f"# Initialisation methods (SmolLM2-135M-Instruct, held-out Jude + Revelation)", "",
+    lines = ["# Initialisation methods (SmolLM2-135M-Instruct, held-out Jude + Revelation)", "",
              f"Budget: {args.budget:,} training tokens, embeddings + LM head only, seq {args.seq_len}, batch "
              f"{args.batch_size}, lr {args.lr}, seed {args.seed}. Bits per byte: lower is better.", ""]
     for record in results:
@@ -213,11 +212,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_outputs(results: list[dict], args) -> str:
+def write_outputs(results: list[dict], args, *, with_json: bool = True) -> str:
+    """results.json (unless rewriting from it), results.md and curve.png in ``args.out``; returns the table."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2,
-                                                 ensure_ascii=False, default=str) + "\n")
+    if with_json:
+        (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2,
+                                                     ensure_ascii=False, default=str) + "\n")
     table = markdown(results, args)
     (out / "results.md").write_text(table + "\n")
     plot(results, out / "curve.png")
@@ -229,7 +230,7 @@ def main() -> None:
     if args.rewrite:
         saved = json.loads((Path(args.out) / "results.json").read_text())
         args = argparse.Namespace(**{**saved["args"], "out": args.out})
-        print(write_outputs(saved["results"], args))
+        print(write_outputs(saved["results"], args, with_json=False))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     source_dir = smollm2_checkpoint()

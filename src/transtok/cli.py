@@ -364,7 +364,7 @@ def _run_demo(args) -> int:
     print(f"{'tokens per word':28}{r.fertility['source']:>18.2f}{r.fertility['transferred']:>16.2f}")
     print(f"{'held-out tokens':28}{r.tokens['source']:>18,}{r.tokens['transferred']:>16,}")
     print(f"{'held-out bits per byte':28}{r.bits_per_byte['source']:>18.3f}{r.bits_per_byte['transferred']:>16.3f}")
-    print(f"target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
+    print("target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
     print(f"prompt: {r.prompt!r}")
     print(f"  source model: {r.samples['source']!r}")
     print(f"  transferred:  {r.samples['transferred']!r}")

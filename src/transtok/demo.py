@@ -37,12 +37,6 @@ class DemoResult:
         return out
 
 
-def eval_seq_len(model, preferred: int = 512) -> int:
-    """The evaluation window: ``preferred`` tokens, or fewer when the model's context is shorter."""
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    return min(preferred, limit - 1) if limit else preferred
-
-
 def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     """Greedy continuation of ``prompt`` (plain text, no chat template)."""
     import torch
@@ -62,7 +56,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
              workdir: str | Path | None = None) -> DemoResult:
     """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books."""
     from transtok.assets import cached_split, smollm2_checkpoint
-    from transtok.evaluate import evaluate_perplexity, fertility
+    from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility
     from transtok.pipeline import TransferConfig, load_model, transfer
 
     seconds: dict[str, float] = {}

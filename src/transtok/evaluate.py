@@ -63,13 +63,21 @@ def bf16_supported(device) -> bool:
     return False
 
 
-def _context_limit(model) -> int | None:
+def context_limit(model) -> int | None:
+    """The model's maximum number of positions, from whichever config key its architecture uses."""
     config = model.config
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def eval_seq_len(model, preferred: int = 512) -> int:
+    """The evaluation window: ``preferred`` tokens, or fewer when the model's context is shorter
+    (one position goes to the bos/eos prefix of every window)."""
+    limit = context_limit(model)
+    return min(preferred, limit - 1) if limit else preferred
 
 
 def _prefix_id(tokenizer) -> int:
@@ -116,7 +124,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     if not text.strip():
         raise DataError("the evaluation text is empty; give held-out text in the model's target language")
     encoded = text.encode("utf-8")
-    limit = _context_limit(model)
+    limit = context_limit(model)
     if limit is not None and seq_len + 1 > limit:
         raise ConfigError(
             f"seq_len {seq_len} needs {seq_len + 1} positions (the bos/eos prefix + {seq_len} tokens) but the model "

@@ -643,8 +643,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "%.1f%% of the eval tokens are unknown or raw byte pieces: is %s in the tokenizer's language? "
                 "Bits per byte on it says little about the target language", 100 * eval_rate,
                 ", ".join(map(str, config.eval)))
-        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        eval_seq_len = min(config.eval_seq_len, limit - 1) if limit else config.eval_seq_len
+        from transtok.evaluate import eval_seq_len as window
+
+        eval_seq_len = window(model, config.eval_seq_len)
 
     # --- plan and resume ------------------------------------------------------------------
     plan = config.stages

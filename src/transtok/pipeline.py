@@ -3,7 +3,6 @@ output directory atomically. The CLI calls these; so can scripts."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -16,9 +15,9 @@ import numpy as np
 
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
-from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.artifacts import atomic_output_dir, check_output_dir, write_json
 from transtok.errors import ConfigError, MismatchError
-from transtok.focus import FocusConfig
+from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
                               provenance_counts)
 from transtok.surgery import transplant
@@ -59,8 +58,6 @@ def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: Alignment
     trained fastText model named in ``focus``); its seed is ``config.seed`` unless ``focus`` is given.
     """
     if config.init == "focus":
-        from transtok.focus import focus_mapping
-
         focus = focus if focus is not None else FocusConfig(seed=config.seed)
         return focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=focus)
     source_hash, target_hash = vocab_hash(source_tokenizer), vocab_hash(target_tokenizer)
@@ -242,8 +239,8 @@ class TransferConfig:
     aligner: str = "eflomal"
     mapping: MappingConfig = field(default_factory=MappingConfig)
     focus: FocusConfig | None = None
-    """Options of ``--init focus`` (its fastText model trains on the parallel corpus's target side
-    and the --target-corpus text)."""
+    """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
+    the parallel corpus's target side)."""
     dtype: str = "auto"
     max_pairs: int | None = None
     dedupe: bool = True
@@ -280,10 +277,12 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    # Target-language text: the --target-corpus when given, else the corpus's target side.
+    target_texts = read_texts(config.target_corpus) if config.target_corpus else corpus.target
     if config.target_tokenizer is not None:
         target_tokenizer = load_tokenizer(config.target_tokenizer)
     else:
-        target_tokenizer = train_tokenizer(read_texts(config.target_corpus), source_tokenizer, config.vocab_size)
+        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
     seconds["tokenizer"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -294,9 +293,6 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds["align"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    target_texts = None
-    if config.mapping.init == "focus":
-        target_texts = corpus.target + (read_texts(config.target_corpus) if config.target_corpus else [])
     mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config.mapping,
                                              target_texts=target_texts, focus=config.focus)
     seconds["map"] = time.perf_counter() - clock
