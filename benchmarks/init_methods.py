@@ -71,7 +71,7 @@ def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, 
     result = finetune(FinetuneConfig(
         model=str(model_dir), train=[str(train_file)], eval=[str(eval_file)], output=str(out), stage="embeddings",
         max_tokens=args.budget, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-        schedule="linear", seed=args.seed, eval_every=args.eval_every, overwrite=True))
+        schedule="linear", seed=args.seed, eval_every=args.eval_every, join=args.join, save_every=0, overwrite=True))
     return {"curve": result.eval_curve, "final": result.eval_curve[-1][1] if result.eval_curve else None,
             "stages": result.stages}
 
@@ -204,6 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--join", default="newline", choices=["newline", "eos"],
+                        help="how training verses are joined (newline: as the held-out verses are for bits per byte)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
     parser.add_argument("--out", default="benchmarks/results/init_methods")

@@ -113,6 +113,19 @@ def test_pack_keeps_document_order_and_separators():
     assert ft.pack([[1, 2]], 4, [0]).shape == (0, 4)
 
 
+def test_lines_are_joined_as_the_held_out_text_is(target_tokenizer):
+    """join='newline' packs exactly the ids of the lines joined with newlines (what bits per byte reads);
+    join='eos' puts the eos token between them."""
+    lines = ["bakix dolux", "dolux bakix bakix", "bakix"]
+    ids = [target_tokenizer(line, add_special_tokens=False)["input_ids"] for line in lines]
+    joined = target_tokenizer("\n".join(lines) + "\n", add_special_tokens=False)["input_ids"]
+    stream = ft.pack(ids, 1, ft._separator(target_tokenizer, "newline")).ravel().tolist()
+    assert stream == joined
+    eos = ft.pack(ids, 1, ft._separator(target_tokenizer, "eos")).ravel().tolist()
+    assert eos.count(target_tokenizer.eos_token_id) == len(lines)
+    assert [t for t in eos if t != target_tokenizer.eos_token_id] == [t for d in ids for t in d]
+
+
 def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     own = target_tokenizer(["bakix dolux"], add_special_tokens=False)["input_ids"]
     foreign = target_tokenizer(["Привет как дела мир"], add_special_tokens=False)["input_ids"]
@@ -131,6 +144,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
     (dict(train=[]), ["--train"]),
     (dict(max_grad_norm=-1.0), ["max_grad_norm", "-1.0", "0 = no clipping"]),
+    (dict(join="tab"), ["'tab'", "newline, eos"]),
 ])
 def test_bad_options_are_named(workdir, overrides, words):
     with pytest.raises(ConfigError) as info:

@@ -385,7 +385,7 @@ def _token_count(text: str) -> int:
 
 @verb
 def _add_finetune(sub) -> None:
-    from transtok.finetune import PRECISIONS, RECIPES, SCHEDULES, STAGES, FinetuneConfig
+    from transtok.finetune import JOINS, PRECISIONS, RECIPES, SCHEDULES, STAGES, FinetuneConfig
 
     d = FinetuneConfig(model="", train=["-"], output="")
     p = sub.add_parser(
@@ -420,6 +420,9 @@ def _add_finetune(sub) -> None:
                         help="warm-up steps (>= 1) or fraction of each stage's steps (default: %(default)s)")
     budget.add_argument("--schedule", choices=SCHEDULES,
                         help="LR schedule (default: linear; a recipe uses its own per stage unless this is given)")
+    budget.add_argument("--join", default=d.join, choices=JOINS,
+                        help="newline: the lines are one running text (as the held-out text is joined for bits "
+                             "per byte); eos: every line is its own document (default: %(default)s)")
     budget.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
     budget.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                         help="gradient clipping norm; 0 = no clipping (default: %(default)s)")
@@ -455,7 +458,8 @@ def _run_finetune(args) -> int:
         model=args.model, train=args.train, eval=args.eval, output=args.output, stage=args.stage,
         recipe=args.recipe, max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, eval_every=args.eval_every,
+        join=args.join, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
+        eval_every=args.eval_every,
         eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, log_every=args.log_every, save_every=args.save_every,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 STAGES = ("embeddings", "2x2", "full", "lora")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp32")
+JOINS = ("newline", "eos")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class FinetuneConfig:
     model: str
     """Transferred model directory (plain HF checkpoint + tokenizer)."""
     train: list[str]
-    """Target-language text files, one document per non-empty line."""
+    """Target-language text files, one passage per non-empty line."""
     output: str
     eval: list[str] = field(default_factory=list)
     """Held-out text files for bits per byte; none disables evaluation."""
@@ -89,6 +90,9 @@ class FinetuneConfig:
     """Warm-up steps (>= 1) or fraction of each stage's steps (< 1)."""
     schedule: str | None = None
     """LR schedule; None = 'linear' for a single stage, the recipe's own schedules for a recipe."""
+    join: str = "newline"
+    """How the lines are joined before packing: 'newline' (lines of one running text, as the held-out
+    text is joined for bits per byte) or 'eos' (every line an independent document)."""
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     """Gradient clipping norm (the Trainer's default); 0 turns clipping off."""
@@ -125,6 +129,8 @@ class FinetuneConfig:
             raise ConfigError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.join not in JOINS:
+            raise ConfigError(f"unknown join {self.join!r}; choose one of {', '.join(JOINS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len",
@@ -299,7 +305,12 @@ def _tokenize(tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
     return out
 
 
-def _separator(tokenizer) -> list[int]:
+def _separator(tokenizer, join: str) -> list[int]:
+    """Token ids put after every line. 'newline' keeps the lines one text, as ``evaluate_perplexity``
+    joins held-out lines: an eos between lines would teach the model a token the held-out text never
+    has, and push down the newline it does have."""
+    if join == "newline":
+        return tokenizer("\n", add_special_tokens=False)["input_ids"]
     for role in ("eos_token_id", "sep_token_id"):
         value = getattr(tokenizer, role, None)
         if value is not None:
@@ -609,7 +620,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     # --- data -----------------------------------------------------------------------------
     train_texts = read_texts(config.train)
     train_ids = _tokenize(tokenizer, train_texts, "tokenize train")
-    separator = _separator(tokenizer)
+    separator = _separator(tokenizer, config.join)
     blocks = pack(train_ids, config.seq_len, separator)
     n_tokens = sum(len(d) for d in train_ids) + len(separator) * len(train_ids)
     per_step = config.batch_size * config.grad_accum * world
