@@ -36,6 +36,21 @@ def test_word_units_cover_every_token_once_and_respect_words(setup):
     assert decoded[:2] == ["the", " king"] and " house" in decoded and "," in decoded
 
 
+def test_word_units_of_a_batch_are_those_of_each_text_alone(setup):
+    """The batch is vectorised end to end: no unit may cross from one text into the next, and texts
+    with no word character (or no token at all) come back whole (or empty)."""
+    _, source, _ = setup
+    texts = ["the king's house,", "", "   ", "-- !!", "ok", "12 the\tking 's", "é中文 x"]
+    batched = word_units(source, texts)
+    assert batched == [word_units(source, [text])[0] for text in texts]
+    for text, units in zip(texts, batched):
+        assert [i for unit in units for i in unit] == source(text, add_special_tokens=False)["input_ids"]
+    decoded = [[source.decode(list(u)) for u in units] for units in batched]
+    assert decoded[1] == [] and decoded[2] == ["   "]
+    assert decoded[3] == ["-", "-", " !", "!"]  # every punctuation mark is a word of its own
+    assert decoded[5] == ["12", " the", "\tking", " '", "s"]
+
+
 @pytest.mark.parametrize("m,n", [(1, 1), (1, 3), (3, 2), (2, 5), (4, 4)])
 def test_projection_gives_each_target_token_the_full_count(m, n):
     weights = _projection(m, n)

@@ -39,39 +39,58 @@ def word_units(tokenizer, texts: Sequence[str], *, batch_size: int = 2000) -> li
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start:start + batch_size])
         encoded = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)
-        for text, ids, offsets in zip(batch, encoded["input_ids"], encoded["offset_mapping"]):
-            out.append(_units_of(text, ids, offsets))
+        out.extend(_units_of(batch, encoded["input_ids"], encoded["offset_mapping"]))
     return out
 
 
-def _units_of(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]]) -> list[tuple[int, ...]]:
-    word_of_char = np.full(len(text) + 1, -1, dtype=np.int64)
-    n_words = 0
-    for n_words, match in enumerate(_WORD.finditer(text), start=1):
-        word_of_char[match.start():match.end()] = n_words - 1
-    if not ids:
-        return []
-    joined = np.zeros(max(n_words, 1), dtype=bool)  # joined[w]: word w belongs to the unit of w-1
-    first = np.full(len(ids), -1, dtype=np.int64)
-    for k, (begin, end) in enumerate(offsets):
-        words = word_of_char[begin:end]
-        words = words[words >= 0]
-        if len(words):
-            first[k] = words[0]
-            joined[words[0] + 1:words[-1] + 1] = True
-    # Tokens with no word character (a lone space marker) belong to the next token's word.
-    for k in range(len(ids) - 2, -1, -1):
-        if first[k] < 0:
-            first[k] = first[k + 1]
-    for k in range(1, len(ids)):
-        if first[k] < 0:
-            first[k] = first[k - 1]
-    if first[0] < 0:  # no word character in the whole text
-        return [tuple(ids)]
+def _units_of(texts: Sequence[str], ids: Sequence[Sequence[int]],
+              offsets: Sequence[Sequence[tuple[int, int]]]) -> list[list[tuple[int, ...]]]:
+    """Word units of a batch of texts, from each token's (begin, end) character offsets.
+
+    Vectorised over the whole batch: texts are laid end to end (a newline between them, which no
+    regex word crosses), so a token's words are found by binary search among the word spans."""
+    lengths = np.fromiter((len(t) for t in ids), dtype=np.int64, count=len(ids))
+    n_tokens = int(lengths.sum())
+    if n_tokens == 0:
+        return [[] for _ in ids]
+    text_start = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) + 1 for t in texts[:-1]], out=text_start[1:])
+    spans = np.fromiter((c for m in _WORD.finditer("\n".join(texts)) for c in m.span()), dtype=np.int64)
+    word_start, word_end = spans[0::2], spans[1::2]
+    text_of_token = np.repeat(np.arange(len(ids)), lengths)
+    flat_offsets = np.fromiter((c for doc in offsets for span in doc for c in span), dtype=np.int64,
+                               count=2 * n_tokens).reshape(-1, 2)
+    begin = flat_offsets[:, 0] + text_start[text_of_token]
+    end = flat_offsets[:, 1] + text_start[text_of_token]
+    # The words a token touches: from the first word ending after its begin to the last starting before its end.
+    first = np.searchsorted(word_end, begin, side="right")
+    last = np.searchsorted(word_start, end, side="left") - 1
+    touches = (first <= last) & (first < len(word_start))
+    # joined[w]: word w belongs to the unit of word w - 1 (one token spans both).
+    depth = np.zeros(len(word_start) + 1, dtype=np.int64)
+    np.add.at(depth, first[touches] + 1, 1)
+    np.add.at(depth, last[touches] + 1, -1)
+    joined = np.cumsum(depth)[:-1] > 0
     unit_of_word = np.cumsum(~joined) - 1
-    unit = unit_of_word[first]
-    boundaries = np.flatnonzero(np.diff(unit)) + 1
-    return [tuple(ids[a:b]) for a, b in zip(np.r_[0, boundaries], np.r_[boundaries, len(ids)])]
+    # Tokens with no word character (a lone space marker) belong to the next token's word in the same
+    # text, else the previous one's; a text without any word character is one unit.
+    position = np.arange(n_tokens)
+    following = np.minimum.accumulate(np.where(touches, position, n_tokens)[::-1])[::-1]
+    preceding = np.maximum.accumulate(np.where(touches, position, -1))
+    following_ok = (following < n_tokens) & (text_of_token[np.minimum(following, n_tokens - 1)] == text_of_token)
+    preceding_ok = (preceding >= 0) & (text_of_token[np.maximum(preceding, 0)] == text_of_token)
+    source = np.where(following_ok, following, np.where(preceding_ok, preceding, -1))
+    unit = np.where(source >= 0, unit_of_word[first[np.maximum(source, 0)]] if len(word_start) else 0,
+                    -1 - text_of_token)
+    new_unit = np.ones(n_tokens, dtype=bool)
+    new_unit[1:] = (unit[1:] != unit[:-1]) | (text_of_token[1:] != text_of_token[:-1])
+    starts = np.flatnonzero(new_unit)
+    ends = np.r_[starts[1:], n_tokens]
+    flat_ids = [t for doc in ids for t in doc]
+    units = [tuple(flat_ids[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
+    units_per_text = np.bincount(text_of_token[starts], minlength=len(ids))
+    bounds = np.r_[0, np.cumsum(units_per_text)].tolist()
+    return [units[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def symmetrize(forward: Sequence[Links], reverse: Sequence[Links], mode: str) -> list[Links]:
