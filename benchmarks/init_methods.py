@@ -31,6 +31,7 @@ from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # n
 from transtok.align import align  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
+from transtok.finetune import JOINS  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
 from transtok.tokenizer import train_tokenizer  # noqa: E402
@@ -204,7 +205,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--join", default="newline", choices=["newline", "eos"],
+    parser.add_argument("--join", default="newline", choices=JOINS,
                         help="how training verses are joined (newline: as the held-out verses are for bits per byte)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
