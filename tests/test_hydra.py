@@ -249,6 +249,58 @@ def test_bad_inputs_have_helpful_messages(small, tmp_path):
         Hydra.from_checkpoints({})
 
 
+def test_newline_ids_are_the_tokens_whose_text_breaks_the_line(tokenizers):
+    from transtok.hydra import newline_ids
+
+    for tokenizer in tokenizers:
+        ids = newline_ids(tokenizer)
+        assert ids and ids == [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+
+
+def _record_generated(hydra, monkeypatch) -> list:
+    """Capture the ids and keyword arguments of every ``hydra.generate`` call made by ``translate``."""
+    calls = []
+    generate = hydra.generate
+
+    def recording(prompts, **kwargs):
+        out = generate(prompts, **kwargs)
+        calls.append((out, kwargs))
+        return out
+
+    monkeypatch.setattr(hydra, "generate", recording)
+    return calls
+
+
+def test_translate_defaults_answer_one_line_without_loops(small, monkeypatch):
+    """A model pushed to emit line breaks answers one line that does not start with one; one pushed to repeat a token cannot
+    repeat any 4-gram; turning the defaults off gives the looping output back."""
+    from transtok.hydra import TRANSLATE_NO_REPEAT_NGRAM, newline_ids
+
+    hydra, *_ = small
+    offset = hydra.span("b").offset
+    newline = newline_ids(hydra.tokenizer("b"))[0] + offset
+    texts = [ENGLISH, "the city"]
+    calls = _record_generated(hydra, monkeypatch)
+
+    lines = hydra.translate(texts, source="a", target="b", max_new_tokens=12, sequence_bias={(newline,): 50.0})
+    assert all("\n" not in line for line in lines)
+    assert all(len(ids) == 1 and ids[0] != newline for ids in calls[-1][0])  # the break ends it, but cannot open it
+    looping = hydra.translate(texts, source="a", target="b", max_new_tokens=12, stop_at_newline=False,
+                              no_repeat_ngram_size=0, sequence_bias={(newline,): 50.0})
+    assert all(ids == [newline] * 12 for ids in calls[-1][0]) and looping == ["", ""]  # line breaks only
+
+    word = hydra.encode("ab", "b")[0]
+    assert TRANSLATE_NO_REPEAT_NGRAM > 0
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, sequence_bias={(word,): 50.0})
+    for ids in calls[-1][0]:
+        grams = [tuple(ids[i:i + TRANSLATE_NO_REPEAT_NGRAM]) for i in range(len(ids) - TRANSLATE_NO_REPEAT_NGRAM + 1)]
+        assert len(grams) == len(set(grams)) and ids.count(word) < 12
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=0,
+                    sequence_bias={(word,): 50.0})
+    assert all(ids == [word] * 12 for ids in calls[-1][0])
+    assert hydra.output == "b"
+
+
 def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     from transtok.cli import main
 
@@ -280,6 +332,13 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     assert len(translated) == 4 and translated[-1] == ""
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+                 "--output", str(tmp_path / "off.txt"), "--max-new-tokens", "5", "--no-stop-at-newline",
+                 "--no-repeat-ngram", "0", "--repetition-penalty", "1.3"]) == 0
+    assert (tmp_path / "off.txt").read_text(encoding="utf-8").splitlines() == [
+        t.replace("\n", " ") for t in hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
+                                                      max_new_tokens=5, stop_at_newline=False,
+                                                      no_repeat_ngram_size=0, repetition_penalty=1.3)]
 
     # a plain checkpoint is a one-vocabulary model that reads and writes both languages
     assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
