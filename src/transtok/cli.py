@@ -238,6 +238,7 @@ def _add_transfer(sub) -> None:
 
 def _run_transfer(args) -> int:
     from transtok.pipeline import TransferConfig, transfer
+    from transtok.progress import duration, timings
 
     result = transfer(TransferConfig(
         source_model=args.source_model, parallel=args.parallel, output=args.output,
@@ -247,7 +248,7 @@ def _run_transfer(args) -> int:
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    print(f"time: {duration(sum(result.seconds.values()))} ({timings(result.seconds)})")
     print(f"wrote {result.output}")
     return 0
 
@@ -353,6 +354,7 @@ def _run_demo(args) -> int:
     import json
 
     from transtok.demo import run_demo
+    from transtok.progress import duration
 
     r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner, overwrite=args.overwrite)
     if args.json:
@@ -368,7 +370,7 @@ def _run_demo(args) -> int:
     print(f"prompt: {r.prompt!r}")
     print(f"  source model: {r.samples['source']!r}")
     print(f"  transferred:  {r.samples['transferred']!r}")
-    print(f"time: {sum(r.seconds.values()):.0f} s; model written to {r.output}")
+    print(f"time: {duration(sum(r.seconds.values()))}; model written to {r.output}")
 
 
 def _token_count(text: str) -> int:
@@ -835,6 +837,17 @@ def _configure_logging(args: argparse.Namespace) -> None:
                         stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # transformers' "Loading weights" / "Writing model shards" bars would drown ours
+        _hide_library_progress_bars()
+
+
+def _hide_library_progress_bars() -> None:
+    """Hide the progress bars of huggingface_hub and transformers (both read this variable on import)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (e.g. main() called in-process)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -287,8 +287,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     _split_words_for_training(backend)
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
-                sum(map(len, texts)))
+    logger.info("training a %s tokenizer of %s tokens on %s texts (%s characters)", kind, f"{vocab_size:,}",
+                f"{len(texts):,}", f"{sum(map(len, texts)):,}")
     if kind == "WordPiece":
         _train_wordpiece(backend, texts, spec["model"], vocab_size, min_frequency, specials, show_progress)
     else:
@@ -322,7 +322,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or [])]
     target = PreTrainedTokenizerFast(tokenizer_object=target_backend, **roles, extra_special_tokens=extra, **settings)
     target.chat_template = getattr(source_tokenizer, "chat_template", None)
-    logger.info("trained a %s tokenizer of %d tokens (%d special/added)", kind, len(target), len(added))
+    logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     return target
 
 
