@@ -155,7 +155,8 @@ def run_grid(args, systems: dict[str, tuple], sources: list[str], references: li
     labels = [label for label, _ in grid_settings(args)]
     mean = {label: sum(r["chrf"] for r in rows if r["label"] == label) / len(systems) for label in labels}
     chosen = max(labels[1:], key=lambda label: mean[label])
-    return {"rows": rows, "mean_chrf": mean, "chosen": chosen, "before": labels[0]}
+    return {"rows": rows, "mean_chrf": mean, "chosen": chosen, "chosen_settings": dict(grid_settings(args))[chosen],
+            "before": labels[0], "before_settings": BEFORE}
 
 
 def grid_markdown(grid: dict, args, n: int) -> str:

@@ -385,6 +385,24 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight,
                                rtol=0, atol=0)
 
+    # --grid: every setting on systems a and b, the chosen one among the new settings
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+                       "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--grid",
+                       "--grid-no-repeat", "0", "3", "--grid-penalty", "1.0", "--systems", "ab", "--bf16", "off",
+                       "--work-dir", str(tmp_path / "grid"), "--output", str(tmp_path / "grid.json")]) == 0
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert len(grid["rows"]) == 2 * 3 and grid["chosen"] != grid["before"]
+    assert grid["chosen_settings"]["stop_at_newline"] and not grid["before_settings"]["stop_at_newline"]
+    assert "**" + grid["chosen"] in (tmp_path / "grid.md").read_text()
+    # --speed: plain generate and translate on the same prompts
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+                       "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--speed",
+                       "--bf16", "off", "--work-dir", str(tmp_path / "speed"),
+                       "--output", str(tmp_path / "speed.json")]) == 0
+    speed = json.loads((tmp_path / "speed.json").read_text())["speed"]
+    assert [r["lines"] for r in speed] == [3, 3, 3] and all(r["lines_per_second"] > 0 for r in speed)
+    assert speed[0]["examples"] == speed[1]["examples"]  # translate of a one-vocabulary model = plain generate
+
 
 def test_tied_and_untied_vocabularies_make_an_untied_hydra_that_keeps_each_view(tokenizers, tmp_path):
     ta, tb = tokenizers
