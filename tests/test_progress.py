@@ -32,7 +32,8 @@ def test_alignment_announces_its_size_and_expected_time(caplog):
     with caplog.at_level(logging.INFO, logger="transtok.align"):
         align(corpus, tokenizer, tokenizer, aligner="fast_align")
     first = caplog.messages[0]
-    assert first.startswith("aligning 60 sentence pairs with fast_align (about ")
+    assert first.startswith("aligning 60 sentence pairs with fast_align (no estimate")
     assert "aligned 60 pairs: " in caplog.messages[-1]
     assert not any("0000" in m for m in caplog.messages)  # no raw floats
     assert expected_time("unknown", 10) == "no estimate for this aligner"
+    assert expected_time("eflomal", 30_000).startswith("about 46 s on 2 idle CPU cores")

@@ -302,9 +302,10 @@ def _symbols(units: list[list[tuple[int, ...]]]) -> list[list[str]]:
     return [["_".join(map(str, unit)) for unit in sentence] for sentence in units]
 
 
-# Sentence pairs per second of the whole align() (words, aligner, counting) on 2 idle CPU cores, Bible verses
-# (~30k pairs, en-es): only for the expected time in the log line; the run's own figures land in its stats.
-PAIRS_PER_SECOND = {"eflomal": 750.0, "fast_align": 400.0}
+# Sentence pairs per second of the whole align() (words, aligner, counting) on 2 CPU cores: 30,079 en-es Bible
+# verses in 45 s (benchmarks/results/init_methods_es_307k, step "align"). Only for the expected time in the log
+# line; a run's own figures land in its stats. fast_align has not been timed on real data: no estimate.
+PAIRS_PER_SECOND = {"eflomal": 650.0}
 
 
 def expected_time(aligner: str, pairs: int) -> str:
@@ -312,7 +313,7 @@ def expected_time(aligner: str, pairs: int) -> str:
     rate = PAIRS_PER_SECOND.get(aligner)
     if rate is None:
         return "no estimate for this aligner"
-    return f"about {duration(pairs / rate)} on 2 idle cores; the aligner reports no progress of its own"
+    return f"about {duration(pairs / rate)} on 2 idle CPU cores; the aligner reports no progress of its own"
 
 
 def align(
