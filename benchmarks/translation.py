@@ -4,21 +4,30 @@
 (b) a Hydra whose prompt is read by the source vocabulary and whose answer is written by the
     target vocabulary straight from the mapping (``transtok transfer`` output, untrained);
 (c) the same after training the target vocabulary with the body frozen for a small budget
-    (``transtok.finetune``'s embeddings stage).
+    (``transtok.finetune``'s embeddings stage; lines joined by newlines, its default).
 
-Reproduce (SmolLM2-135M-Instruct → Spanish, WEB ↔ Reina-Valera 1909, held-out Jude + Revelation):
+Generation uses ``Hydra.translate`` with the defaults of ``transtok translate`` unless flags say
+otherwise. Two other modes: ``--grid`` scores every generation setting of a small grid (and the
+settings translate used before) on dev pairs: that is how translate's defaults were chosen; ``--speed``
+times plain ``model.generate`` of the source model against ``Hydra.translate`` on the same prompts.
+
+Reproduce (SmolLM2-135M-Instruct → Spanish, WEB ↔ Reina-Valera 1909; dev = James .. 3 John, held-out =
+Jude + Revelation):
 
     transtok assets bible --source en --target es --output data-es/
     SMOL=$(python -c "from transtok.assets import smollm2_checkpoint; print(smollm2_checkpoint())")
     transtok transfer --source-model $SMOL --parallel data-es/train.tsv --target-corpus data-es/train.txt \
         --vocab-size 16000 --output smollm2-es/
-    PYTHONPATH=src python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/ \
-        --test data-es/test.tsv --train-texts data-es/train.txt --limit 50 --max-new-tokens 96 \
-        --no-repeat-ngram 4 --train-steps 40 --threads 1 --work-dir /tmp/bench --output translation.json
+    B="python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/"
+    $B --test data-es/dev.tsv --limit 32 --systems ab --grid --work-dir /tmp/grid --output defaults_dev.json
+    $B --test data-es/test.tsv --train-texts data-es/train.txt --limit 50 --max-new-tokens 96 \
+        --train-steps 100 --work-dir /tmp/bench --output translation.json
+    $B --test data-es/test.tsv --limit 24 --max-new-tokens 96 --speed --work-dir /tmp/speed --output speed.json
 
-``--threads 1`` is much faster on a shared, oversubscribed CPU; drop it on a machine of your own.
+``--threads 1`` can be faster on a shared, oversubscribed CPU.
 Hypotheses, raw answers and the trained checkpoint of (c) are written to ``--work-dir``.
-Prints a table and writes JSON (scores with sacrebleu signatures, the prompt, timings, settings).
+Prints a table and writes JSON (scores with sacrebleu signatures, the prompt, timings, settings); the
+grid and speed modes also write a Markdown table next to the JSON.
 """
 from __future__ import annotations
 
