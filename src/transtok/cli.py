@@ -780,8 +780,13 @@ def _run_translate(args) -> int:
 
     from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES
 
+    import time
+
+    from transtok.progress import duration
+
     texts = _read_lines(args.input)
     hydra = _open_hydra(args.model, dtype=args.dtype)
+    clock = time.perf_counter()
     source, target = args.source, args.target
     if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
         source = target = "model"
@@ -789,9 +794,11 @@ def _run_translate(args) -> int:
         texts, source=source, target=target, instruction=args.instruction or DEFAULT_INSTRUCTION,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
         target_language=LANGUAGE_NAMES.get(args.target, args.target), **_generation_kwargs(args))
+    seconds = time.perf_counter() - clock
     _write_lines(args.output, translations)
     if args.output:
-        print(f"translated {len(texts):,} lines {args.source} -> {args.target} -> {args.output}", file=sys.stderr)
+        print(f"translated {len(texts):,} lines {args.source} -> {args.target} in {duration(seconds)} "
+              f"({len(texts) / seconds:.2f} lines/s) -> {args.output}", file=sys.stderr)
     return 0
 
 
