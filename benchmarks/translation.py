@@ -19,7 +19,8 @@ Jude + Revelation):
     transtok transfer --source-model $SMOL --parallel data-es/train.tsv --target-corpus data-es/train.txt \
         --vocab-size 16000 --output smollm2-es/
     B="python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/"
-    $B --test data-es/dev.tsv --limit 32 --systems ab --grid --work-dir /tmp/grid --output defaults_dev.json
+    $B --test data-es/dev.tsv --limit 24 --max-new-tokens 96 --systems ab --grid --grid-penalty 1.0 1.2 \
+        --work-dir /tmp/grid --output defaults_dev.json
     $B --test data-es/test.tsv --train-texts data-es/train.txt --limit 50 --max-new-tokens 96 \
         --train-steps 100 --work-dir /tmp/bench --output translation.json
     $B --test data-es/test.tsv --limit 24 --max-new-tokens 96 --speed --work-dir /tmp/speed --output speed.json
