@@ -823,17 +823,60 @@ def _configure_logging(args: argparse.Namespace) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_progress() -> None:
+    """-q: no progress bars from tqdm, transformers or huggingface_hub (read from the environment
+    when they are imported; switched off directly if they already are)."""
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args)
+    """Run one verb. Exit codes: 0 done, 2 bad input (one line on stderr), 130 Ctrl-C, 143 SIGTERM;
+    an interrupted run removes its partial output (see :mod:`transtok.artifacts`)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    name, args = "transtok", None
     try:
-        return int(args.func(args) or 0)
+        from transtok.artifacts import pause_point, release_all
+
+        pause_point("parse")
+        args = build_parser().parse_args(argv)
+        name = f"transtok {args.verb}"
+        _configure_logging(args)
+        if args.quiet:
+            _quiet_progress()
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            release_all()
     except TranstokError as exc:
-        if args.verbose:
+        if args is not None and args.verbose:
             logger.exception("failed")
-        print(f"transtok {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"transtok {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        hint = getattr(args, "interrupt_hint", None)
+        print(f"{name}: {'terminated' if terminated else 'interrupted'}; "
+              f"{hint() if callable(hint) and hint() else 'no partial output was kept'}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

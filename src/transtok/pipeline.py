@@ -15,7 +15,7 @@ import numpy as np
 
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
-from transtok.artifacts import atomic_output_dir, check_output_dir, write_json
+from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
@@ -102,7 +102,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     ``shard="K/N"`` only its K-th of N contiguous blocks is aligned (merge the outputs with
     ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
     """
-    from transtok.shards import CorpusStream
+    from transtok.shards import CorpusStream, stream_coverage
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
@@ -110,11 +110,15 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     target_tokenizer = load_tokenizer(target_tokenizer_path)
     stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
                           max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
-    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    with scratch_dir(output) as scratch:
+        counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
+                       work_dir=scratch)
+    counts.coverage = stream_coverage(stream)
     counts.stats["cleaning"] = dict(stream.stats)
     counts.stats["shard"] = str(stream.shard)
-    if stream.total is not None:
+    if stream.shard.count > 1:
         counts.stats["shard_pairs"] = list(stream.range)
+    if stream.total is not None:
         counts.stats["corpus_pairs"] = stream.total
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         counts.save(tmp)
@@ -288,7 +292,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     counts = None
     if config.mapping.init == "trans-tokenization":
-        counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner)
+        with scratch_dir(config.output) as scratch:
+            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch)
         counts.stats["cleaning"] = cleaning
     seconds["align"] = time.perf_counter() - clock
 
