@@ -452,9 +452,9 @@ def _add_finetune(sub) -> None:
 def _run_finetune(args) -> int:
     import os
 
-    from transtok.finetune import FinetuneConfig, finetune
+    from transtok.finetune import FinetuneConfig, after_interrupt, finetune
 
-    result = finetune(FinetuneConfig(
+    config = FinetuneConfig(
         model=args.model, train=args.train, eval=args.eval, output=args.output, stage=args.stage,
         recipe=args.recipe, max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
@@ -464,7 +464,9 @@ def _run_finetune(args) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-        overwrite=args.overwrite))
+        overwrite=args.overwrite)
+    args.interrupt_hint = lambda: after_interrupt(config)
+    result = finetune(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     for s in result.stages:
@@ -564,14 +566,18 @@ def _run_evaluate_perplexity(args) -> int:
     import torch
 
     from transtok.corpus import read_texts
-    from transtok.evaluate import evaluate_perplexity
+    from transtok.evaluate import eval_seq_len, evaluate_perplexity
     from transtok.pipeline import load_model
 
     texts = read_texts(args.text)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
-    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, batch_size=args.batch_size,
+    seq_len = eval_seq_len(model, args.seq_len) if args.seq_len > 0 else args.seq_len
+    if seq_len != args.seq_len:
+        logger.warning("--seq-len %d capped to %d: the model has %d positions, one of which goes to the bos/eos "
+                       "prefix of each window (the signature records %d)", args.seq_len, seq_len, seq_len + 1, seq_len)
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=seq_len, batch_size=args.batch_size,
                                  device=device, bf16=bf16)
     print(json.dumps(result.to_dict()) if args.json else result)
     return 0
@@ -874,8 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         hint = getattr(args, "interrupt_hint", None)
-        print(f"{name}: {'terminated' if terminated else 'interrupted'}; "
-              f"{hint() if callable(hint) and hint() else 'no partial output was kept'}", file=sys.stderr)
+        left = hint() if callable(hint) else "no partial output was kept"
+        print(f"{name}: {'terminated' if terminated else 'interrupted'}; {left}", file=sys.stderr)
         return 143 if terminated else 130
     finally:
         if main_thread:

@@ -33,19 +33,15 @@ PROVENANCE_DIR = "transtok"
 def load_model(name_or_path: str, *, dtype: str = "auto"):
     """Load a causal LM and its tokenizer from a directory or a hub id."""
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from transtok.checkpoint import load_causal_lm
     from transtok.tokenizer import load_tokenizer
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
     if torch_dtype is None:
         raise ConfigError(f"--dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
     tokenizer = load_tokenizer(name_or_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a causal LM from {name_or_path!r}: {exc}. Give a local checkpoint "
-                          "directory or a hub id of a causal language model") from exc
+    model = load_causal_lm(name_or_path, dtype=torch_dtype)
     return model.eval(), tokenizer
 
 
@@ -256,6 +252,9 @@ class TransferConfig:
             raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
         if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
             raise ConfigError(f"--target-corpus needs a positive --vocab-size, got {self.vocab_size}")
+        if self.target_tokenizer is not None and self.vocab_size is not None:
+            raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
+                              f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
 
 
 @dataclass
