@@ -150,11 +150,10 @@ def require_causal_lm(config, where: str | os.PathLike) -> None:
         "the checkpoint of a causal LM")
 
 
-def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
-    """``AutoModelForCausalLM.from_pretrained`` after checking, without reading weights, that the
-    config is a causal LM's and the safetensors files are whole. ``kwargs`` go to ``from_pretrained``."""
-    from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForCausalLM
+def check_causal_checkpoint(name_or_path: str | os.PathLike):
+    """The config of a causal-LM checkpoint whose safetensors files are whole; raises a one-line
+    error otherwise. Reads no weights."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
@@ -163,6 +162,16 @@ def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
                           "Give a local checkpoint directory or a hub id of a causal language model") from exc
     require_causal_lm(config, name_or_path)
     check_weights(name_or_path)
+    return config
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` after :func:`check_causal_checkpoint`. ``kwargs`` go
+    to ``from_pretrained``."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    config = check_causal_checkpoint(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, config=config, **kwargs)
     except SafetensorError as exc:  # e.g. a hub snapshot, not checked above

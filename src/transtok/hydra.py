@@ -296,10 +296,12 @@ class Hydra:
         The first checkpoint provides the body; every other one contributes only its vocabulary,
         after its non-embedding weights are checked to be identical to the first one's.
         """
-        from transtok.checkpoint import load_causal_lm
+        from transtok.checkpoint import check_causal_checkpoint, load_causal_lm
 
         if not checkpoints:
             raise ConfigError("give at least one vocabulary checkpoint, e.g. {'en': 'smollm2/', 'es': 'smollm2-es/'}")
+        for path in checkpoints.values():  # refuse a bad one before loading any
+            check_causal_checkpoint(str(path))
         torch_dtype = _torch_dtype(dtype)
         names = list(checkpoints)
         body, vocabularies, reference = None, [], {}
