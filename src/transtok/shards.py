@@ -273,8 +273,9 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
     seen: dict[Path, str] = {}
     for directory in directories:
         if Path(directory).resolve() in seen:
-            raise ConfigError(f"{directory} is given twice (also as {seen[Path(directory).resolve()]}); its pairs "
-                              "would be counted twice: give each alignment once")
+            other = seen[Path(directory).resolve()]
+            raise ConfigError(f"{directory} is given twice{f' (also as {other})' if other != str(directory) else ''}; "
+                              "its pairs would be counted twice: give each alignment once")
         seen[Path(directory).resolve()] = str(directory)
     check_output_dir(output, overwrite=overwrite)
     # Check what the parts cover from their metadata before reading any counts.
@@ -302,7 +303,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
     shards = {m["stats"].get("shard") for m in metas}
     for line in missing_pairs(coverage):
         named = _missing_shards(coverage, shards)
-        logger.warning("merging %d alignments: %s%s", len(directories), line, f" (shards {named})" if named else "")
+        logger.warning("merging %d alignment%s: %s%s", len(directories), "s" if len(directories) != 1 else "", line, f" (shards {named})" if named else "")
 
     merged = None
     cleaning: Counter = Counter()
