@@ -127,9 +127,11 @@ def _sweep(final: Path, stale_pid: str | None) -> None:
 
     A killed ``--overwrite`` that had moved the old output aside but not yet put the new one in
     place gets the old output back."""
-    siblings = sorted(final.parent.glob(f".{final.name}.old-*")) + sorted(final.parent.glob(f".{final.name}.partial-*"))
+    old, partial = f".{final.name}.old-", f".{final.name}.partial-"  # not glob patterns: names may hold [ or *
+    siblings = sorted((p for p in final.parent.iterdir() if p.name.startswith((old, partial))),
+                      key=lambda p: (not p.name.startswith(old), p.name))  # an old output first: it may go back
     for sibling in siblings:
-        if sibling.name.startswith(f".{final.name}.old-") and (sibling / "old").is_dir() and not final.exists():
+        if sibling.name.startswith(old) and (sibling / "old").is_dir() and not final.exists():
             (sibling / "old").rename(final)
             logger.warning("restored %s, which an interrupted --overwrite had moved aside", final)
         shutil.rmtree(sibling, ignore_errors=True)
