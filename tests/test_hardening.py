@@ -391,3 +391,24 @@ def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
     message = after_interrupt(config)
     assert f"resumable checkpoints stay in {root}: run the same command with --resume" in message
     assert (root / "stage-1-embeddings" / "checkpoint-5").is_dir()
+
+
+def test_coverage_of_a_capped_stream_and_overlaps_of_in_memory_alignments(ws):
+    import scipy.sparse as sp
+
+    from transtok.align import AlignmentCounts
+    from transtok.shards import CorpusStream, stream_coverage
+
+    stream = CorpusStream([ws / "pairs.tsv"], chunk_size=64, max_pairs=100, dedupe=False, max_length_ratio=None)
+    assert sum(len(c) for c in stream) == 100
+    (corpus, entry), = stream_coverage(stream).items()
+    assert entry == {"ranges": [[0, 100]], "pairs": None, "files": ["pairs.tsv"]}  # only the pairs looked at
+
+    def part(start, end):
+        return AlignmentCounts(sp.csr_matrix((3, 2)), "s", "t", {"pairs": end - start},
+                               {corpus: {"ranges": [[start, end]], "pairs": 200, "files": ["pairs.tsv"]}})
+
+    merged = AlignmentCounts.merge([part(100, 200), part(0, 100)])
+    assert merged.coverage[corpus]["ranges"] == [[0, 200]] and merged.stats["corpus_pairs"] == 200
+    with pytest.raises(ConfigError, match=r"^alignment 1 and alignment 2 both count pairs 50\.\.100 of corpus "):
+        AlignmentCounts.merge([part(0, 100), part(50, 200)])

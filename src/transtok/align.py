@@ -168,12 +168,15 @@ def _eflomal_iterations(n_sentences: int, model: int) -> tuple[int, ...]:
     return {1: (iters,), 2: (max(2, quarter), iters)}.get(model, (max(2, quarter), quarter, iters))
 
 
-def _die_with_parent(parent: int) -> None:  # runs in the child, between fork and exec
-    import ctypes
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(prctl, parent: int) -> None:
+    """Runs in the child between fork and exec: ask Linux to SIGKILL it when its parent dies.
+    ``prctl`` is looked up in the parent, so the child only makes the call (no dlopen after fork)."""
     import os
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -181,12 +184,14 @@ def _die_with_parent(parent: int) -> None:  # runs in the child, between fork an
 def _run_child(args: list[str], name: str) -> None:
     """Run an aligner binary as a child that Linux kills when this process dies (even by SIGKILL);
     an exception here (Ctrl-C, SIGTERM under the CLI) kills it too."""
-    import subprocess
-
+    import ctypes
     import functools
     import os
+    import subprocess
 
-    preexec = functools.partial(_die_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
+    preexec = None
+    if sys.platform.startswith("linux"):
+        preexec = functools.partial(_die_with_parent, ctypes.CDLL(None, use_errno=True).prctl, os.getpid())
     with subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=preexec) as child:
         try:
             pause_point("aligning")
