@@ -271,31 +271,39 @@ def _record_generated(hydra, monkeypatch) -> list:
     return calls
 
 
-def test_translate_defaults_answer_one_line_without_loops(small, monkeypatch):
-    """A model pushed to emit line breaks answers one line that does not start with one; one pushed to repeat a token cannot
-    repeat any 4-gram; turning the defaults off gives the looping output back."""
-    from transtok.hydra import TRANSLATE_NO_REPEAT_NGRAM, newline_ids
+def test_translate_defaults_answer_one_line_with_a_repetition_guard(small, monkeypatch):
+    """By default an answer is one line that cannot start with a line break (a model pushed to emit line
+    breaks answers one token, and loops without the stop), and generation gets translate's repetition
+    guard; the n-gram guard, when asked for, leaves no repeated n-gram where the model would loop."""
+    from transtok.hydra import TRANSLATE_NO_REPEAT_NGRAM, TRANSLATE_REPETITION_PENALTY, newline_ids
 
     hydra, *_ = small
     offset = hydra.span("b").offset
-    newline = newline_ids(hydra.tokenizer("b"))[0] + offset
+    newlines = newline_ids(hydra.tokenizer("b"))
+    newline = newlines[0] + offset
     texts = [ENGLISH, "the city"]
     calls = _record_generated(hydra, monkeypatch)
 
     lines = hydra.translate(texts, source="a", target="b", max_new_tokens=12, sequence_bias={(newline,): 50.0})
     assert all("\n" not in line for line in lines)
     assert all(len(ids) == 1 and ids[0] != newline for ids in calls[-1][0])  # the break ends it, but cannot open it
+    kwargs = calls[-1][1]
+    assert set(newlines) <= set(kwargs["stop_ids"])
+    assert kwargs["begin_suppress_tokens"] == [i + offset for i in newlines]
+    assert TRANSLATE_REPETITION_PENALTY > 1 and kwargs["repetition_penalty"] == TRANSLATE_REPETITION_PENALTY
+    assert kwargs.get("no_repeat_ngram_size", 0) == TRANSLATE_NO_REPEAT_NGRAM
     looping = hydra.translate(texts, source="a", target="b", max_new_tokens=12, stop_at_newline=False,
-                              no_repeat_ngram_size=0, sequence_bias={(newline,): 50.0})
+                              repetition_penalty=1.0, sequence_bias={(newline,): 50.0})
     assert all(ids == [newline] * 12 for ids in calls[-1][0]) and looping == ["", ""]  # line breaks only
+    assert "repetition_penalty" not in calls[-1][1] and "begin_suppress_tokens" not in calls[-1][1]
 
     word = hydra.encode("ab", "b")[0]
-    assert TRANSLATE_NO_REPEAT_NGRAM > 0
-    hydra.translate(texts, source="a", target="b", max_new_tokens=12, sequence_bias={(word,): 50.0})
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=4,
+                    sequence_bias={(word,): 50.0})
     for ids in calls[-1][0]:
-        grams = [tuple(ids[i:i + TRANSLATE_NO_REPEAT_NGRAM]) for i in range(len(ids) - TRANSLATE_NO_REPEAT_NGRAM + 1)]
+        grams = [tuple(ids[i:i + 4]) for i in range(len(ids) - 3)]
         assert len(grams) == len(set(grams)) and ids.count(word) < 12
-    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=0,
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=0, repetition_penalty=1.0,
                     sequence_bias={(word,): 50.0})
     assert all(ids == [word] * 12 for ids in calls[-1][0])
     assert hydra.output == "b"
