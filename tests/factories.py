@@ -111,6 +111,12 @@ TINY = {
                      max_position_embeddings=128),
 }
 ARCHS = [(arch, tie) for arch in TINY for tie in (True, False)]
+# Architectures whose real checkpoints pad the embedding table past the tokenizer, with the multiple
+# they pad to (Qwen2 151,936 = 128 x 1,187 rows; Pythia 50,304 = 128 x 393; Phi-3 32,064 = 64 x 501).
+PADDED = {"qwen2": 128, "gpt_neox": 128, "phi3": 64}
+PADDED_ARCHS = [(arch, tie) for arch in PADDED for tie in (True, False)]
+TINY_PADDED = {"phi3": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=128, pad_token_id=None)}
 
 
 def tiny_causal_lm(arch: str, vocab_size: int, tie: bool, tokenizer: PreTrainedTokenizerFast | None = None,
@@ -119,7 +125,27 @@ def tiny_causal_lm(arch: str, vocab_size: int, tie: bool, tokenizer: PreTrainedT
     ids = {}
     if tokenizer is not None:
         ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    config = AutoConfig.for_model(arch, vocab_size=vocab_size, tie_word_embeddings=tie, **TINY[arch], **ids)
+    sizes = TINY[arch] if arch in TINY else TINY_PADDED[arch]
+    config = AutoConfig.for_model(arch, vocab_size=vocab_size, tie_word_embeddings=tie, **{**sizes, **ids})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
+    return model
+
+
+def padded_causal_lm(arch: str, tokenizer: PreTrainedTokenizerFast, tie: bool, *, zero_padding: bool = False,
+                     seed: int = 0):
+    """A tiny causal LM whose table is padded past ``tokenizer`` as the real ``arch`` checkpoints are:
+    rows = the next multiple of ``PADDED[arch]`` with at least one spare row (an odd multiple, so that
+    the multiple inferred from the row count is ``PADDED[arch]``). Padding rows are random (never
+    trained, as in Qwen2) or, with ``zero_padding``, zeros; an untied head differs from the input table."""
+    multiple = PADDED[arch]
+    count = len(tokenizer) // multiple + 1
+    rows = (count + (count % 2 == 0)) * multiple
+    model = tiny_causal_lm(arch, rows, tie, tokenizer, seed=seed)
+    with torch.no_grad():
+        if not tie:
+            torch.nn.init.normal_(model.get_output_embeddings().weight)
+        if zero_padding:
+            model.get_input_embeddings().weight[len(tokenizer):] = 0
+            model.get_output_embeddings().weight[len(tokenizer):] = 0
     return model
