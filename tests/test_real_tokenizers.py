@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -16,8 +17,6 @@ from transtok.mapping import PROVENANCE, MappingConfig
 from transtok.pipeline import mapping_from_alignment
 from transtok.tokenizer import BYTE_PIECES, TEKKEN_DEFAULT_SPECIALS, load_tokenizer, train_tokenizer
 from transtok.vocabulary import byte_fallback_ids, exact_matches, special_ids, token_bytes, tokenizer_family
-
-pytest.importorskip("sentencepiece")
 
 SPANISH = ("Y dijo Dios: Sea la luz; y fué la luz. En el año 2024, ¿cómo estás? ¡Muy bien! "
            "Los 318 siervos de Abraham, (los nacidos en su casa), salieron.")
@@ -36,6 +35,7 @@ def target_corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def sentencepiece(tmp_path_factory):
+    pytest.importorskip("sentencepiece")
     path = factories.sentencepiece_model_file(corpus(), tmp_path_factory.mktemp("spm") / "tokenizer.model.v1")
     return load_tokenizer(path)
 
@@ -141,6 +141,49 @@ def test_word_units_are_the_same_words_whatever_the_family(sentencepiece, tekken
             words.append([tok.decode(list(unit)).strip() for unit in units])
         assert words[0] == words[1]
         assert "".join(words[0]).replace(" ", "") == text.replace(" ", "")
+
+
+def test_real_tokenizers_are_read_out_of_the_wheel_once(tmp_path, monkeypatch, capsys):
+    """mistral-common's wheel faked with tiny files of the real formats at the real paths."""
+    import dataclasses
+    import hashlib
+
+    from test_assets import make_wheel
+
+    from transtok.cli import main
+    from transtok.errors import DataError
+
+    pytest.importorskip("sentencepiece")
+    monkeypatch.setenv(assets.CACHE_ENV, str(tmp_path / "cache"))
+    files = {
+        assets.REAL_TOKENIZERS["mistral-v1"].member:
+            factories.sentencepiece_model_file(corpus(), tmp_path / "v1.model").read_bytes(),
+        assets.REAL_TOKENIZERS["mistral-v3"].member:
+            factories.sentencepiece_model_file(corpus(), tmp_path / "v3.model", vocab_size=430).read_bytes(),
+        assets.REAL_TOKENIZERS["mistral-tekken"].member:
+            factories.tekken_file(corpus(), tmp_path / "tekken.json").read_bytes(),
+    }
+    wheel = make_wheel(tmp_path / "mistral_common-1.13.1-py3-none-any.whl", "mistral_common-1.13.1", files)
+    monkeypatch.setitem(assets.WHEELS, "mistral-common", assets.Wheel(
+        "mistral-common", "1.13.1", hashlib.sha256(wheel.read_bytes()).hexdigest(), wheel.stat().st_size))
+    for name, size in (("mistral-v1", 420), ("mistral-v3", 430), ("mistral-tekken", 424)):
+        monkeypatch.setitem(assets.REAL_TOKENIZERS, name, dataclasses.replace(assets.REAL_TOKENIZERS[name], size=size))
+    downloads = []
+    monkeypatch.setattr(assets, "_pip_download", lambda name, version, dest: (downloads.append(name),
+                                                                              shutil.copy(wheel, dest)))
+    assert main(["assets", "fetch", "--tokenizers"]) == 0
+    assert "tokenizer mistral-tekken: " in capsys.readouterr().out
+    assert downloads == ["mistral-common"]
+    for name in assets.REAL_TOKENIZERS:
+        tok = load_tokenizer(assets.real_tokenizer(name))
+        assert len(tok) == assets.REAL_TOKENIZERS[name].size
+        assert assets.cached_assets()["tokenizers"][name]["ready"]
+    assert downloads == ["mistral-common"]  # built once, then reused
+    monkeypatch.setitem(assets.REAL_TOKENIZERS, "mistral-v1",
+                        dataclasses.replace(assets.REAL_TOKENIZERS["mistral-v1"], size=32_000))
+    with pytest.raises(DataError, match=r"converted to 420 tokens, expected 32,000"):
+        assets.real_tokenizer("mistral-v1", refresh=True)
+    assert len(load_tokenizer(assets.real_tokenizer_dir("mistral-v1"))) == 420  # the cached one is kept
 
 
 REAL = {name: assets.real_tokenizer_dir(name) for name in assets.REAL_TOKENIZERS}
