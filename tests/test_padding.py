@@ -181,3 +181,23 @@ def test_mapping_for_another_tokenizer_is_still_refused(tokenizers):
     small = factories.tiny_causal_lm("qwen2", 200, True)
     with pytest.raises(MismatchError, match="the mapping expects 300 source rows"):
         transplant(small, random_mapping(source, target), target)
+
+
+def test_cli_transplants_a_padded_checkpoint_both_ways(tmp_path, tokenizers):
+    from transtok.cli import main
+
+    source, target = tokenizers
+    model = factories.padded_causal_lm("phi3", source, False)
+    model.save_pretrained(tmp_path / "src")
+    source.save_pretrained(tmp_path / "src")
+    target.save_pretrained(tmp_path / "tgt")
+    assert main(["map", "--source-model", str(tmp_path / "src"), "--target-tokenizer", str(tmp_path / "tgt"),
+                 "--init", "fvt", "--output", str(tmp_path / "m")]) == 0
+    for flag in ([], ["--in-memory"]):
+        out = tmp_path / f"out{len(flag)}"
+        assert main(["transplant", "--source-model", str(tmp_path / "src"), "--mapping", str(tmp_path / "m"),
+                     "--output", str(out), *flag]) == 0
+        loaded = AutoModelForCausalLM.from_pretrained(out)
+        rows = padded_vocab_size(model.config.vocab_size, len(source), len(target))
+        assert loaded.config.vocab_size == rows == loaded.get_input_embeddings().weight.shape[0] > len(target)
+        assert loaded.generation_config.suppress_tokens == list(range(len(target), rows))

@@ -499,7 +499,8 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--corpus", required=True, nargs="+", metavar="FILE",
                    help="target-language text files, one segment per line (.gz accepted)")
     p.add_argument("--source-model", required=True, metavar="M",
-                   help="source model or tokenizer: directory, hub id or .gguf file")
+                   help="source model or tokenizer: directory, hub id, .gguf file, SentencePiece .model or "
+                        "Mistral tekken.json")
     p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="target vocabulary size, specials included")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
