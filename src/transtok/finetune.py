@@ -29,13 +29,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.corpus import read_texts
 from transtok.errors import ConfigError, DataError, MismatchError, require
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse time
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +190,8 @@ class FinetuneResult:
 
 def _use_bf16(precision: str) -> bool:
     """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
+    import torch
+
     from transtok.evaluate import bf16_supported
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -207,6 +212,8 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
     Found structurally (``model.layers``, ``transformer.h``, ``gpt_neox.layers`` ...), never by name.
     """
+    import torch
+
     best, best_size = None, 0
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
@@ -342,10 +349,15 @@ def fallback_rate(tokenizer, token_ids: Sequence[Sequence[int]]) -> float:
     return float(is_fallback[flat].mean()) if len(flat) else 0.0
 
 
-class _Blocks(torch.utils.data.Dataset):
-    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts)."""
+class _Blocks:
+    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts).
+
+    A map-style dataset by protocol (``__len__`` + ``__getitem__``), so that this module imports without torch.
+    """
 
     def __init__(self, ids: np.ndarray) -> None:
+        import torch
+
         self.ids = torch.from_numpy(ids)
 
     def __len__(self) -> int:
@@ -363,6 +375,8 @@ _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torc
 
 def model_fingerprint(model) -> str:
     """Hash of the config (minus volatile keys) and the first rows of the input embeddings."""
+    import torch
+
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     rows = model.get_input_embeddings().weight.detach()[:64].to(torch.float32).cpu().numpy()
@@ -377,6 +391,8 @@ def _files_fingerprint(paths: Sequence[str]) -> list[dict]:
 # --- trainer pieces --------------------------------------------------------------------------
 
 def _peak_memory_bytes() -> int:
+    import torch
+
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -491,6 +507,8 @@ def _make_trainer_classes():
 
 def _load(model_dir: str):
     """(fp32 model, tokenizer, the checkpoint's own dtype)."""
+    import torch
+
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -507,6 +525,8 @@ def _load(model_dir: str):
 
 
 def _barrier() -> None:
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
@@ -560,6 +580,8 @@ def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
 
 def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
                         evaluate: bool):
+    import torch
+
     from transformers import TrainingArguments
 
     eval_every = config.eval_every or max(1, n_steps // 5)
@@ -583,6 +605,8 @@ def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: P
 def _save_final(trainer, tokenizer, directory: Path, *, merge: bool, dtype, state_dict) -> bool:
     """Save the trained model (LoRA merged when ``merge``) in ``dtype`` when that is a half type;
     return whether LoRA was merged."""
+    import torch
+
     final = trainer.accelerator.unwrap_model(trainer.model)
     merged = False
     if hasattr(final, "merge_and_unload") and merge:
@@ -603,6 +627,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     works unchanged under ``accelerate launch`` / ``torchrun``. Raises :class:`DataError` when the
     text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
     """
+    import torch
+
     accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
