@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -508,20 +509,34 @@ def _make_trainer_classes():
 def _load(model_dir: str):
     """(fp32 model, tokenizer, the checkpoint's own dtype)."""
     import torch
+    from transformers import AutoConfig, AutoTokenizer
 
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transtok.checkpoint import load_causal_lm
 
     try:
         saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
                           "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
+    # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     if isinstance(saved_dtype, str):
         saved_dtype = getattr(torch, saved_dtype, None)
     return model, tokenizer, saved_dtype
+
+
+def after_interrupt(config: FinetuneConfig) -> str:
+    """Tidy up after an interrupted run and say what it leaves: its resumable checkpoints (kept, with
+    the --resume hint) or nothing (a checkpoint directory without a checkpoint is removed)."""
+    root = config.checkpoint_path
+    if int(os.environ.get("RANK", "0")) != 0 or not root.is_dir():
+        return "no partial output was kept"
+    if any(root.glob("stage-*/checkpoint-*")):
+        return (f"no partial output was kept; resumable checkpoints stay in {root}: run the same command with "
+                "--resume to continue")
+    shutil.rmtree(root, ignore_errors=True)
+    return "no partial output was kept"
 
 
 def _barrier() -> None:
