@@ -93,7 +93,8 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
 
 
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
-              aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
+              aligner: str = "eflomal", segmenter: str = "auto", overwrite: bool = False,
+              chunk_size: int = 200_000,
               clean: bool = True, max_pairs: int | None = None, dedupe: bool = True,
               max_length_ratio: float | None = 3.0, shard: str | None = None) -> AlignmentCounts:
     """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers).
@@ -110,7 +111,8 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     target_tokenizer = load_tokenizer(target_tokenizer_path)
     stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
                           max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
-    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
+                   segmenter=segmenter)
     counts.stats["cleaning"] = dict(stream.stats)
     counts.stats["shard"] = str(stream.shard)
     if stream.total is not None:
@@ -237,6 +239,8 @@ class TransferConfig:
     target_corpus: list[str] | None = None
     vocab_size: int | None = None
     aligner: str = "eflomal"
+    segmenter: str = "auto"
+    """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
     mapping: MappingConfig = field(default_factory=MappingConfig)
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
@@ -252,6 +256,9 @@ class TransferConfig:
             raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
         if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
             raise ConfigError(f"--target-corpus needs a positive --vocab-size, got {self.vocab_size}")
+        from transtok.segment import SEGMENTERS
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
 
 
 @dataclass
@@ -288,7 +295,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     counts = None
     if config.mapping.init == "trans-tokenization":
-        counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner)
+        counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner,
+                       segmenter=config.segmenter)
         counts.stats["cleaning"] = cleaning
     seconds["align"] = time.perf_counter() - clock
 
@@ -332,6 +340,7 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         f"| source model | `{config.source_model}` ({report.source_tokens:,} tokens) |",
         f"| parallel corpus | {', '.join(f'`{p}`' for p in config.parallel)}: {stats.get('pairs_aligned', 0):,} pairs |",
         f"| aligner | {config.aligner if counts else 'none'} |",
+        f"| word segmenter (text without spaces) | {stats.get('segmenter', 'none') if counts else 'none'} |",
         f"| target tokens by provenance | {', '.join(f'{k} {v:,}' for k, v in report.provenance.items())} |",
         f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", "",
         "Load it with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`. The "

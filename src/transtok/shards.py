@@ -185,7 +185,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
     merged = None
     shards: dict[str, str] = {}
     cleaning: Counter = Counter()
-    aligners = set()
+    aligners, segmenters = set(), set()
     for directory in directories:
         part = AlignmentCounts.load(directory)
         shard = part.stats.get("shard")
@@ -196,6 +196,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
             shards[shard] = str(directory)
         cleaning.update({k: v for k, v in part.stats.get("cleaning", {}).items() if isinstance(v, int)})
         aligners.add(part.stats.get("aligner", "?"))
+        segmenters.add(part.stats.get("segmenter", "none"))
         merged = part if merged is None else AlignmentCounts.merge([merged, part])
         if merged.counts.shape != part.counts.shape:
             raise MismatchError(f"{directory} has counts of shape {part.counts.shape}, not {merged.counts.shape}")
@@ -210,6 +211,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
                           "of one K/N split")
     counts = merged.counts.tocsr()
     merged.stats.update({"aligner": aligners.pop() if len(aligners) == 1 else "mixed",
+                         "segmenter": segmenters.pop() if len(segmenters) == 1 else "mixed",
                          "target_tokens_with_counts": int((counts.getnnz(axis=1) > 0).sum()),
                          "cleaning": dict(cleaning), "merged_shards": sorted(shards),
                          "merged_from": [str(d) for d in directories]})
