@@ -200,3 +200,10 @@ def test_without_segmentation_the_unspaced_cipher_is_lost(chinese_cipher):
     segmented, _ = _precision(*chinese_cipher["unspaced"], factories.CHINESE, "icu")
     clause, _ = _precision(*chinese_cipher["unspaced"], factories.CHINESE, "none")
     assert clause < segmented - 0.3, (clause, segmented)
+
+
+def test_transfer_config_names_a_bad_segmenter():
+    from transtok.pipeline import TransferConfig
+
+    with pytest.raises(ConfigError, match="unknown segmenter 'jieba'; choose one of auto, icu, tokens, none"):
+        TransferConfig(source_model="m", parallel=["p.tsv"], output="o", target_tokenizer="t", segmenter="jieba")
