@@ -38,8 +38,9 @@ from transtok.tokenizer import train_tokenizer  # noqa: E402
 logger = logging.getLogger("segmentation")
 
 
-def run_language(lang: str, args, source_dir: Path, split) -> dict:
-    """Every segmenter for one language; ``split`` has ``.train``/``.test`` ParallelCorpus."""
+def run_language(lang: str, args, source_dir: Path, split, on_step=None) -> dict:
+    """Every segmenter for one language; ``split`` has ``.train``/``.test`` ParallelCorpus.
+    ``on_step(record)`` is called after each segmenter (partial results)."""
     test = split.test.target
     record: dict = {"lang": lang, "steps": {}, "split": {"train_pairs": len(split.train), "test_verses": len(test)},
                     "segmenters": {}}
@@ -57,16 +58,17 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         result = evaluate_perplexity(model, target_tokenizer, test, seq_len=seq_len)
         return {"init": result.bits_per_byte, "tokens": result.tokens}
 
-    with measured(steps, "evaluate_source"):
-        result = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=seq_len)
-    record["source (own tokenizer)"] = {"init": result.bits_per_byte, "tokens": result.tokens}
-    del source_model
-    with measured(steps, "fvt"):
-        mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt"))
-        record["fvt"] = {**evaluate(mapping), "provenance": report.provenance}
-    logger.info("%s: source %.4f, fvt %.4f bits per byte", lang, record["source (own tokenizer)"]["init"],
-                record["fvt"]["init"])
-    for segmenter in args.segmenters:
+    def baselines() -> None:
+        with measured(steps, "evaluate_source"):
+            result = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=seq_len)
+        record["source (own tokenizer)"] = {"init": result.bits_per_byte, "tokens": result.tokens}
+        with measured(steps, "fvt"):
+            mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt"))
+            record["fvt"] = {**evaluate(mapping), "provenance": report.provenance}
+        logger.info("%s: source %.4f, fvt %.4f bits per byte", lang, record["source (own tokenizer)"]["init"],
+                    record["fvt"]["init"])
+
+    for k, segmenter in enumerate(args.segmenters):
         entry: dict = {}
         with measured(steps, f"align_{segmenter}"):
             counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner, segmenter=segmenter)
@@ -86,6 +88,10 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         logger.info("%s %s: %.1f / %.1f units per verse, trans-tokenization %.4f bits per byte", lang, segmenter,
                     entry["units_per_verse"]["source"], entry["units_per_verse"]["target"], entry["init"])
         record["segmenters"][segmenter] = entry
+        if k == 0:  # the first segmenter's figure lands before the baselines, which do not depend on it
+            baselines()
+        if on_step is not None:
+            on_step(record)
     return record
 
 
@@ -136,15 +142,21 @@ def main() -> None:
     results = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def write(partial: list[dict]) -> str:
+        (out / "results.json").write_text(json.dumps({"args": vars(args), "results": partial}, indent=2,
+                                                     ensure_ascii=False, default=str) + "\n")
+        table = markdown(partial, args)
+        (out / "results.md").write_text(table + "\n")
+        return table
+
     for lang in args.langs:
         started = time.perf_counter()
-        record = run_language(lang, args, source_dir, bible_split(lang, Path(args.work) / lang))
+        record = run_language(lang, args, source_dir, bible_split(lang, Path(args.work) / lang),
+                              on_step=lambda r: write([*results, r]))
         record["steps"]["total"] = {"seconds": round(time.perf_counter() - started, 2)}
         results.append(record)
-        (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2,
-                                                     ensure_ascii=False, default=str) + "\n")
-        table = markdown(results, args)
-        (out / "results.md").write_text(table + "\n")
+        table = write(results)
     print(table)
     print(f"wrote results.json and results.md to {args.out}")
 
