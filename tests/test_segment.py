@@ -59,6 +59,17 @@ def test_each_unspaced_script_is_found_and_split_into_words_by_icu(script):
     assert not any(unicodedata.category(w[0]).startswith("M") for w in words)
 
 
+@pytest.mark.parametrize("text, words", [
+    ("आदि में परमेश्वर ने", ["आदि", "में", "परमेश्वर", "ने"]),            # Devanagari vowel signs, virama
+    ("আমি বাংলায় গান গাই।", ["আমি", "বাংলায়", "গান", "গাই", "।"]),      # Bengali, nukta
+    ("بِسْمِ اللَّهِ", ["بِسْمِ", "اللَّهِ"]),                            # vocalised Arabic (harakat)
+    ("cafe\u0301, ¿qué?", ["cafe\u0301", ",", "¿", "qué", "?"]),        # decomposed accent
+])
+def test_combining_marks_stay_in_their_word(text, words):
+    starts, ends = word_spans(text, None)
+    assert [text[s:e] for s, e in zip(starts, ends)] == words
+
+
 @pytest.mark.parametrize("text", SPACED)
 def test_spaced_scripts_keep_the_regex_words(text):
     assert scripts_of(text) == []

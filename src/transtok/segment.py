@@ -1,18 +1,19 @@
 """Word spans of a text, including text written without spaces between words.
 
-Spaced text is split by the regex ``\\w+|[^\\w\\s]`` (a run of letters/digits, or one punctuation
-mark). Chinese, Japanese, Thai, Lao, Khmer and Burmese are written without spaces, so a whole
-clause is one ``\\w+`` match; runs of those scripts (found by Unicode script extension, so that
-marks, the prolonged-sound mark and CJK punctuation stay in the run) are instead split at the word
-boundaries of a segmenter. The default is ICU's word break iterator (dictionary-based for every one
-of these scripts) through the optional package ``icu4py``; without it each character is its own
-segment, so that after the caller snaps segments to whole tokens every token of the run is a unit
-of its own (one warning says how to get the better one).
+Spaced text is split by the regex ``[\\w\\p{M}]+|[^\\w\\p{M}\\s]`` (a run of letters, digits and
+combining marks, or one punctuation mark): marks belong to their word, or Devanagari, Bengali or
+vocalised Arabic words would fall apart at every vowel sign, virama or haraka (Python's ``\\w`` has
+no marks). Chinese, Japanese, Thai, Lao, Khmer and Burmese are written without spaces, so a whole
+clause is one match; runs of those scripts (found by Unicode script extension, so that marks, the
+prolonged-sound mark and CJK punctuation stay in the run) are instead split at the word boundaries of
+a segmenter. The default is ICU's word break iterator (dictionary-based for every one of these
+scripts) through the optional package ``icu4py``; without it each character is its own segment, so
+that after the caller snaps segments to whole tokens every token of the run is a unit of its own
+(one warning says how to get the better one).
 """
 from __future__ import annotations
 
 import logging
-import re
 from typing import Protocol
 
 import numpy as np
@@ -22,7 +23,7 @@ from transtok.errors import ConfigError, MissingDependencyError, require
 
 logger = logging.getLogger(__name__)
 
-WORD = re.compile(r"\w+|[^\w\s]")
+WORD = regex.compile(r"[\w\p{M}]+|[^\w\p{M}\s]")
 NO_SPACE_SCRIPTS = ("Han", "Hiragana", "Katakana", "Thai", "Lao", "Khmer", "Myanmar")
 """Scripts written without spaces between words (Unicode script names)."""
 _RUN = regex.compile("[" + "".join(f"\\p{{scx={s}}}" for s in NO_SPACE_SCRIPTS) + "]+")
