@@ -441,6 +441,9 @@ def _add_finetune(sub) -> None:
     run.add_argument("--eval-seq-len", type=int, default=d.eval_seq_len, metavar="TOKENS",
                      help="held-out window, capped by the model's context; as 'evaluate perplexity' "
                           "(default: %(default)s)")
+    run.add_argument("--eval-stride", type=int, default=d.eval_stride, metavar="TOKENS",
+                     help="tokens the held-out window moves by, capped by the window; equal to --eval-seq-len: "
+                          "the block protocol (default: %(default)s)")
     run.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS", help="(default: %(default)s)")
     run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval; 0 = no checkpoints, no resume (default: at each evaluation)")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
@@ -460,7 +463,7 @@ def _run_finetune(args) -> int:
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
         join=args.join, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, log_every=args.log_every, save_every=args.save_every,
+        eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, eval_stride=args.eval_stride, log_every=args.log_every, save_every=args.save_every,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
@@ -534,12 +537,17 @@ def _add_evaluate(sub) -> None:
 
     ppl = evaluations.add_parser(
         "perplexity", help="bits per byte and token perplexity on held-out text",
-        description="Join the text's non-blank lines with newlines, tokenize without special tokens, cut into "
-                    "non-overlapping windows of --seq-len tokens each prefixed with bos (or eos), and report total "
+        description="Join the text's non-blank lines with newlines, tokenize without special tokens, feed windows "
+                    "of --seq-len tokens each prefixed with bos (or eos) and moved by --stride tokens, score each "
+                    "token once (the last --stride tokens of each window after the first), and report total "
                     "NLL in bits per UTF-8 byte (comparable across tokenizers) and token perplexity (not).")
     ppl.add_argument("--model", required=True, metavar="DIR", help="model directory (with its tokenizer) or hub id")
     ppl.add_argument("--text", required=True, nargs="+", metavar="FILE", help="held-out text, one segment per line")
     ppl.add_argument("--seq-len", type=int, default=512, help="text tokens per window (default: %(default)s)")
+    ppl.add_argument("--stride", type=int, default=None, metavar="TOKENS",
+                     help="tokens the window moves by; every scored token after the first window sees at least "
+                          "seq-len - stride tokens of context; --stride equal to --seq-len is the cheaper block "
+                          "protocol (default: 128, or --seq-len when smaller)")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
     ppl.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
@@ -571,8 +579,11 @@ def _run_evaluate_perplexity(args) -> int:
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
-    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, batch_size=args.batch_size,
-                                 device=device, bf16=bf16)
+    from transtok.evaluate import DEFAULT_STRIDE
+
+    stride = args.stride if args.stride is not None else min(DEFAULT_STRIDE, args.seq_len)
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, stride=stride,
+                                 batch_size=args.batch_size, device=device, bf16=bf16)
     print(json.dumps(result.to_dict()) if args.json else result)
     return 0
 
