@@ -106,6 +106,8 @@ class FinetuneConfig:
     eval_stride: int = 128
     """Tokens the held-out window moves by (capped by the window; = eval_seq_len: the block protocol).
     The same default as ``transtok evaluate perplexity`` (evaluate.DEFAULT_STRIDE)."""
+    eval_at_start: bool = True
+    """Score the model before training too (the curve's first point); False when the caller has it."""
     log_every: int = 10
     save_every: int | None = None
     """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
@@ -704,7 +706,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
                          writer=trainer.is_world_process_zero())
         trainer.add_callback(run_log)
-        if eval_texts is not None and index == 0 and not any(r.get("stage_index") == 0 for r in history):
+        if (eval_texts is not None and config.eval_at_start and index == 0
+                and not any(r.get("stage_index") == 0 for r in history)):
             trainer.evaluate()  # the curve's starting point: the transplanted model before training
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
