@@ -147,6 +147,31 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
     return target_tokenizer, counts
 
 
+SEED_DEPENDENT = ("focus", "random")  # their mapping depends on --seed (fastText, random draws)
+
+
+def previous_inits(args, lang: str) -> dict[str, dict]:
+    """Init figures of ``lang`` from --init-from (a results.json of the same split, tokenizer cache and
+    protocol), so that runs that only change the training seed or budget skip re-scoring models that are
+    identical; seed-dependent methods are reused only from a run with the same seed."""
+    if not getattr(args, "init_from", None):
+        return {}
+    saved = json.loads(Path(args.init_from).read_text())
+    old = argparse.Namespace(**saved["args"])
+    if (getattr(old, "stride", None), getattr(old, "eval_seq_len", None), old.vocab_size, old.aligner) != \
+            (args.stride, args.eval_seq_len, args.vocab_size, args.aligner):
+        raise SystemExit(f"--init-from {args.init_from}: another protocol or tokenizer; score the models again")
+    out = {}
+    for record in saved["results"]:
+        if record["lang"] != lang:
+            continue
+        for name, entry in record["methods"].items():
+            if name in SEED_DEPENDENT and old.seed != args.seed:
+                continue
+            out[name] = {k: entry[k] for k in ("init", "tokens", "signature") if k in entry}
+    return out
+
+
 def run_language(lang: str, args, source_dir: Path, split) -> dict:
     """All methods for one language. ``split`` has ``.train``/``.test`` ParallelCorpus and its texts are in
     ``args.work/lang/data/{train,test}.txt``."""
@@ -167,11 +192,17 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
              "target": bytes_per_token(target_tokenizer, split.train.target)}
     record["train_bytes_per_token"] = rates
 
-    def score(model, tokenizer, entry: dict, extra: bool) -> None:
+    reuse = previous_inits(args, lang)
+
+    def score(model, tokenizer, entry: dict, extra: bool, name: str) -> None:
+        if name in reuse and not extra:
+            entry.update(reuse[name])
+            logger.info("%s %s: init figure reused from %s", lang, name, args.init_from)
+            return
         window = eval_seq_len(model, args.eval_seq_len)
         result = evaluate_perplexity(model, tokenizer, test, seq_len=window, stride=min(args.stride, window))
         entry.update({"init": result.bits_per_byte, "tokens": result.tokens, "signature": result.signature})
-        if extra:
+        if extra:  # the protocol's effect, on record
             entry["init_by_stride"] = {str(result.stride): result.bits_per_byte}
             for stride in args.extra_strides:
                 other = evaluate_perplexity(model, tokenizer, test, seq_len=window, stride=min(stride, window))
@@ -179,7 +210,7 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
 
     source_entry: dict = {}
     with measured(steps, "evaluate_source"):
-        score(source_model, source_tokenizer, source_entry, extra=True)
+        score(source_model, source_tokenizer, source_entry, extra=bool(args.extra_strides), name="source (own tokenizer)")
     del source_model
     record["methods"]["source (own tokenizer)"] = source_entry
     source_tokens = token_budget(args, rates["source"])
@@ -215,7 +246,8 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)
         with measured(steps, f"evaluate_{method}"):
-            score(model, target_tokenizer, entry, extra=method == "trans-tokenization")
+            score(model, target_tokenizer, entry, extra=bool(args.extra_strides) and method == "trans-tokenization",
+                  name=method)
         logger.info("%s %s: %.4f bits per byte at init", lang, method, entry["init"])
         del model
         if trains and method in args.train_methods:
@@ -338,6 +370,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
     parser.add_argument("--out", default="benchmarks/results/init_methods")
+    parser.add_argument("--init-from", metavar="RESULTS_JSON",
+                        help="reuse the init figures of an earlier run on the same split, tokenizer cache and protocol")
     parser.add_argument("--no-dev", action="store_true",
                         help="train on the dev books too (the split of the earlier results; nothing tuned on dev)")
     parser.add_argument("--rewrite", action="store_true",

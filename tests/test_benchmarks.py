@@ -102,13 +102,18 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
         assert [p[0] for p in entry["curve"]] == [0, entry["tokens_trained"]]  # init and end only
         assert set(entry["init_by_stride"]) == {"10", "20", "40"}
         assert entry["init_by_stride"]["10"] == entry["init"] and "stride:10" in entry["signature"]
-    # --budget-bytes gives every method the same bytes: whole steps of each tokenizer.
-    args = bench.parse_args(common + ["--budget", "0", "--budget-bytes", str(tt["bytes_trained"])])
+    bench.write_outputs([record], args)
+    # --budget-bytes gives every method the same bytes: whole steps of each tokenizer; --init-from reuses
+    # the init figures of the same models.
+    args = bench.parse_args(common + ["--budget", "0", "--budget-bytes", str(tt["bytes_trained"]), "--init-from",
+                                      str(tmp_path / "out" / "results.json")])
     record = bench.run_language("xx", args, tmp_path / "source", split)
     by_bytes = record["methods"]
     assert by_bytes["trans-tokenization"]["tokens_trained"] == 96
     assert by_bytes["source (own tokenizer)"]["tokens_trained"] == source_bytes["tokens_trained"]
     assert "align" not in record["steps"], "the second run reuses the cached tokenizer and alignment"
+    assert by_bytes["trans-tokenization"]["init"] == tt["init"]
+
     table = bench.write_outputs([record], args)
     assert "equal data" in table and "| trans-tokenization |" in table
 

@@ -352,23 +352,14 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     import json
 
-    from transtok.demo import run_demo
+    from transtok.demo import format_result, run_demo
 
     r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    print(f"SmolLM2-135M-Instruct -> {args.lang}: {r.pairs:,} verse pairs; held-out: {r.test_verses} verses "
-          "(Jude, Revelation), no training")
-    print(f"{'':28}{'source tokenizer':>18}{'new tokenizer':>16}")
-    print(f"{'tokens per word':28}{r.fertility['source']:>18.2f}{r.fertility['transferred']:>16.2f}")
-    print(f"{'held-out tokens':28}{r.tokens['source']:>18,}{r.tokens['transferred']:>16,}")
-    print(f"{'held-out bits per byte':28}{r.bits_per_byte['source']:>18.3f}{r.bits_per_byte['transferred']:>16.3f}")
-    print("target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
-    print(f"prompt: {r.prompt!r}")
-    print(f"  source model: {r.samples['source']!r}")
-    print(f"  transferred:  {r.samples['transferred']!r}")
-    print(f"time: {sum(r.seconds.values()):.0f} s; model written to {r.output}")
+    print(format_result(r))
+    return 0
 
 
 def _token_count(text: str) -> int:
