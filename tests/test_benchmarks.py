@@ -103,6 +103,7 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
         assert set(entry["init_by_stride"]) == {"10", "20", "40"}
         assert entry["init_by_stride"]["10"] == entry["init"] and "stride:10" in entry["signature"]
     bench.write_outputs([record], args)
+    first = json.loads((tmp_path / "out" / "results.json").read_text())
     # --budget-bytes gives every method the same bytes: whole steps of each tokenizer; --init-from reuses
     # the init figures of the same models.
     args = bench.parse_args(common + ["--budget", "0", "--budget-bytes", str(tt["bytes_trained"]), "--init-from",
@@ -116,6 +117,21 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
 
     table = bench.write_outputs([record], args)
     assert "equal data" in table and "| trans-tokenization |" in table
+
+    # benchmarks/tables.py regenerates the README's tables from results directories like these.
+    spec = importlib.util.spec_from_file_location("tables", Path(__file__).parents[1] / "benchmarks" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    for name in ("init_xx", "after_xx_seed0", "after_xx_seed1"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "results.json").write_text(json.dumps(first))
+    tables.RESULTS = tmp_path / "results"
+    init = tables.init_table(tables.load("init_*/results.json"))
+    assert init[-1].startswith("| xx (xx) |") and f"{tt['init']:.3f}" in init[-1]
+    protocol = tables.protocol_table(tables.load("init_*/results.json"))
+    assert any("gap (source − trans-tokenization)" in line for line in protocol) and "block (512)" not in protocol[0]
+    after = tables.after_table(tables.load("after_*_seed*/results.json"))
+    assert after[-1].startswith("| xx | 0, 0 |") and " ± 0.000" in after[-1]
 
 
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
