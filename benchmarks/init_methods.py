@@ -168,7 +168,7 @@ def previous_inits(args, lang: str) -> dict[str, dict]:
         for name, entry in record["methods"].items():
             if name in SEED_DEPENDENT and old.seed != args.seed:
                 continue
-            out[name] = {k: entry[k] for k in ("init", "tokens", "signature") if k in entry}
+            out[name] = {k: entry[k] for k in ("init", "tokens", "signature", "init_by_stride") if k in entry}
     return out
 
 
@@ -195,7 +195,7 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
     reuse = previous_inits(args, lang)
 
     def score(model, tokenizer, entry: dict, extra: bool, name: str) -> None:
-        if name in reuse and not extra:
+        if name in reuse and (not extra or "init_by_stride" in reuse[name]):
             entry.update(reuse[name])
             logger.info("%s %s: init figure reused from %s", lang, name, args.init_from)
             return
@@ -336,7 +336,7 @@ def plot(results: list[dict], path: Path) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
-    parser.add_argument("--methods", nargs="+", default=list(INIT_METHODS), choices=INIT_METHODS,
+    parser.add_argument("--methods", nargs="*", default=list(INIT_METHODS), choices=INIT_METHODS,
                         help="initialisation methods to compare (default: all)")
     parser.add_argument("--train-methods", nargs="+", default=["source", *INIT_METHODS],
                         choices=["source", *INIT_METHODS],
