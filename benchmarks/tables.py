@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(RESULTS / "tables.md"))
     args = parser.parse_args()
-    inits = load("init_*/results.json")
+    inits = load("init_??/results.json")  # init_<lang>; the older init_methods_* runs used the block protocol
     order = list(LANGS)
     inits.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
     afters = load("after_*_seed*/results.json")
