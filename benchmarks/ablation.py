@@ -152,6 +152,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--vocab-sizes", type=int, nargs="*", default=[8_000, 32_000])
     parser.add_argument("--aligner", default="eflomal")
+    parser.add_argument("--segmenter", default="auto", help="word segmenter of the alignment, as init_methods.py")
     parser.add_argument("--aligners", nargs="*", default=["fast_align", "eflomal-intersection"],
                         choices=["fast_align", "eflomal-intersection", "fast_align-intersection"])
     parser.add_argument("--focus-min-counts", type=int, nargs="*", default=[10, 3, 1])

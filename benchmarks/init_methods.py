@@ -39,6 +39,7 @@ from transtok.align import AlignmentCounts, align, get_aligner  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
+from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
@@ -129,6 +130,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
     aligner = get_aligner(aligner or args.aligner)
     label = aligner.name + ("" if getattr(aligner, "symmetrization", "union") == "union"
                             else f"-{aligner.symmetrization}")
+    if getattr(args, "segmenter", None) not in (None, "none"):
+        label += f"-{args.segmenter}"
     steps = {} if steps is None else steps
     root = Path(args.work) / lang / "cache" / f"vocab{vocab_size}"
     if (root / "tokenizer" / "tokenizer_config.json").is_file():
@@ -142,7 +145,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
         counts = AlignmentCounts.load(counts_dir)
     else:
         with measured(steps, "align"):
-            counts = align(split.train, source_tokenizer, target_tokenizer, aligner=aligner)
+            counts = align(split.train, source_tokenizer, target_tokenizer, aligner=aligner,
+                           segmenter=getattr(args, "segmenter", None))
         counts.save(counts_dir)
     return target_tokenizer, counts
 
@@ -188,6 +192,10 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
     target_tokenizer, counts = prepared(lang, split, source_tokenizer, args, steps=steps)
     record["fertility"] = {"source": fertility(source_tokenizer, test), "target": fertility(target_tokenizer, test)}
     record["alignment"] = counts.stats
+    pairs = max(counts.stats.get("pairs_aligned", 0), 1)
+    if "source_units" in counts.stats:
+        record["units_per_verse"] = {"source": counts.stats["source_units"] / pairs,
+                                     "target": counts.stats["target_units"] / pairs}
     rates = {"source": bytes_per_token(source_tokenizer, split.train.target),
              "target": bytes_per_token(target_tokenizer, split.train.target)}
     record["train_bytes_per_token"] = rates
@@ -281,6 +289,10 @@ def markdown(results: list[dict], args) -> str:
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
                   "| method | held-out tokens | BPB at init | training tokens | training bytes | BPB after budget |"
                   " rows on the mean fallback |", "|---|---|---|---|---|---|---|"]
+        if "units_per_verse" in record:
+            units, stats = record["units_per_verse"], record["alignment"]
+            lines[-2:-2] = [f"Word units per training verse (segmenter {stats.get('segmenter', 'none')}): "
+                            f"{units['source']:.1f} source, {units['target']:.1f} target.", ""]
         for name, entry in record["methods"].items():
             after = entry.get("final")
             fallback = entry.get("provenance", {}).get("fallback", "-")
@@ -344,6 +356,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "training budget (default: all)")
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--aligner", default="eflomal")
+    parser.add_argument("--segmenter", default="auto", choices=SEGMENTERS,
+                        help="word boundaries in text written without spaces (default: %(default)s)")
     parser.add_argument("--budget", type=int, default=102_400,
                         help="training tokens per method (0: init only); 307200 = the anchor's budget")
     parser.add_argument("--budget-bytes", type=int, default=0,

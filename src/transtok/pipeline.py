@@ -92,7 +92,8 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
 
 
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
-              aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
+              aligner: str = "eflomal", segmenter: str = "auto", overwrite: bool = False,
+              chunk_size: int = 200_000,
               clean: bool = True, max_pairs: int | None = None, dedupe: bool = True,
               max_length_ratio: float | None = 3.0, shard: str | None = None) -> AlignmentCounts:
     """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers).
@@ -111,7 +112,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
                           max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
     with scratch_dir(output) as scratch:
         counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
-                       work_dir=scratch)
+                       work_dir=scratch, segmenter=segmenter)
     counts.coverage = stream_coverage(stream)
     counts.stats["cleaning"] = dict(stream.stats)
     counts.stats["shard"] = str(stream.shard)
@@ -240,6 +241,8 @@ class TransferConfig:
     target_corpus: list[str] | None = None
     vocab_size: int | None = None
     aligner: str = "eflomal"
+    segmenter: str = "auto"
+    """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
     mapping: MappingConfig = field(default_factory=MappingConfig)
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
@@ -258,6 +261,9 @@ class TransferConfig:
         if self.target_tokenizer is not None and self.vocab_size is not None:
             raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
                               f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
+        from transtok.segment import SEGMENTERS
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
 
 
 @dataclass
@@ -295,7 +301,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     counts = None
     if config.mapping.init == "trans-tokenization":
         with scratch_dir(config.output) as scratch:
-            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch)
+            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch,
+                           segmenter=config.segmenter)
         counts.stats["cleaning"] = cleaning
     seconds["align"] = time.perf_counter() - clock
 
@@ -339,6 +346,7 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         f"| source model | `{config.source_model}` ({report.source_tokens:,} tokens) |",
         f"| parallel corpus | {', '.join(f'`{p}`' for p in config.parallel)}: {stats.get('pairs_aligned', 0):,} pairs |",
         f"| aligner | {config.aligner if counts else 'none'} |",
+        f"| word segmenter (text without spaces) | {stats.get('segmenter', 'none') if counts else 'none'} |",
         f"| target tokens by provenance | {', '.join(f'{k} {v:,}' for k, v in report.provenance.items())} |",
         f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", "",
         "Load it with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`. The "
