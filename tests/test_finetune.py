@@ -187,7 +187,8 @@ def test_fp32_precision_never_autocasts():
 
 @pytest.fixture(scope="module")
 def paper_run(workdir):
-    config = _config(workdir, "paper-out", recipe="paper", max_tokens=SEQ * BATCH * 13, keep_checkpoints=True)
+    config = _config(workdir, "paper-out", recipe="paper", max_tokens=SEQ * BATCH * 13, keep_checkpoints=True,
+                     eval_stride=40)  # windows of 127 tokens moved by 40: the sliding protocol
     return ft.finetune(config), config
 
 
@@ -207,7 +208,7 @@ def test_paper_recipe_freezes_middle_blocks_and_improves_heldout(workdir, paper_
     losses = [r["loss"] for r in result.history if "loss" in r]
     assert len(losses) == 13
     # The curve starts at what 'evaluate perplexity' says of the untrained model, in the eval window
-    # (default 512, capped by the context), not in the training length.
+    # (default 512, capped by the context, moved by the default stride), not in the training length.
     from transtok.evaluate import evaluate_perplexity
 
     untrained = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
@@ -215,7 +216,7 @@ def test_paper_recipe_freezes_middle_blocks_and_improves_heldout(workdir, paper_
     window = min(512, untrained.config.max_position_embeddings - 1)
     assert window != SEQ
     expected = evaluate_perplexity(untrained, AutoTokenizer.from_pretrained(workdir / "model"), texts,
-                                   seq_len=window, bf16=False)
+                                   seq_len=window, stride=config.eval_stride, bf16=False)
     assert curve[0][1] == pytest.approx(expected.bits_per_byte, rel=1e-4)
     record = json.loads((Path(config.output) / "transtok" / "finetune.json").read_text())
     assert record["history"] == result.history and record["config"]["recipe"] == "paper"

@@ -376,25 +376,15 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     import json
 
-    from transtok.demo import run_demo
-    from transtok.progress import duration
+    from transtok.demo import format_result, run_demo
 
     r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner,
                  segmenter=args.segmenter, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    print(f"SmolLM2-135M-Instruct -> {args.lang}: {r.pairs:,} verse pairs; held-out: {r.test_verses} verses "
-          "(Jude, Revelation), no training")
-    print(f"{'':28}{'source tokenizer':>18}{'new tokenizer':>16}")
-    print(f"{'tokens per word':28}{r.fertility['source']:>18.2f}{r.fertility['transferred']:>16.2f}")
-    print(f"{'held-out tokens':28}{r.tokens['source']:>18,}{r.tokens['transferred']:>16,}")
-    print(f"{'held-out bits per byte':28}{r.bits_per_byte['source']:>18.3f}{r.bits_per_byte['transferred']:>16.3f}")
-    print("target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
-    print(f"prompt: {r.prompt!r}")
-    print(f"  source model: {r.samples['source']!r}")
-    print(f"  transferred:  {r.samples['transferred']!r}")
-    print(f"time: {duration(sum(r.seconds.values()))}; model written to {r.output}")
+    print(format_result(r))
+    return 0
 
 
 def _token_count(text: str) -> int:
@@ -467,6 +457,9 @@ def _add_finetune(sub) -> None:
     run.add_argument("--eval-seq-len", type=int, default=d.eval_seq_len, metavar="TOKENS",
                      help="held-out window, capped by the model's context; as 'evaluate perplexity' "
                           "(default: %(default)s)")
+    run.add_argument("--eval-stride", type=int, default=d.eval_stride, metavar="TOKENS",
+                     help="tokens the held-out window moves by, capped by the window; equal to --eval-seq-len: "
+                          "the block protocol (default: %(default)s)")
     run.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS", help="(default: %(default)s)")
     run.add_argument("--save-every", type=int, metavar="STEPS", help="checkpoint interval; 0 = no checkpoints, no resume (default: at each evaluation)")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
@@ -486,7 +479,7 @@ def _run_finetune(args) -> int:
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
         join=args.join, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, log_every=args.log_every, save_every=args.save_every,
+        eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, eval_stride=args.eval_stride, log_every=args.log_every, save_every=args.save_every,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
@@ -563,12 +556,17 @@ def _add_evaluate(sub) -> None:
 
     ppl = evaluations.add_parser(
         "perplexity", help="bits per byte and token perplexity on held-out text",
-        description="Join the text's non-blank lines with newlines, tokenize without special tokens, cut into "
-                    "non-overlapping windows of --seq-len tokens each prefixed with bos (or eos), and report total "
+        description="Join the text's non-blank lines with newlines, tokenize without special tokens, feed windows "
+                    "of --seq-len tokens each prefixed with bos (or eos) and moved by --stride tokens, score each "
+                    "token once (the last --stride tokens of each window after the first), and report total "
                     "NLL in bits per UTF-8 byte (comparable across tokenizers) and token perplexity (not).")
     ppl.add_argument("--model", required=True, metavar="DIR", help="model directory (with its tokenizer) or hub id")
     ppl.add_argument("--text", required=True, nargs="+", metavar="FILE", help="held-out text, one segment per line")
     ppl.add_argument("--seq-len", type=int, default=512, help="text tokens per window (default: %(default)s)")
+    ppl.add_argument("--stride", type=int, default=None, metavar="TOKENS",
+                     help="tokens the window moves by; every scored token after the first window sees at least "
+                          "seq-len - stride tokens of context; --stride equal to --seq-len is the cheaper block "
+                          "protocol (default: 128, or --seq-len when smaller)")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
     ppl.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
@@ -593,7 +591,7 @@ def _run_evaluate_perplexity(args) -> int:
     import torch
 
     from transtok.corpus import read_texts
-    from transtok.evaluate import eval_seq_len, evaluate_perplexity
+    from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity
     from transtok.pipeline import load_model
 
     texts = read_texts(args.text)
@@ -604,8 +602,9 @@ def _run_evaluate_perplexity(args) -> int:
     if seq_len != args.seq_len:
         logger.warning("--seq-len %d capped to %d: the model has %d positions, one of which goes to the bos/eos "
                        "prefix of each window (the signature records %d)", args.seq_len, seq_len, seq_len + 1, seq_len)
-    result = evaluate_perplexity(model, tokenizer, texts, seq_len=seq_len, batch_size=args.batch_size,
-                                 device=device, bf16=bf16)
+    stride = args.stride if args.stride is not None else min(DEFAULT_STRIDE, seq_len) if seq_len > 0 else seq_len
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=seq_len, stride=stride,
+                                 batch_size=args.batch_size, device=device, bf16=bf16)
     print(json.dumps(result.to_dict()) if args.json else result)
     return 0
 

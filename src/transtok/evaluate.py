@@ -20,6 +20,10 @@ from transtok.errors import ConfigError, DataError, MismatchError, require
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_STRIDE = 128
+"""Window step of the sliding protocol used by ``finetune``'s held-out curve and ``evaluate perplexity``:
+with 512-token windows every scored token after the first window sees at least 384 tokens."""
+
 
 @dataclass(frozen=True)
 class PerplexityResult:
@@ -32,6 +36,7 @@ class PerplexityResult:
     bytes: int               # UTF-8 bytes of the joined text
     windows: int
     seq_len: int
+    stride: int              # tokens scored per window after the first (seq_len: the block protocol)
     precision: str           # "bf16" (autocast) or "fp32"
     signature: str
 
@@ -90,23 +95,48 @@ def _prefix_id(tokenizer) -> int:
         "so the first token of each window cannot be predicted; set tokenizer.bos_token (or eos_token) first")
 
 
-def perplexity_signature(tokenizer, *, seq_len: int, n_bytes: int, text_sha: str, precision: str) -> str:
-    """``bpb|tok:<vocab hash>|seq:<seq_len>|bytes:<N>|text:<sha8>|prec:<bf16|fp32>|v:<version>``."""
+def perplexity_signature(tokenizer, *, seq_len: int, n_bytes: int, text_sha: str, precision: str,
+                         stride: int | None = None) -> str:
+    """``bpb|tok:<vocab hash>|seq:<seq_len>|stride:<N>|bytes:<N>|text:<sha8>|prec:<bf16|fp32>|v:<version>``
+    (``stride`` = ``seq_len``: the block protocol)."""
     from transtok.vocabulary import vocab_hash
 
-    return (f"bpb|tok:{vocab_hash(tokenizer)}|seq:{seq_len}|bytes:{n_bytes}|text:{text_sha}|prec:{precision}"
-            f"|v:{__version__}")
+    stride = seq_len if stride is None else stride
+    return (f"bpb|tok:{vocab_hash(tokenizer)}|seq:{seq_len}|stride:{stride}|bytes:{n_bytes}|text:{text_sha}"
+            f"|prec:{precision}|v:{__version__}")
 
 
-def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int = 512, batch_size: int = 8,
-                        device=None, bf16: bool | None = None) -> PerplexityResult:
+def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(start, end, scored)`` windows over ``n_tokens`` tokens: ``ids[start:end]`` is fed, its last
+    ``scored`` tokens are scored. The first window scores all its tokens; each next one starts and ends
+    ``stride`` tokens later (the last one is cut at ``n_tokens``), so every token is scored exactly once
+    and every scored token after the first window sees at least ``seq_len - stride`` tokens before it.
+    ``stride == seq_len`` gives non-overlapping blocks."""
+    windows, end = [], min(seq_len, n_tokens)
+    windows.append((0, end, end))
+    while end < n_tokens:
+        new_end = min(end + stride, n_tokens)
+        windows.append((end + stride - seq_len, new_end, new_end - end))
+        end = new_end
+    return windows
+
+
+def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int = 512, stride: int | None = None,
+                        batch_size: int = 8, device=None, bf16: bool | None = None) -> PerplexityResult:
     """Score ``texts`` with a causal LM; return bits per byte and token perplexity.
 
     Protocol (identical for every tokenizer, so BPB is comparable): the texts are joined with
-    ``"\\n"``; bytes = UTF-8 length of the join; it is tokenized without special tokens and cut
-    into non-overlapping windows of ``seq_len`` tokens; each window is prefixed with the bos token
-    (eos when there is none), so the model sees ``seq_len + 1`` positions and every text token is
-    predicted exactly once. BPB = total NLL (bits) / bytes.
+    ``"\\n"``; bytes = UTF-8 length of the join; it is tokenized without special tokens and fed in
+    windows of ``seq_len`` tokens, each prefixed with the bos token (eos when there is none), so the
+    model sees ``seq_len + 1`` positions; every text token is predicted exactly once. BPB = total
+    NLL (bits) / bytes.
+
+    ``stride``: windows move by this many tokens and only their last ``stride`` tokens are scored
+    (the first window scores all), so every scored token after the first window has at least
+    ``seq_len - stride`` tokens of context: the figure then hardly depends on how many tokens a
+    tokenizer needs (a block protocol restarts cold more often for a tokenizer that needs more).
+    None or ``seq_len``: non-overlapping blocks (cheapest: ``seq_len / stride`` times fewer forward
+    positions).
 
     ``device``: where to run (the model is moved there); default: where the model is.
     ``bf16``: autocast to bfloat16; default: when the device supports it natively.
@@ -118,6 +148,10 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
         raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    stride = seq_len if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= seq_len:
+        raise ConfigError(f"stride must be an integer from 1 to seq_len ({seq_len}), got {stride!r}; "
+                          f"stride = seq_len is the block protocol")
     if isinstance(texts, str):
         raise ConfigError("texts must be a sequence of strings, not one string; pass [text]")
     text = "\n".join(texts)
@@ -148,9 +182,10 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     use_bf16 = bf16_supported(device) if bf16 is None else bool(bf16)
     precision = "bf16" if use_bf16 else "fp32"
 
-    windows = [ids[start:start + seq_len] for start in range(0, len(ids), seq_len)]
-    logger.info("scoring %s tokens (%s bytes) in %s windows of %d, %d per batch, %s on %s", f"{len(ids):,}",
-                f"{len(encoded):,}", f"{len(windows):,}", seq_len, batch_size, precision, device)
+    windows = [(ids[start:end], scored) for start, end, scored in sliding_windows(len(ids), seq_len, stride)]
+    logger.info("scoring %s tokens (%s bytes) in %s windows of %d moved by %d, %d per batch, %s on %s",
+                f"{len(ids):,}", f"{len(encoded):,}", f"{len(windows):,}", seq_len, stride, batch_size, precision,
+                device)
     total_nats = 0.0
     was_training = model.training
     model.eval()
@@ -164,28 +199,30 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
 
     tokens, n_bytes = len(ids), len(encoded)
     nll_bits = total_nats / math.log(2)
-    signature = perplexity_signature(tokenizer, seq_len=seq_len, n_bytes=n_bytes,
+    signature = perplexity_signature(tokenizer, seq_len=seq_len, stride=stride, n_bytes=n_bytes,
                                      text_sha=hashlib.sha256(encoded).hexdigest()[:8], precision=precision)
     result = PerplexityResult(
         bits_per_byte=nll_bits / n_bytes, token_perplexity=math.exp(total_nats / tokens), nll_bits=nll_bits,
-        tokens=tokens, bytes=n_bytes, windows=len(windows), seq_len=seq_len, precision=precision, signature=signature)
+        tokens=tokens, bytes=n_bytes, windows=len(windows), seq_len=seq_len, stride=stride, precision=precision,
+        signature=signature)
     logger.info("%s", result)
     return result
 
 
-def _batch_nll(model, windows: list[list[int]], prefix: int, device) -> float:
-    """Summed NLL (nats) of the text tokens of a batch of windows (right-padded, masked)."""
+def _batch_nll(model, windows: list[tuple[list[int], int]], prefix: int, device) -> float:
+    """Summed NLL (nats) of the scored (last ``scored``) tokens of a batch of ``(window, scored)``
+    (right-padded, masked)."""
     import torch
     import torch.nn.functional as F
 
-    length = max(len(w) for w in windows) + 1
+    length = max(len(w) for w, _ in windows) + 1
     input_ids = torch.full((len(windows), length), prefix, dtype=torch.long)
     attention = torch.zeros((len(windows), length), dtype=torch.long)
     labels = torch.full((len(windows), length - 1), -100, dtype=torch.long)
-    for row, window in enumerate(windows):
+    for row, (window, scored) in enumerate(windows):
         input_ids[row, 1:len(window) + 1] = torch.tensor(window)
         attention[row, :len(window) + 1] = 1
-        labels[row, :len(window)] = torch.tensor(window)
+        labels[row, len(window) - scored:len(window)] = torch.tensor(window[len(window) - scored:])
     logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1]
     labels = labels.to(device)
     # Upcast (a bf16 log-softmax over a large vocabulary loses ~2 digits of the NLL), one window at a

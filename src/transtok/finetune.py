@@ -107,6 +107,11 @@ class FinetuneConfig:
     eval_seq_len: int = 512
     """Held-out window in tokens (capped by the model's context), independent of ``seq_len`` so that
     curves of runs with other training lengths, and ``transtok evaluate perplexity``, compare."""
+    eval_stride: int = 128
+    """Tokens the held-out window moves by (capped by the window; = eval_seq_len: the block protocol).
+    The same default as ``transtok evaluate perplexity`` (evaluate.DEFAULT_STRIDE)."""
+    eval_at_start: bool = True
+    """Score the model before training too (the curve's first point); False when the caller has it."""
     log_every: int = 10
     save_every: int | None = None
     """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
@@ -137,7 +142,7 @@ class FinetuneConfig:
             raise ConfigError(f"unknown join {self.join!r}; choose one of {', '.join(JOINS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len",
+        for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len", "eval_stride",
                      "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -410,9 +415,11 @@ def _make_trainer_classes():
         (the project's one protocol, so the numbers compare with ``transtok evaluate``). Under DDP each
         rank scores the whole text (same number everywhere; eval sets are small next to training)."""
 
-        def __init__(self, *args, eval_tokenizer=None, eval_seq_len: int = 512, **kwargs) -> None:
+        def __init__(self, *args, eval_tokenizer=None, eval_seq_len: int = 512, eval_stride: int | None = None,
+                     **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.eval_tokenizer, self.eval_seq_len = eval_tokenizer, eval_seq_len
+            self.eval_stride = eval_seq_len if eval_stride is None else min(eval_stride, eval_seq_len)
             self.eval_signature = None
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
@@ -421,7 +428,8 @@ def _make_trainer_classes():
             texts = eval_dataset if eval_dataset is not None else self.eval_dataset
             start = time.perf_counter()
             result = evaluate_perplexity(self.accelerator.unwrap_model(self.model), self.eval_tokenizer, texts,
-                                         seq_len=self.eval_seq_len, batch_size=self.args.per_device_eval_batch_size,
+                                         seq_len=self.eval_seq_len, stride=self.eval_stride,
+                                         batch_size=self.args.per_device_eval_batch_size,
                                          bf16=self.args.bf16)
             self.eval_signature = result.signature
             metrics = {f"{metric_key_prefix}_bits_per_byte": result.bits_per_byte,
@@ -732,13 +740,15 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         args = _training_arguments(config, stage, stage_dir, n_steps, bf16=use_bf16,
                                    evaluate=eval_texts is not None)
         trainer = BitsPerByteTrainer(model=model, args=args, train_dataset=_Blocks(blocks), eval_dataset=eval_texts,
-                                     eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len)
+                                     eval_tokenizer=tokenizer, eval_seq_len=eval_seq_len,
+                                     eval_stride=config.eval_stride)
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
                          writer=trainer.is_world_process_zero())
         trainer.add_callback(run_log)
-        if eval_texts is not None and index == 0 and not any(r.get("stage_index") == 0 for r in history):
+        if (eval_texts is not None and config.eval_at_start and index == 0
+                and not any(r.get("stage_index") == 0 for r in history)):
             trainer.evaluate()  # the curve's starting point: the transplanted model before training
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()

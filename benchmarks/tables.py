@@ -1,0 +1,139 @@
+"""The README's benchmark tables, regenerated from the results files (never typed by hand).
+
+Reads benchmarks/results/init_<lang>/results.json (initialisation, no training), and
+benchmarks/results/after_<lang>_seed<k>/results.json (the training budget, one run per seed), and writes
+benchmarks/results/tables.md:
+
+  * every language at init (held-out bits per byte, sliding windows);
+  * block vs sliding-window protocol, where a run recorded both;
+  * after the budget: equal training tokens (compute) and equal training bytes (data), mean ± std over seeds.
+
+    python benchmarks/tables.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("source (own tokenizer)", "trans-tokenization", "fvt", "focus", "mean", "random")
+NAMES = {"source (own tokenizer)": "source model", "trans-tokenization": "**trans-tokenization**", "fvt": "FVT",
+         "focus": "FOCUS", "mean": "mean", "random": "random"}
+LANGS = {"es": "Spanish", "ru": "Russian", "ar": "Arabic", "fa": "Persian", "hi": "Hindi", "bn": "Bengali",
+         "ja": "Japanese", "de": "German", "fr": "French", "id": "Indonesian", "sw": "Swahili", "pt": "Portuguese"}
+
+
+def load(pattern: str) -> list[tuple[Path, dict]]:
+    out = []
+    for path in sorted(RESULTS.glob(pattern)):
+        saved = json.loads(path.read_text())
+        for record in saved["results"]:
+            out.append((path, {**record, "args": saved["args"]}))
+    return out
+
+
+def init_table(records) -> list[str]:
+    present = [m for m in METHODS if any(m in r["methods"] for _, r in records)]
+    lines = ["| language | tokens per word (source → new) | " + " | ".join(NAMES[m] for m in present) +
+             " | FOCUS rows on the mean fallback |", "|---|---|" + "---|" * len(present) + "---|"]
+    for _, r in records:
+        f = r["fertility"]
+        best = min(e["init"] for e in r["methods"].values())
+        cells = []
+        for m in present:
+            e = r["methods"].get(m)
+            cells.append("-" if e is None else (f"**{e['init']:.3f}**" if e["init"] == best else f"{e['init']:.3f}"))
+        focus = r["methods"].get("focus", {}).get("provenance", {})
+        fallback = f"{focus['fallback']:,} of {sum(focus.values()):,}" if focus else "-"
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {f['source']:.2f} → {f['target']:.2f} | "
+                     + " | ".join(cells) + f" | {fallback} |")
+    return lines
+
+
+def protocol_table(records) -> list[str]:
+    rows = [(r["lang"], name, e["init_by_stride"]) for _, r in records for name, e in r["methods"].items()
+            if "init_by_stride" in e]
+    if not rows:
+        return []
+    strides = sorted({int(k) for _, _, v in rows for k in v}, reverse=True)
+    lines = ["| language | model | " + " | ".join("block (512)" if s == 512 else f"stride {s}" for s in strides)
+             + " |", "|---|---|" + "---|" * len(strides)]
+    for lang, name, by in rows:
+        lines.append(f"| {lang} | {NAMES.get(name, name)} | " +
+                     " | ".join(f"{by[str(s)]:.3f}" if str(s) in by else "-" for s in strides) + " |")
+    gaps = {}
+    for lang, name, by in rows:
+        gaps.setdefault(lang, {})[name] = by
+    for lang, models in gaps.items():
+        src, tt = models.get("source (own tokenizer)"), models.get("trans-tokenization")
+        if src and tt:
+            lines.append(f"| {lang} | gap (source − trans-tokenization) | " + " | ".join(
+                f"{src[str(s)] - tt[str(s)]:.3f}" if str(s) in src and str(s) in tt else "-" for s in strides) + " |")
+    return lines
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def after_table(records) -> list[str]:
+    by_lang: dict[str, list[dict]] = {}
+    for path, r in records:
+        by_lang.setdefault(r["lang"], []).append(r)
+    lines = ["| language | seeds | budget | " + " | ".join(
+        ["source model, equal tokens", "source model, equal bytes", "**trans-tokenization**", "FVT", "FOCUS"]) + " |",
+             "|---|---|---|---|---|---|---|---|"]
+    for lang, runs in by_lang.items():
+        def cell(name):
+            values = [r["methods"][name]["final"] for r in runs if r["methods"].get(name, {}).get("final")]
+            if not values:
+                return "-"
+            n = "" if len(values) == len(runs) else f" (seed{'s' if len(values) > 1 else ''} "\
+                f"{', '.join(str(r['args']['seed']) for r in runs if r['methods'].get(name, {}).get('final'))})"
+            return mean_std(values) + n
+
+        first = runs[0]
+        tt = first["methods"].get("trans-tokenization", {})
+        budget = f"{tt.get('tokens_trained', first['args']['budget']):,} tokens = {tt.get('bytes_trained', 0):,} bytes"
+        src_bytes = first["methods"].get("source (own tokenizer), equal bytes", {})
+        src_b = (f" ({src_bytes['tokens_trained']:,} tokens)" if src_bytes else "")
+        lines.append(f"| {LANGS.get(lang, lang)} | {', '.join(str(r['args']['seed']) for r in runs)} | {budget} | "
+                     f"{cell('source (own tokenizer)')} | {cell('source (own tokenizer), equal bytes')}{src_b} | "
+                     f"{cell('trans-tokenization')} | {cell('fvt')} | {cell('focus')} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(RESULTS / "tables.md"))
+    args = parser.parse_args()
+    inits = load("init_??/results.json")  # init_<lang>; the older init_methods_* runs used the block protocol
+    order = list(LANGS)
+    inits.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
+    afters = load("after_*_seed*/results.json")
+    afters.sort(key=lambda pr: (order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99,
+                                int(re.search(r"seed(\d+)", str(pr[0])).group(1))))
+    text = ["# Benchmark tables (generated by benchmarks/tables.py from benchmarks/results/)", "",
+            "Held-out bits per byte (Jude + Revelation; lower is better) of SmolLM2-135M-Instruct (the Q4_1 GGUF, "
+            "dequantised) transferred to each language, before any training; windows of 512 tokens moved by 128.",
+            "", *init_table(inits), ""]
+    protocol = protocol_table(inits)
+    if protocol:
+        text += ["Held-out bits per byte at init by evaluation protocol (windows of 512 tokens; block = "
+                 "non-overlapping windows, each restarting cold):", "", *protocol, ""]
+    if afters:
+        text += ["After the training budget (embeddings + LM head; mean ± std over seeds where there are several). "
+                 "Equal tokens: every model trains on the same number of tokens (equal compute; the new tokenizer "
+                 "then reads more text). Equal bytes: the source model trains on as many bytes of text as the new "
+                 "tokenizer's budget covers (equal data).", "", *after_table(afters), ""]
+    Path(args.out).write_text("\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
