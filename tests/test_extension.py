@@ -171,10 +171,14 @@ def extended_setup(pairs):
     return source, extended, counts
 
 
-@pytest.mark.parametrize("init", ["trans-tokenization", "fvt", "mean", "random"])
-def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, init):
+@pytest.mark.parametrize("init", ["trans-tokenization", "fvt", "mean", "random", "focus"])
+def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, pairs, init):
+    if init == "focus":
+        pytest.importorskip("deepfocus")
+        pytest.importorskip("fasttext")
     source, extended, counts = extended_setup
-    mapping, report = mapping_from_alignment(source, extended, counts, MappingConfig(init=init, preserve_norm=True))
+    mapping, report = mapping_from_alignment(source, extended, counts, MappingConfig(init=init, preserve_norm=True),
+                                             target_texts=[t for _, t in pairs])
     n = len(source)
     assert mapping.keeps_source_rows and mapping.shape == (len(extended), n)
     head = mapping.matrix[:n].tocoo()
