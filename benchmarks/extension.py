@@ -41,7 +41,7 @@ from transtok.extension import extend_tokenizer  # noqa: E402
 from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
-from transtok.tokenizer import train_tokenizer  # noqa: E402
+from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
 PHASES = ("select", "source", "replace", "extend")
@@ -110,7 +110,7 @@ def phase_source(lang: str, split, source_dir: Path, work: Path, args) -> dict:
 
 
 def phase_replace(lang: str, split, source_dir: Path, work: Path, args) -> dict:
-    _, source_tokenizer = load_model(str(source_dir))
+    source_tokenizer = load_tokenizer(str(source_dir))
     target = train_tokenizer(split.train.target, source_tokenizer, args.vocab_size)
     model, report = _transferred(source_dir, source_tokenizer, target, split, args)
     model_dir = work / "replace"
@@ -126,7 +126,7 @@ def phase_replace(lang: str, split, source_dir: Path, work: Path, args) -> dict:
 
 
 def phase_extend(lang: str, split, source_dir: Path, work: Path, args, n: int) -> dict:
-    _, source_tokenizer = load_model(str(source_dir))
+    source_tokenizer = load_tokenizer(str(source_dir))
     extended, extension = extend_tokenizer(split.train.target, source_tokenizer, n)
     model, report = _transferred(source_dir, source_tokenizer, extended, split, args)
     model_dir = work / "extend"

@@ -743,6 +743,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     steps[-1] = max(1, total_steps - sum(steps[:-1]))
     settings = {"stages": [asdict(s) for s in plan], "steps": steps, "seq_len": config.seq_len,
                 "tokens_per_step": tokens_per_step, "lr": config.lr, "seed": config.seed,
+                "new_rows_from": config.new_rows_from,
                 "train": _files_fingerprint(config.train)}
     fingerprint = {"model": model_fingerprint(model), "vocab": vocab_hash(tokenizer), "settings": settings}
     root = config.checkpoint_path
