@@ -269,7 +269,7 @@ def test_a_failed_conversion_leaves_nothing_and_is_retried(index, fake_conversio
     with pytest.raises(DataError, match="conversion failed"):
         assets.smollm2_checkpoint()
     models = index["cache"] / "models"
-    assert not list(models.iterdir())
+    assert not models.exists() or not list(models.iterdir())  # the lock's parent is removed again when empty
     assert not assets.cached_assets()["model"]["ready"]
 
 

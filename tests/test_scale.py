@@ -1,5 +1,6 @@
 """Corpora in shards: contiguous blocks, streamed cleaning, and shard counts that add up to the whole."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -109,12 +110,49 @@ def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspa
             (workspace / "whole" / name / "tokenizer.json").read_bytes()
     assert run("map", "--alignment", workspace / "merged", "--output", workspace / "map") == 0
 
-    with pytest.raises(ConfigError, match=r"shard 1/3 is given twice .* its pairs would be counted twice"):
+    with pytest.raises(ConfigError, match=r"shard1 is given twice; its pairs would be counted twice"):
         merge_alignments([workspace / "shard1", workspace / "shard2", workspace / "shard1"], workspace / "twice")
     caplog.clear()
     merge_alignments([workspace / "shard1", workspace / "shard3"], workspace / "partial")
-    assert "merging 2 of 3 shards; missing: 2/3" in caplog.text
+    assert "covered 400 of 600 pairs of corpus pairs.tsv" in caplog.text
+    assert "missing: pairs 200..400 (shards 2/3)" in caplog.text
+    assert json.loads((workspace / "partial" / "alignment.json").read_text())["stats"]["corpus_pairs"] == 600
+    assert AlignmentCounts.load(workspace / "merged").stats["corpus_pairs"] == 600  # the corpus's, not a sum
     assert not (workspace / "twice").exists()
+
+
+@pytest.mark.parametrize("parts, overlap", [
+    (["whole", "whole2"], "0..600"),              # the same corpus aligned twice, unsharded
+    (["whole", "shard1"], "0..200"),              # a whole-corpus alignment and one of its shards
+    (["merged", "shard3"], "400..600"),           # a merged directory and one of its parts
+    (["shard2", "partial", "merged"], "0..200"),  # overlaps found whatever the order
+])
+def test_merging_never_counts_a_pair_twice(workspace, capsys, parts, overlap):
+    """Every overlap of what two inputs count is refused with one line naming both; nothing is written."""
+    if not (workspace / "partial").exists():
+        pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
+    if not (workspace / "whole2").exists():
+        shutil.copytree(workspace / "whole", workspace / "whole2")
+    assert run("merge-alignments", "--alignment", *[workspace / p for p in parts], "--output", workspace / "bad") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("transtok merge-alignments: error: ")
+    assert f"both count pairs {overlap} of corpus pairs.tsv" in err and "would count those pairs twice" in err
+    assert sum(str(workspace / p) in err for p in parts) == 2
+    assert not (workspace / "bad").exists() and not list(workspace.glob(".bad*"))
+
+
+def test_old_alignments_without_coverage_are_refused(workspace, capsys):
+    if not (workspace / "shard1").exists():
+        pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
+    old = workspace / "old-format"
+    shutil.copytree(workspace / "shard2", old)
+    meta = json.loads((old / "alignment.json").read_text())
+    del meta["coverage"]
+    (old / "alignment.json").write_text(json.dumps(meta))
+    assert AlignmentCounts.load(old).coverage is None  # still readable by map
+    assert run("merge-alignments", "--alignment", workspace / "shard1", old, "--output", workspace / "bad") == 2
+    err = capsys.readouterr().err
+    assert "does not record which pairs of which corpus it counts" in err and "rebuild it with 'transtok align'" in err
 
 
 def test_alignments_of_other_tokenizers_are_not_merged(workspace):

@@ -8,8 +8,12 @@ tokens, which keeps alignment at word level while the projection back to tokens 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import re
+import signal
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -23,7 +27,8 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from transtok.errors import ConfigError, DataError, MismatchError, require
+from transtok.artifacts import pause_point
+from transtok.errors import ConfigError, CorruptFileError, DataError, MismatchError, require
 from transtok.vocabulary import vocab_hash
 
 logger = logging.getLogger(__name__)
@@ -124,24 +129,78 @@ class EflomalAligner:
 
     Links of both directions are returned; a link found in both counts twice. eflomal seeds its
     sampler from system entropy, so repeated runs differ slightly (see FastAlignAligner for a
-    deterministic aligner).
+    deterministic aligner). The eflomal binary runs as a child process that dies with this one
+    (Linux), and its files go to ``work_dir`` (default: the system's temporary directory).
     """
 
     name: str = "eflomal"
     model: int = 3
     n_samplers: int = 2
     symmetrization: str = "union"
+    work_dir: str | Path | None = None
 
     def align(self, source, target):
         eflomal = require("eflomal", package="eflomal", extra="align", purpose="The eflomal aligner")
         aligner = eflomal.Aligner(model=self.model, n_samplers=self.n_samplers)
-        with tempfile.TemporaryDirectory(prefix="transtok-eflomal-") as tmp:
-            forward, reverse = Path(tmp, "fwd"), Path(tmp, "rev")
-            aligner.align([" ".join(s) for s in source], [" ".join(t) for t in target],
-                          links_filename_fwd=str(forward), links_filename_rev=str(reverse), quiet=True)
+        with tempfile.TemporaryDirectory(prefix="transtok-eflomal-", dir=self.work_dir) as tmp:
+            tmp = Path(tmp)
+            with open(tmp / "source", "wb") as src, open(tmp / "target", "wb") as trg:
+                aligner.prepare_files([" ".join(s) for s in source], src, [" ".join(t) for t in target], trg,
+                                      None, None)
+            forward, reverse = tmp / "fwd", tmp / "rev"
+            # eflomal.Aligner.align runs the same binary with these arguments, but from files in the
+            # system temporary directory and as a child that outlives a killed parent.
+            args = [str(Path(eflomal.__file__).parent / "bin" / "eflomal"), "-m", str(self.model),
+                    "-s", str(tmp / "source"), "-t", str(tmp / "target"), "-n", str(self.n_samplers),
+                    "-N", str(aligner.null_prior), "-f", str(forward), "-r", str(reverse), "-q"]
+            for flag, iterations in zip(("-1", "-2", "-3"), _eflomal_iterations(len(source), self.model)):
+                args += [flag, str(iterations)]
+            _run_child(args, "eflomal")
             fwd = _read_pharaoh(forward, len(source))
             rev = _read_pharaoh(reverse, len(source))
         return symmetrize(fwd, rev, self.symmetrization)
+
+
+def _eflomal_iterations(n_sentences: int, model: int) -> tuple[int, ...]:
+    """eflomal's default iterations per model (IBM1, HMM, fertility), as in ``eflomal.cython.align``."""
+    iters = max(2, int(round(5000 / math.sqrt(max(n_sentences, 1)))))
+    quarter = max(1, iters // 4)
+    return {1: (iters,), 2: (max(2, quarter), iters)}.get(model, (max(2, quarter), quarter, iters))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(prctl, parent: int) -> None:
+    """Runs in the child between fork and exec: ask Linux to SIGKILL it when its parent dies.
+    ``prctl`` is looked up in the parent, so the child only makes the call (no dlopen after fork)."""
+    import os
+
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _run_child(args: list[str], name: str) -> None:
+    """Run an aligner binary as a child that Linux kills when this process dies (even by SIGKILL);
+    an exception here (Ctrl-C, SIGTERM under the CLI) kills it too."""
+    import ctypes
+    import functools
+    import os
+    import subprocess
+
+    preexec = None
+    if sys.platform.startswith("linux"):
+        preexec = functools.partial(_die_with_parent, ctypes.CDLL(None, use_errno=True).prctl, os.getpid())
+    with subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=preexec) as child:
+        try:
+            pause_point("aligning")
+            code = child.wait()
+        except BaseException:
+            child.kill()
+            raise
+    if code != 0:
+        raise DataError(f"{name} exited with code {code} ({' '.join(args)})")
 
 
 @dataclass
@@ -203,6 +262,9 @@ class AlignmentCounts:
     source_vocab_hash: str
     target_vocab_hash: str
     stats: dict = field(default_factory=dict)
+    coverage: dict | None = None
+    """Which pairs of which corpus the counts hold (see :mod:`transtok.shards`); None when aligned
+    from an in-memory corpus."""
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -215,6 +277,8 @@ class AlignmentCounts:
         meta = {"format": "transtok-alignment/1", "shape": list(counts.shape),
                 "source_vocab_hash": self.source_vocab_hash, "target_vocab_hash": self.target_vocab_hash,
                 "stats": self.stats}
+        if self.coverage is not None:
+            meta["coverage"] = self.coverage
         (directory / "alignment.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
@@ -224,14 +288,28 @@ class AlignmentCounts:
         if not (directory / "alignment.json").is_file() or not (directory / "counts.safetensors").is_file():
             raise DataError(f"{str(directory)!r} holds no alignment (alignment.json + counts.safetensors); "
                             "create one with 'transtok align'")
-        meta = json.loads((directory / "alignment.json").read_text(encoding="utf-8"))
-        arrays = load_file(str(directory / "counts.safetensors"))
-        counts = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"]))
-        return cls(counts, meta["source_vocab_hash"], meta["target_vocab_hash"], meta.get("stats", {}))
+        fix = "rebuild it with 'transtok align' (or 'transtok merge-alignments' for a merged one)"
+        try:
+            meta = json.loads((directory / "alignment.json").read_text(encoding="utf-8"))
+            shape = tuple(meta["shape"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptFileError(directory / "alignment.json", fix, repr(exc)) from exc
+        try:
+            arrays = load_file(str(directory / "counts.safetensors"))
+            counts = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
+            raise CorruptFileError(directory / "counts.safetensors", fix, exc) from exc
+        return cls(counts, meta["source_vocab_hash"], meta["target_vocab_hash"], meta.get("stats", {}),
+                   meta.get("coverage"))
 
     @classmethod
-    def merge(cls, parts: Sequence[AlignmentCounts]) -> AlignmentCounts:
-        """Sum the counts of corpus shards aligned with the same tokenizers."""
+    def merge(cls, parts: Sequence[AlignmentCounts], *, names: Sequence[str] | None = None,
+              check_coverage: bool = True) -> AlignmentCounts:
+        """Sum the counts of corpus shards aligned with the same tokenizers.
+
+        Parts that record their coverage must not count the same pairs twice (:class:`ConfigError`
+        naming both, after ``names``); the result covers their union (None when a part records none).
+        """
         if not parts:
             raise ConfigError("nothing to merge: give at least one alignment directory")
         first = parts[0]
@@ -241,6 +319,12 @@ class AlignmentCounts:
                 raise MismatchError("alignments to merge were made with different tokenizers: "
                                     f"{first.source_vocab_hash}/{first.target_vocab_hash} vs "
                                     f"{part.source_vocab_hash}/{part.target_vocab_hash}")
+        coverage = None
+        if check_coverage and all(p.coverage is not None for p in parts):
+            from transtok.shards import merge_coverage
+
+            names = list(names) if names is not None else [f"alignment {i + 1}" for i in range(len(parts))]
+            coverage = merge_coverage(list(zip(names, (p.coverage for p in parts))))
         counts = sum((p.counts for p in parts[1:]), first.counts.copy()).tocsr()
         stats: dict = {}
         for part in parts:
@@ -248,7 +332,12 @@ class AlignmentCounts:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     stats[key] = stats.get(key, 0) + value
         stats["shards"] = sum(int(p.stats.get("shards", 1)) for p in parts)
-        return cls(counts, first.source_vocab_hash, first.target_vocab_hash, stats)
+        if coverage is not None:
+            totals = [entry["pairs"] for entry in coverage.values()]
+            stats["corpus_pairs"] = sum(totals) if None not in totals else None
+        else:
+            stats.pop("corpus_pairs", None)  # a sum of shards' totals is not a total
+        return cls(counts, first.source_vocab_hash, first.target_vocab_hash, stats, coverage)
 
 
 def _projection(m: int, n: int) -> np.ndarray:
@@ -308,6 +397,7 @@ def align(
     *,
     aligner: str | Aligner = "eflomal",
     chunk_size: int = 200_000,
+    work_dir: str | Path | None = None,
 ) -> AlignmentCounts:
     """Tokenize, word-align and count token pairs.
 
@@ -315,10 +405,14 @@ def align(
         corpus: a ParallelCorpus (``.source``/``.target`` lists), or an iterable of such chunks
             (streaming: each chunk is aligned on its own and the counts are summed).
         chunk_size: split an in-memory corpus into chunks of at most this many pairs.
+        work_dir: where the aligner writes its temporary files (default: the system's temporary
+            directory); the path-level functions give a sibling of their output.
 
     Returns: :class:`AlignmentCounts` of shape (len(target_tokenizer), len(source_tokenizer)).
     """
     aligner = get_aligner(aligner)
+    if work_dir is not None and getattr(aligner, "work_dir", False) is None:
+        aligner = dataclasses.replace(aligner, work_dir=work_dir)
     if hasattr(corpus, "source") and hasattr(corpus, "target"):
         n = len(corpus.source)
         chunks = [(corpus.source[i:i + chunk_size], corpus.target[i:i + chunk_size]) for i in range(0, n, chunk_size)]

@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from transtok.errors import ArchitectureError, MismatchError, TranstokError
+from transtok.errors import ArchitectureError, ConfigError, CorruptFileError, MismatchError, TranstokError
 from transtok.mapping import TokenMapping
 from transtok.surgery import check_vocabularies, set_special_token_ids
 
@@ -75,17 +75,110 @@ class CheckpointLayout:
         return [n for n in (self.input_name, self.head_name, self.head_bias_name) if n is not None]
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and the byte offset where its data starts."""
+def read_header(path: str | os.PathLike, fix: str | None = None) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the byte offset where its data starts.
+
+    Raises :class:`CorruptFileError` (naming the file and ``fix``) when the file is truncated or
+    not safetensors: a short or unreadable header, or a size other than the header says.
+    """
+    fix = fix or checkpoint_fix(Path(path).parent)
+    size = os.path.getsize(path)
     with open(path, "rb") as handle:
         raw = handle.read(8)
         if len(raw) != 8:
-            raise UnsupportedCheckpoint(f"{path} is not a safetensors file (shorter than 8 bytes)")
+            raise CorruptFileError(path, fix, f"{size} bytes, shorter than a safetensors header")
         (length,) = struct.unpack("<Q", raw)
-        if length > 100 << 20:
-            raise UnsupportedCheckpoint(f"{path} is not a safetensors file (header of {length} bytes)")
-        header = json.loads(handle.read(length))
+        if length > min(size - 8, 100 << 20):
+            raise CorruptFileError(path, fix, f"its header claims {length:,} bytes of a {size:,}-byte file")
+        try:
+            header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise CorruptFileError(path, fix, f"unreadable header: {exc}") from exc
+    if 8 + length + end != size:
+        raise CorruptFileError(path, fix, f"{size:,} bytes where its header describes {8 + length + end:,}")
     return header, 8 + length
+
+
+def checkpoint_fix(directory: str | os.PathLike) -> str:
+    """How to get a good copy of a checkpoint directory: the transtok verb that wrote it, else a fresh download."""
+    directory = Path(directory)
+    provenance = directory / "transtok"
+    if (directory / "hydra.json").is_file():
+        return "rebuild it with 'transtok hydra build'"
+    if (provenance / "finetune.json").is_file():
+        return "rebuild it with 'transtok finetune'"
+    if (provenance / "config.json").is_file():
+        try:
+            verb = json.loads((provenance / "config.json").read_text(encoding="utf-8")).get("verb", "transfer")
+        except ValueError:
+            verb = "transfer"
+        return f"rebuild it with 'transtok {verb}'"
+    return "download the checkpoint again (e.g. hf download MODEL --local-dir DIR) or copy it again"
+
+
+def check_weights(directory: str | os.PathLike) -> None:
+    """Check every safetensors file of a local checkpoint directory (headers and sizes only; no weights
+    are read), so that a truncated download fails with the file's name, not deep inside a loader."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.safetensors")):
+            read_header(path)
+
+
+def require_causal_lm(config, where: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose config does not describe a causal LM. Decided by the config: an
+    architecture that AutoModelForCausalLM maps to (or that ends in ForCausalLM), custom code
+    registered for AutoModelForCausalLM, else a model type AutoModelForCausalLM knows."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if architectures:
+        if any(a in causal or a.endswith("ForCausalLM") for a in architectures):
+            return
+        found = f"a {' / '.join(architectures)} checkpoint"
+    elif getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return
+    else:
+        found = f"a {type(config).__name__} ({getattr(config, 'model_type', '?')}) checkpoint"
+    raise ArchitectureError(
+        f"{str(where)!r} is {found}, not a causal language model: transtok needs a decoder-only model that "
+        "AutoModelForCausalLM loads (config.json architectures like LlamaForCausalLM or GPT2LMHeadModel); give "
+        "the checkpoint of a causal LM")
+
+
+def check_causal_checkpoint(name_or_path: str | os.PathLike):
+    """The config of a causal-LM checkpoint whose safetensors files are whole; raises a one-line
+    error otherwise. Reads no weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
+                          "Give a local checkpoint directory or a hub id of a causal language model") from exc
+    require_causal_lm(config, name_or_path)
+    check_weights(name_or_path)
+    return config
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` after :func:`check_causal_checkpoint`. ``kwargs`` go
+    to ``from_pretrained``."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    config = check_causal_checkpoint(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, config=config, **kwargs)
+    except SafetensorError as exc:  # e.g. a hub snapshot, not checked above
+        raise CorruptFileError(name_or_path, checkpoint_fix(name_or_path), exc) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
+                          "Give a local checkpoint directory or a hub id of a causal language model") from exc
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
@@ -138,6 +231,7 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, *, dtype: str = "auto") 
         config = AutoConfig.from_pretrained(directory)
     except (OSError, ValueError) as exc:
         raise UnsupportedCheckpoint(f"cannot read the config of {directory}: {exc}") from exc
+    require_causal_lm(config, name_or_path)
     quantization = getattr(config, "quantization_config", None)
     if quantization:
         method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(

@@ -467,9 +467,9 @@ def _add_finetune(sub) -> None:
 def _run_finetune(args) -> int:
     import os
 
-    from transtok.finetune import FinetuneConfig, finetune
+    from transtok.finetune import FinetuneConfig, after_interrupt, finetune
 
-    result = finetune(FinetuneConfig(
+    config = FinetuneConfig(
         model=args.model, train=args.train, eval=args.eval, output=args.output, stage=args.stage,
         recipe=args.recipe, max_tokens=args.max_tokens, seq_len=args.seq_len, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
@@ -479,7 +479,9 @@ def _run_finetune(args) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-        new_rows_from=args.new_rows_from, overwrite=args.overwrite))
+        new_rows_from=args.new_rows_from, overwrite=args.overwrite)
+    args.interrupt_hint = lambda: after_interrupt(config)
+    result = finetune(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     for s in result.stages:
@@ -597,14 +599,18 @@ def _run_evaluate_perplexity(args) -> int:
     import torch
 
     from transtok.corpus import read_texts
-    from transtok.evaluate import evaluate_perplexity
+    from transtok.evaluate import eval_seq_len, evaluate_perplexity
     from transtok.pipeline import load_model
 
     texts = read_texts(args.text)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
-    result = evaluate_perplexity(model, tokenizer, texts, seq_len=args.seq_len, batch_size=args.batch_size,
+    seq_len = eval_seq_len(model, args.seq_len) if args.seq_len > 0 else args.seq_len
+    if seq_len != args.seq_len:
+        logger.warning("--seq-len %d capped to %d: the model has %d positions, one of which goes to the bos/eos "
+                       "prefix of each window (the signature records %d)", args.seq_len, seq_len, seq_len + 1, seq_len)
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=seq_len, batch_size=args.batch_size,
                                  device=device, bf16=bf16)
     print(json.dumps(result.to_dict()) if args.json else result)
     return 0
@@ -856,17 +862,60 @@ def _configure_logging(args: argparse.Namespace) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_progress() -> None:
+    """-q: no progress bars from tqdm, transformers or huggingface_hub (read from the environment
+    when they are imported; switched off directly if they already are)."""
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args)
+    """Run one verb. Exit codes: 0 done, 2 bad input (one line on stderr), 130 Ctrl-C, 143 SIGTERM;
+    an interrupted run removes its partial output (see :mod:`transtok.artifacts`)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    name, args = "transtok", None
     try:
-        return int(args.func(args) or 0)
+        from transtok.artifacts import pause_point, release_all
+
+        pause_point("parse")
+        args = build_parser().parse_args(argv)
+        name = f"transtok {args.verb}"
+        _configure_logging(args)
+        if args.quiet:
+            _quiet_progress()
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            release_all()
     except TranstokError as exc:
-        if args.verbose:
+        if args is not None and args.verbose:
             logger.exception("failed")
-        print(f"transtok {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"transtok {args.verb}: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        hint = getattr(args, "interrupt_hint", None)
+        left = hint() if callable(hint) else "no partial output was kept"
+        print(f"{name}: {'terminated' if terminated else 'interrupted'}; {left}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -25,6 +25,15 @@ class MismatchError(TranstokError):
     """Two artifacts that must belong together do not (e.g. a mapping and a tokenizer)."""
 
 
+class CorruptFileError(DataError):
+    """A file is truncated or not what its name says (an interrupted download, copy or write)."""
+
+    def __init__(self, path, fix: str, detail: str = "") -> None:
+        detail = " ".join(str(detail).split())[:200]
+        super().__init__(f"{path} is truncated or corrupt{f' ({detail})' if detail else ''}; {fix}")
+        self.path = path
+
+
 class MissingDependencyError(TranstokError, ImportError):
     """An optional dependency is not installed."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -29,13 +30,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.corpus import read_texts
 from transtok.errors import ConfigError, DataError, MismatchError, require
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse time
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +198,8 @@ class FinetuneResult:
 
 def _use_bf16(precision: str) -> bool:
     """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
+    import torch
+
     from transtok.evaluate import bf16_supported
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -214,6 +220,8 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
     Found structurally (``model.layers``, ``transformer.h``, ``gpt_neox.layers`` ...), never by name.
     """
+    import torch
+
     best, best_size = None, 0
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > 0:
@@ -295,6 +303,8 @@ class FrozenRows:
         return grad
 
     def restore(self) -> None:
+        import torch
+
         with torch.no_grad():
             for parameter, saved in zip(self.parameters, self.saved):
                 parameter[:self.first_new].copy_(saved)
@@ -412,10 +422,15 @@ def fallback_rate(tokenizer, token_ids: Sequence[Sequence[int]]) -> float:
     return float(is_fallback[flat].mean()) if len(flat) else 0.0
 
 
-class _Blocks(torch.utils.data.Dataset):
-    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts)."""
+class _Blocks:
+    """Packed (n, seq_len) blocks as causal-LM examples (labels = inputs; the model shifts).
+
+    A map-style dataset by protocol (``__len__`` + ``__getitem__``), so that this module imports without torch.
+    """
 
     def __init__(self, ids: np.ndarray) -> None:
+        import torch
+
         self.ids = torch.from_numpy(ids)
 
     def __len__(self) -> int:
@@ -433,6 +448,8 @@ _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "dtype", "torc
 
 def model_fingerprint(model) -> str:
     """Hash of the config (minus volatile keys) and the first rows of the input embeddings."""
+    import torch
+
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     rows = model.get_input_embeddings().weight.detach()[:64].to(torch.float32).cpu().numpy()
@@ -447,6 +464,8 @@ def _files_fingerprint(paths: Sequence[str]) -> list[dict]:
 # --- trainer pieces --------------------------------------------------------------------------
 
 def _peak_memory_bytes() -> int:
+    import torch
+
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -570,22 +589,40 @@ def _make_trainer_classes():
 
 def _load(model_dir: str):
     """(fp32 model, tokenizer, the checkpoint's own dtype)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from transtok.checkpoint import load_causal_lm
 
     try:
         saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
                           "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
+    # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     if isinstance(saved_dtype, str):
         saved_dtype = getattr(torch, saved_dtype, None)
     return model, tokenizer, saved_dtype
 
 
+def after_interrupt(config: FinetuneConfig) -> str:
+    """Tidy up after an interrupted run and say what it leaves: its resumable checkpoints (kept, with
+    the --resume hint) or nothing (a checkpoint directory without a checkpoint is removed)."""
+    root = config.checkpoint_path
+    if int(os.environ.get("RANK", "0")) != 0 or not root.is_dir():
+        return "no partial output was kept"
+    if any(root.glob("stage-*/checkpoint-*")):
+        return (f"no partial output was kept; resumable checkpoints stay in {root}: run the same command with "
+                "--resume to continue")
+    shutil.rmtree(root, ignore_errors=True)
+    return "no partial output was kept"
+
+
 def _barrier() -> None:
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
@@ -639,6 +676,8 @@ def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
 
 def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
                         evaluate: bool):
+    import torch
+
     from transformers import TrainingArguments
 
     eval_every = config.eval_every or max(1, n_steps // 5)
@@ -662,6 +701,8 @@ def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: P
 def _save_final(trainer, tokenizer, directory: Path, *, merge: bool, dtype, state_dict) -> bool:
     """Save the trained model (LoRA merged when ``merge``) in ``dtype`` when that is a half type;
     return whether LoRA was merged."""
+    import torch
+
     final = trainer.accelerator.unwrap_model(trainer.model)
     merged = False
     if hasattr(final, "merge_and_unload") and merge:
@@ -682,6 +723,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     works unchanged under ``accelerate launch`` / ``torchrun``. Raises :class:`DataError` when the
     text cannot fill one optimizer step, :class:`MismatchError` when resuming from another run.
     """
+    import torch
+
     accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

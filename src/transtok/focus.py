@@ -33,15 +33,17 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 from tqdm.auto import tqdm
 
 from transtok.errors import ConfigError, DataError, require
 from transtok.mapping import PROVENANCE, MappingReport, TokenMapping
 from transtok.vocabulary import exact_matches, special_pairs, token_bytes, vocab_hash
+
+if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
+    import scipy.sparse as sp
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,9 @@ def focus_weights(anchor_vectors: np.ndarray, new_vectors: np.ndarray) -> sp.csr
 
     Args: anchor_vectors (A, d), new_vectors (N, d) auxiliary vectors. Returns (N, A), rows sum to 1.
     """
+    import scipy.sparse as sp
+    import torch
+
     _, _, entmax, fastdist = _deepfocus()
     anchors = np.ascontiguousarray(anchor_vectors, dtype=np.float32)
     blocks = []
@@ -183,6 +188,8 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
         mixes of overlap rows, rows without a fastText vector fall back to the mean row, special
         tokens map by role.
     """
+    import scipy.sparse as sp
+
     focus, _, _, _ = _deepfocus()
     if fasttext_model is None:
         if config.fasttext_model is not None:

@@ -296,20 +296,18 @@ class Hydra:
         The first checkpoint provides the body; every other one contributes only its vocabulary,
         after its non-embedding weights are checked to be identical to the first one's.
         """
-        from transformers import AutoModelForCausalLM
+        from transtok.checkpoint import check_causal_checkpoint, load_causal_lm
 
         if not checkpoints:
             raise ConfigError("give at least one vocabulary checkpoint, e.g. {'en': 'smollm2/', 'es': 'smollm2-es/'}")
+        for path in checkpoints.values():  # refuse a bad one before loading any
+            check_causal_checkpoint(str(path))
         torch_dtype = _torch_dtype(dtype)
         names = list(checkpoints)
         body, vocabularies, reference = None, [], {}
         for name in tqdm(names, desc="loading vocabularies", disable=None):
             path = str(checkpoints[name])
-            try:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).eval()
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot load vocabulary {name!r} from {path!r}: {exc}. Give a checkpoint "
-                                  "directory written by 'transtok transfer' or save_pretrained") from exc
+            model = load_causal_lm(path, dtype=torch_dtype).eval()
             tokenizer = _load_tokenizer(path)
             vocabularies.append(Vocabulary.from_model(name, model, tokenizer))
             if body is None:
@@ -328,7 +326,7 @@ class Hydra:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, dtype: str | torch.dtype = "auto") -> Hydra:
         """Load a directory written by :meth:`save_pretrained`."""
-        from transformers import AutoModelForCausalLM
+        from transtok.checkpoint import load_causal_lm
 
         directory = Path(directory)
         if not (directory / HYDRA_FILE).is_file():
@@ -339,7 +337,7 @@ class Hydra:
             raise ConfigError(f"{directory / HYDRA_FILE} has format {spec.get('format')!r} version "
                               f"{spec.get('version')!r}; this transtok reads {FORMAT!r} up to version "
                               f"{FORMAT_VERSION} (upgrade transtok)")
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=_torch_dtype(dtype)).eval()
+        model = load_causal_lm(directory, dtype=_torch_dtype(dtype)).eval()
         spans = [VocabularySpan(v["name"], int(v["offset"]), int(v["size"]), tuple(v["stop_ids"]),
                                 _load_tokenizer(str(directory / v["tokenizer"]))) for v in spec["vocabularies"]]
         return cls(model, spans, spec["output"])

@@ -14,14 +14,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 from safetensors.numpy import load_file, save_file
 
-from transtok.errors import ConfigError, DataError, MismatchError
+from transtok.errors import ConfigError, CorruptFileError, DataError, MismatchError
+
+if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
+    import scipy.sparse as sp
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,8 @@ class TokenMapping:
 
         Computed in float32 and returned in the source dtype.
         """
+        import torch
+
         if source_weight.shape[0] != self.shape[1]:
             raise MismatchError(
                 f"the mapping expects {self.shape[1]} source rows, the model has {source_weight.shape[0]}; "
@@ -136,6 +140,8 @@ class TokenMapping:
 
     def _fallback_rows(self, source: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows), d) float32 fallback rows: the source mean, or seeded draws at the source's scale."""
+        import torch
+
         if self.fallback == "mean":
             return np.broadcast_to(source.mean(axis=0), (len(rows), source.shape[1]))
         generator = torch.Generator().manual_seed(self.seed)
@@ -161,13 +167,23 @@ class TokenMapping:
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenMapping:
+        import scipy.sparse as sp
+
         directory = Path(directory)
         if not (directory / "mapping.json").is_file() or not (directory / "mapping.safetensors").is_file():
             raise DataError(f"{str(directory)!r} holds no mapping (mapping.json + mapping.safetensors); "
                             "create one with 'transtok map'")
-        meta = json.loads((directory / "mapping.json").read_text(encoding="utf-8"))
-        arrays = load_file(str(directory / "mapping.safetensors"))
-        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(meta["shape"]))
+        fix = "rebuild it with 'transtok map' (or the verb that wrote this directory)"
+        try:
+            meta = json.loads((directory / "mapping.json").read_text(encoding="utf-8"))
+            shape = tuple(meta["shape"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptFileError(directory / "mapping.json", fix, repr(exc)) from exc
+        try:
+            arrays = load_file(str(directory / "mapping.safetensors"))
+            matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
+            raise CorruptFileError(directory / "mapping.safetensors", fix, exc) from exc
         return cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
                    source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
                    fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
@@ -219,6 +235,8 @@ class MappingReport:
 
 
 def _row_normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    import scipy.sparse as sp
+
     sums = np.asarray(matrix.sum(axis=1)).ravel()
     inverse = np.divide(1.0, sums, out=np.zeros_like(sums, dtype=np.float64), where=sums > 0)
     return sp.diags(inverse) @ matrix
@@ -226,6 +244,8 @@ def _row_normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
 
 def _keep_top_k(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """Zero all but the k largest entries of each row (ties broken by lower column id)."""
+    import scipy.sparse as sp
+
     matrix = matrix.tocsr()
     matrix.sort_indices()
     lengths = np.diff(matrix.indptr)
@@ -263,6 +283,8 @@ def spelling_distribution(decomposition: Sequence[Sequence[int]], source_size: i
 
     With ``first_piece_weight`` w, the first piece gets w and the others share 1 − w.
     """
+    import scipy.sparse as sp
+
     lengths = np.fromiter((len(d) for d in decomposition), dtype=np.int64, count=len(decomposition))
     rows = np.repeat(np.arange(len(decomposition)), lengths)
     cols = np.fromiter((i for d in decomposition for i in d), dtype=np.int64, count=int(lengths.sum()))
@@ -304,6 +326,8 @@ def build_mapping(
     λ_t = n_t / (n_t + confidence) and F = subword spelling; tokens with no evidence fall back to the
     mean row. Both priors are pseudo-counts: evidence outweighs them once it is more plentiful.
     """
+    import scipy.sparse as sp
+
     if len(decomposition) != target_size or len(exact) != target_size:
         raise MismatchError(f"evidence sizes {len(decomposition)}/{len(exact)} do not match {target_size} target tokens")
     exact = np.asarray(exact, dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
-from transtok.artifacts import atomic_output_dir, check_output_dir, write_json
+from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
@@ -34,19 +34,15 @@ MODES = ("replace", "extend")
 def load_model(name_or_path: str, *, dtype: str = "auto"):
     """Load a causal LM and its tokenizer from a directory or a hub id."""
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from transtok.checkpoint import load_causal_lm
     from transtok.tokenizer import load_tokenizer
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
     if torch_dtype is None:
         raise ConfigError(f"--dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
     tokenizer = load_tokenizer(name_or_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a causal LM from {name_or_path!r}: {exc}. Give a local checkpoint "
-                          "directory or a hub id of a causal language model") from exc
+    model = load_causal_lm(name_or_path, dtype=torch_dtype)
     return model.eval(), tokenizer
 
 
@@ -119,7 +115,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     ``shard="K/N"`` only its K-th of N contiguous blocks is aligned (merge the outputs with
     ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
     """
-    from transtok.shards import CorpusStream
+    from transtok.shards import CorpusStream, stream_coverage
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
@@ -127,11 +123,15 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     target_tokenizer = load_tokenizer(target_tokenizer_path)
     stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
                           max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
-    counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size)
+    with scratch_dir(output) as scratch:
+        counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
+                       work_dir=scratch)
+    counts.coverage = stream_coverage(stream)
     counts.stats["cleaning"] = dict(stream.stats)
     counts.stats["shard"] = str(stream.shard)
-    if stream.total is not None:
+    if stream.shard.count > 1:
         counts.stats["shard_pairs"] = list(stream.range)
+    if stream.total is not None:
         counts.stats["corpus_pairs"] = stream.total
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         counts.save(tmp)
@@ -284,6 +284,9 @@ class TransferConfig:
             raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
         if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
             raise ConfigError(f"--target-corpus needs a positive --vocab-size, got {self.vocab_size}")
+        if self.target_tokenizer is not None and self.vocab_size is not None:
+            raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
+                              f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
 
 
 @dataclass
@@ -331,7 +334,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     counts = None
     if config.mapping.init == "trans-tokenization":
-        counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner)
+        with scratch_dir(config.output) as scratch:
+            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch)
         counts.stats["cleaning"] = cleaning
     seconds["align"] = time.perf_counter() - clock
 

@@ -9,6 +9,11 @@ the length-ratio test uses each chunk's median density, and duplicates are found
 (one shard), from 8-byte digests of the pairs. Deduplicate the file beforehand (``sort -u``) when
 repeats may fall into different shards.
 
+Every alignment made from files records its *coverage*: the [start, end) ranges of pair indices
+it counted, per corpus, a corpus being named by a fingerprint of its files' bytes. Merging sums
+coverages and refuses any overlap (a shard given twice, a whole-corpus alignment with one of its
+shards, a merged directory with one of its parts), so no pair is ever counted twice.
+
 Cluster recipe (a Slurm array of N tasks; any scheduler or ``xargs -P`` works the same way)::
 
     transtok align --source-model M --target-tokenizer T --parallel corpus.tsv \
@@ -97,6 +102,8 @@ class CorpusStream:
         self.stats: Counter = Counter()
         self.total: int | None = None
         self.range: tuple[int, int] | None = None
+        self.exhausted = False
+        """True once every pair of the shard was read (False when --max-pairs stopped early)."""
 
     def __iter__(self) -> Iterator[ParallelCorpus]:
         start, end = 0, None
@@ -117,6 +124,10 @@ class CorpusStream:
                 yield cleaned
             if self.max_pairs is not None and kept >= self.max_pairs:
                 break
+        else:
+            self.exhausted = True
+            if self.total is None:
+                self.total = self.stats["input"]
         if not kept:
             raise DataError(f"no sentence pair of {', '.join(map(str, self.paths))} (shard {self.shard}) survived "
                             f"cleaning ({dict(self.stats)}); check the corpus or relax --max-length-ratio")
@@ -169,51 +180,149 @@ class CorpusStream:
         return ParallelCorpus([chunk.source[i] for i in keep], [chunk.target[i] for i in keep])
 
 
-def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, overwrite: bool = False):
-    """Sum the counts of alignment directories made with the same tokenizers (shards of a corpus).
+def corpus_fingerprint(paths: Sequence[str | Path]) -> str:
+    """16 hex digits of a sha256 over the bytes of the corpus files, in order (names do not count)."""
+    from transtok.artifacts import file_sha256
 
-    Refuses a shard given twice (it would count its pairs twice); warns when shards of a K/N split
-    are missing. Writes counts, summed stats and the tokenizers of the first directory.
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(bytes.fromhex(file_sha256(path)))
+    return digest.hexdigest()[:16]
+
+
+def stream_coverage(stream: CorpusStream) -> dict:
+    """The coverage of an iterated stream: {fingerprint: {"ranges": [[start, end]], "pairs": total or
+    None, "files": [names]}}. ``end`` is past the last pair read (cleaning drops pairs, not ranges)."""
+    start = stream.range[0] if stream.range else 0
+    read = stream.stats["input"] - stream.stats["over_max_pairs"]  # pairs past --max-pairs were not looked at
+    return {corpus_fingerprint(stream.paths): {"ranges": [[start, start + read]],
+                                              "pairs": stream.total, "files": [p.name for p in stream.paths]}}
+
+
+def merge_coverage(parts: Sequence[tuple[str, dict]]) -> dict:
+    """Union of the coverages of named alignments; raises :class:`ConfigError` naming both inputs
+    when two of them count the same pairs of a corpus."""
+    merged: dict = {}
+    for corpus in dict.fromkeys(c for _, coverage in parts for c in coverage):
+        spans = sorted((start, end, name) for name, coverage in parts
+                       for start, end in coverage.get(corpus, {}).get("ranges", []) if end > start)
+        totals = {coverage[corpus]["pairs"] for _, coverage in parts if coverage.get(corpus, {}).get("pairs") is not None}
+        if len(totals) > 1:
+            raise MismatchError(f"the alignments disagree on the number of pairs of corpus {corpus} ({sorted(totals)}); "
+                                "rebuild them with 'transtok align'")
+        ranges: list[list[int]] = []
+        owner = ""
+        for start, end, name in spans:
+            if ranges and start < ranges[-1][1]:
+                raise ConfigError(f"{owner} and {name} both count pairs {start:,}..{min(end, ranges[-1][1]):,} of "
+                                  f"{_corpus_name(parts, corpus)}: merging them would count those pairs twice. Give "
+                                  "each shard once (a merged directory already holds its shards; a whole-corpus "
+                                  "alignment holds every shard)")
+            if ranges and start == ranges[-1][1]:
+                ranges[-1][1] = end
+            else:
+                ranges.append([start, end])
+            owner = name
+        files = next(c[corpus]["files"] for _, c in parts if corpus in c)
+        merged[corpus] = {"ranges": ranges, "pairs": totals.pop() if totals else None, "files": files}
+    return merged
+
+
+def _corpus_name(parts: Sequence[tuple[str, dict]], corpus: str) -> str:
+    files = next(c[corpus].get("files") for _, c in parts if corpus in c)
+    return f"corpus {', '.join(files or [])} ({corpus})"
+
+
+def missing_pairs(coverage: dict) -> list[str]:
+    """Human-readable gaps of a coverage, one per corpus with gaps ("pairs 200..400 of 600 of ...")."""
+    out = []
+    for corpus, entry in coverage.items():
+        total, position, gaps = entry.get("pairs"), 0, []
+        for start, end in entry["ranges"]:
+            if start > position:
+                gaps.append(f"{position:,}..{start:,}")
+            position = end
+        if total is not None and position < total:
+            gaps.append(f"{position:,}..{total:,}")
+        elif total is None:
+            gaps.append(f"any after {position:,} (the total is unknown: --max-pairs stopped every part early)")
+        if gaps:
+            covered = sum(end - start for start, end in entry["ranges"])
+            of = f" of {total:,}" if total is not None else ""
+            out.append(f"covered {covered:,}{of} pairs of corpus {', '.join(entry.get('files') or [])} ({corpus}); "
+                       f"missing: pairs {', '.join(gaps)}")
+    return out
+
+
+def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, overwrite: bool = False):
+    """Sum the counts of alignment directories made with the same tokenizers (shards of a corpus,
+    or alignments of different corpora).
+
+    Refuses any two inputs that count the same pairs of a corpus (see :func:`merge_coverage`) and
+    inputs from before coverage was recorded; warns with the pair ranges (and shards) that are
+    missing. Writes counts, summed stats, the coverage and the tokenizers of the first directory.
     """
+    import json
+
     from transtok.align import AlignmentCounts
     from transtok.artifacts import atomic_output_dir, check_output_dir
     from transtok.pipeline import SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR
 
     if not directories:
         raise ConfigError("nothing to merge: give at least one alignment directory after --alignment")
+    seen: dict[Path, str] = {}
+    for directory in directories:
+        if Path(directory).resolve() in seen:
+            other = seen[Path(directory).resolve()]
+            raise ConfigError(f"{directory} is given twice{f' (also as {other})' if other != str(directory) else ''}; "
+                              "its pairs would be counted twice: give each alignment once")
+        seen[Path(directory).resolve()] = str(directory)
     check_output_dir(output, overwrite=overwrite)
+    # Check what the parts cover from their metadata before reading any counts.
+    metas = []
+    for directory in directories:
+        meta_file = Path(directory) / "alignment.json"
+        if not meta_file.is_file():
+            AlignmentCounts.load(directory)  # raises the "holds no alignment" error
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{meta_file} is truncated or corrupt ({exc}); rebuild it with 'transtok align'") from exc
+        first = metas[0] if metas else meta
+        if (meta.get("source_vocab_hash"), meta.get("target_vocab_hash"), meta.get("shape")) != (
+                first.get("source_vocab_hash"), first.get("target_vocab_hash"), first.get("shape")):
+            raise MismatchError("alignments to merge were made with different tokenizers: "
+                                f"{first.get('source_vocab_hash')}/{first.get('target_vocab_hash')} ({directories[0]}) "
+                                f"vs {meta.get('source_vocab_hash')}/{meta.get('target_vocab_hash')} ({directory})")
+        if not meta.get("coverage"):
+            raise ConfigError(f"{directory} does not record which pairs of which corpus it counts (it was made by an "
+                              "older transtok, or by the Python API from an in-memory corpus), so merging it could "
+                              "count pairs twice: rebuild it with 'transtok align'")
+        metas.append(meta)
+    coverage = merge_coverage([(str(d), m["coverage"]) for d, m in zip(directories, metas)])
+    shards = {m["stats"].get("shard") for m in metas}
+    for line in missing_pairs(coverage):
+        named = _missing_shards(coverage, shards)
+        logger.warning("merging %d alignment%s: %s%s", len(directories), "s" if len(directories) != 1 else "", line, f" (shards {named})" if named else "")
+
     merged = None
-    shards: dict[str, str] = {}
     cleaning: Counter = Counter()
     aligners = set()
     for directory in directories:
         part = AlignmentCounts.load(directory)
-        shard = part.stats.get("shard")
-        if shard and shard != "1/1":
-            if shard in shards:
-                raise ConfigError(f"shard {shard} is given twice ({shards[shard]} and {directory}); its pairs would "
-                                  "be counted twice: give each shard once")
-            shards[shard] = str(directory)
         cleaning.update({k: v for k, v in part.stats.get("cleaning", {}).items() if isinstance(v, int)})
         aligners.add(part.stats.get("aligner", "?"))
-        merged = part if merged is None else AlignmentCounts.merge([merged, part])
-        if merged.counts.shape != part.counts.shape:
-            raise MismatchError(f"{directory} has counts of shape {part.counts.shape}, not {merged.counts.shape}")
-    totals = {int(s.split("/")[1]) for s in shards}
-    for total in totals:
-        missing = sorted(set(range(1, total + 1)) - {int(s.split("/")[0]) for s in shards if s.endswith(f"/{total}")})
-        if missing:
-            logger.warning("merging %d of %d shards; missing: %s", total - len(missing), total,
-                           ", ".join(f"{k}/{total}" for k in missing))
-    if len(totals) > 1:
-        raise ConfigError(f"the alignments come from different splits ({', '.join(sorted(shards))}); merge the shards "
-                          "of one K/N split")
+        merged = part if merged is None else AlignmentCounts.merge([merged, part], check_coverage=False)
     counts = merged.counts.tocsr()
+    merged.coverage = coverage
     merged.stats.update({"aligner": aligners.pop() if len(aligners) == 1 else "mixed",
                          "target_tokens_with_counts": int((counts.getnnz(axis=1) > 0).sum()),
-                         "cleaning": dict(cleaning), "merged_shards": sorted(shards),
+                         "cleaning": dict(cleaning), "merged_shards": sorted(s for s in shards if s and s != "1/1"),
                          "merged_from": [str(d) for d in directories]})
-    merged.stats.pop("shard", None)
+    totals = [entry["pairs"] for entry in coverage.values()]
+    merged.stats["corpus_pairs"] = sum(totals) if None not in totals else None
+    for key in ("shard", "shard_pairs"):
+        merged.stats.pop(key, None)
     first = Path(directories[0])
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         merged.save(tmp)
@@ -222,3 +331,20 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
                 shutil.copytree(first / name, tmp / name)
     logger.info("merged %d alignments: %d pairs", len(directories), merged.stats.get("pairs_aligned", 0))
     return merged
+
+
+def _missing_shards(coverage: dict, shards: set) -> str:
+    """The K/N names of the missing shards when every part is a shard of one N-way split."""
+    splits = {s.split("/")[1] for s in shards if s}
+    if len(coverage) != 1 or len(splits) != 1 or None in shards:
+        return ""
+    entry = next(iter(coverage.values()))
+    if entry["pairs"] is None:
+        return ""
+    count = int(splits.pop())
+    missing = []
+    for k in range(1, count + 1):
+        start, end = Shard(k, count).bounds(entry["pairs"])
+        if not any(a <= start and end <= b for a, b in entry["ranges"]):
+            missing.append(f"{k}/{count}")
+    return ", ".join(missing)

@@ -240,6 +240,12 @@ def _reserved_tokens(spec: dict) -> list[str]:
     return reserved
 
 
+MAX_VOCAB_SIZE = 1 << 22
+"""Refused above this (4,194,304): no model has such a vocabulary, and the trainers abort on huge sizes."""
+SHORT_VOCAB_WARNING = 0.5
+"""Warn when the trained vocabulary is smaller than this fraction of the requested size."""
+
+
 def minimum_vocab_size(source_tokenizer) -> int:
     """The smallest vocabulary a target tokenizer trained from this source can have, before counting
     the corpus's own characters: the reserved tokens (+ the 256-symbol byte-level alphabet)."""
@@ -262,6 +268,9 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     kind = spec["model"]["type"]
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
         raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ConfigError(f"--vocab-size {vocab_size:,} is more than {MAX_VOCAB_SIZE:,}, far beyond any model's "
+                          "vocabulary (the largest have about 262k tokens); use e.g. --vocab-size 32000")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
     added = _special_entries(spec)
@@ -278,16 +287,22 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if not texts:
         raise DataError("the training texts are empty (no non-blank line); give target-language text, one "
                         "segment per line")
+    characters = sum(map(len, texts))
+    if vocab_size > minimum + characters:
+        # Every learned token is a merge of at least one occurrence in the text.
+        raise ConfigError(f"--vocab-size {vocab_size:,} cannot be reached: the training text has {characters:,} "
+                          f"characters ({len(texts):,} lines), so at most about {minimum + characters:,} tokens can "
+                          "be learned; give more text or a smaller --vocab-size")
 
     train_spec = copy.deepcopy(spec)
     train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
                       padding=None)
     backend = Tokenizer.from_str(json.dumps(train_spec))
     _split_words_for_training(backend)
-    if show_progress is None:
-        show_progress = sys.stderr.isatty()
+    if show_progress is None:  # TQDM_DISABLE: the CLI's -q
+        show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
     logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
-                sum(map(len, texts)))
+                characters)
     if kind == "WordPiece":
         _train_wordpiece(backend, texts, spec["model"], vocab_size, min_frequency, specials, show_progress)
     else:
@@ -316,6 +331,10 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["pre_tokenizer"] = spec.get("pre_tokenizer")  # undo _split_words_for_training
     target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
     logger.info("trained a %s tokenizer of %d tokens (%d special/added)", kind, len(target), len(added))
+    if len(target) < SHORT_VOCAB_WARNING * vocab_size:
+        logger.warning("trained only %s of the %s tokens requested: the training text (%s lines, %s characters) has "
+                       "no more merges seen at least %d times; give more text for a vocabulary of that size",
+                       f"{len(target):,}", f"{vocab_size:,}", f"{len(texts):,}", f"{characters:,}", min_frequency)
     return target
 
 
