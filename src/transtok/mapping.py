@@ -400,6 +400,8 @@ def build_mapping(
 def keep_source_rows(mapping: TokenMapping) -> TokenMapping:
     """The extension form of ``mapping`` (V_t >= V_s): rows < V_s become the identity (provenance
     "kept", no fallback weight) and :meth:`TokenMapping.apply` copies them exactly; new rows stay."""
+    import scipy.sparse as sp
+
     target_size, source_size = mapping.shape
     if target_size < source_size:
         raise MismatchError(f"an extension mapping needs at least as many target tokens as source tokens, got "
