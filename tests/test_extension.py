@@ -368,3 +368,35 @@ def test_hydra_combines_the_source_and_the_extended_model(transferred, tmp_path)
     assert set(hydra.names) == {"en", "xx"}
     hydra.save_pretrained(tmp_path / "hydra")
     assert (tmp_path / "hydra" / "hydra.json").is_file()
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_padded_table_keeps_source_rows_and_pads_the_extended_table(extended_setup, tie, tmp_path):
+    """Padded source tables (Qwen2-style): new ids follow the tokenizer, over the old padding rows, and the
+    extended table is padded to the same multiple; streaming == in memory."""
+    from safetensors.torch import load_file
+
+    if not hasattr(factories, "padded_causal_lm"):
+        pytest.skip("padded embedding tables are not on this branch yet")
+    from transtok.surgery import padded_vocab_size
+
+    source, extended, counts = extended_setup
+    model = factories.padded_causal_lm("qwen2", source, tie)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows > len(source)
+    before_in = model.get_input_embeddings().weight.detach()[:len(source)].clone()
+    before_out = model.get_output_embeddings().weight.detach()[:len(source)].clone()
+    model.save_pretrained(tmp_path / "source")
+    source.save_pretrained(tmp_path / "source")
+    mapping, report = mapping_from_alignment(source, extended, counts)
+    save_mapping_dir(tmp_path / "mapping", mapping, report, source, extended)
+    run_transplant(str(tmp_path / "source"), str(tmp_path / "mapping"), str(tmp_path / "streamed"))
+    run_transplant(str(tmp_path / "source"), str(tmp_path / "mapping"), str(tmp_path / "memory"), in_memory=True)
+    streamed = load_file(tmp_path / "streamed" / "model.safetensors")
+    memory = load_file(tmp_path / "memory" / "model.safetensors")
+    assert all(torch.equal(streamed[k], memory[k]) for k in streamed)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "streamed")
+    new_rows = padded_vocab_size(rows, len(source), len(extended))
+    assert loaded.get_input_embeddings().weight.shape[0] == new_rows >= len(extended)
+    assert torch.equal(loaded.get_input_embeddings().weight[:len(source)], before_in)
+    assert torch.equal(loaded.get_output_embeddings().weight[:len(source)], before_out)
