@@ -44,7 +44,9 @@ from transtok.surgery import transplant  # noqa: E402
 from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
-PHASES = ("select", "source", "replace", "extend")
+PHASES = ("select", "source", "replace", "extend", "inits")
+# initialisations of the new rows compared at init (English and target held-out) by --phase inits
+INIT_VARIANTS = {"fvt": {"init": "fvt"}, "fvt-first-piece": {"init": "fvt", "first_piece_weight": 1.0}}
 
 
 def _write(path: Path, texts) -> Path:
@@ -150,6 +152,23 @@ def phase_extend(lang: str, split, source_dir: Path, work: Path, args, n: int) -
     return entry
 
 
+def phase_inits(lang: str, split, source_dir: Path, args, n: int) -> dict:
+    """Other initialisations of the same extended tokenizer's new rows, scored at init only."""
+    from transtok.mapping import MappingConfig
+
+    source_tokenizer = load_tokenizer(str(source_dir))
+    extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
+    out = {}
+    for name, options in INIT_VARIANTS.items():
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, None, MappingConfig(**options))
+        model, _ = load_model(str(source_dir))
+        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        out[name] = {"new_tokens": n, "init": _scores(model, extended, split)}
+        logger.info("%s %s: %s", lang, name, out[name])
+        del model
+    return out
+
+
 def markdown(results: dict, args) -> str:
     lines = ["# Vocabulary extension vs replacement (SmolLM2-135M-Instruct, held-out Jude + Revelation)", "",
              f"Budget: {args.budget:,} target-language training tokens per model (seq {args.seq_len}, batch "
@@ -182,15 +201,26 @@ def markdown(results: dict, args) -> str:
                 lines.append(f"| {name} | {vocab:,} | {e['fertility']:.2f} | {e['init']['target']['bpb']:.3f} | "
                              f"{e['after']['target']['bpb']:.3f} | {e['init']['english']['bpb']:.3f} | "
                              f"{e['after']['english']['bpb']:.3f} | {e['stage']} | {e['train_seconds']:.0f} |")
-            if "extend" in record and "source" in record:
-                e, s = record["extend"], record["source"]
-                change = 100 * (e["init"]["english"]["bpb"] / s["init"]["english"]["bpb"] - 1)
-                lines += ["", f"English at init, extended vs source model: {change:+.2f} %. New tokens reachable: "
-                              f"{e['reachable']:,} / {e['new_tokens']:,} ({e['reachable_in_text']:,} in the final "
-                              "encoding of the training text, the rest intermediate merges produced on their own "
-                              "string).", "", "First new tokens (most frequent merges first): " +
+            if "extend" in record:
+                e = record["extend"]
+                if "source" in record:
+                    change = 100 * (e["init"]["english"]["bpb"] / record["source"]["init"]["english"]["bpb"] - 1)
+                    lines += ["", f"English at init, extended vs source model: {change:+.2f} %."]
+                lines += ["", f"New tokens reachable: {e['reachable']:,} / {e['new_tokens']:,} "
+                              f"({e['reachable_in_text']:,} in the final encoding of the training text, the rest "
+                              "intermediate merges produced on their own string).", "",
+                          "First new tokens (most frequent merges first): " +
                           " · ".join(f"`{t}`" for t in e["sample"][:30])]
-            lines.append("")
+        if record.get("inits"):
+            lines += [f"## {lang}: other initialisations of the extended tokenizer's new rows, at init", "",
+                      "| new rows from | target BPB init | English BPB init |", "|---|---|---|"]
+            if "extend" in record:
+                e = record["extend"]
+                lines.append(f"| trans-tokenization (default) | {e['init']['target']['bpb']:.3f} | "
+                             f"{e['init']['english']['bpb']:.3f} |")
+            for name, row in record["inits"].items():
+                lines.append(f"| {name} | {row['init']['target']['bpb']:.3f} | {row['init']['english']['bpb']:.3f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -275,6 +305,9 @@ def main() -> None:
             record["source"] = phase_source(args.lang, split, source_dir, work, args)
         elif phase == "replace":
             record["replace"] = phase_replace(args.lang, split, source_dir, work, args)
+        elif phase == "inits":
+            n = args.new_tokens or (record.get("select") or {}).get("chosen")
+            record["inits"] = phase_inits(args.lang, split, source_dir, args, n)
         else:
             n = args.new_tokens or (record.get("select") or {}).get("chosen")
             if n is None:

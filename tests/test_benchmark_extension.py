@@ -46,6 +46,8 @@ def test_extension_benchmark_runs_every_phase_on_a_tiny_model(tmp_path):
     assert extend["reachable"] == extend["new_tokens"] and extend["stage"] == "new-rows"
     # nothing of the source changes at init: English is scored on the same rows, plus the new columns
     assert extend["init"]["english"]["tokens"] == record["source"]["init"]["english"]["tokens"]
+    record["inits"] = bench.phase_inits("xx", split, tmp_path / "source", args, record["select"]["chosen"])
+    assert set(record["inits"]) == set(bench.INIT_VARIANTS)
     table = bench.write_outputs({"xx": record}, args)
     assert "| extend (source + " in table and "Chosen: N = " in table
     assert (tmp_path / "out" / "extension.png").stat().st_size > 1000
