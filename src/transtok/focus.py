@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from transtok.errors import ConfigError, DataError, require
 from transtok.mapping import PROVENANCE, MappingReport, TokenMapping
-from transtok.vocabulary import exact_matches, special_pairs, token_bytes, vocab_hash
+from transtok.vocabulary import byte_fallback_ids, exact_matches, special_pairs, token_bytes, vocab_hash
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
     import scipy.sparse as sp
@@ -210,7 +210,9 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
     deepfocus_copy = np.full(target_size, -1, dtype=np.int64)
     for info in overlapping.values():
         deepfocus_copy[info.target.id] = info.source[0].id
-    byte_copy = exact_matches(token_bytes(target_tokenizer), token_bytes(source_tokenizer))
+    byte_copy = exact_matches(token_bytes(target_tokenizer), token_bytes(source_tokenizer),
+                              target_byte_pieces=byte_fallback_ids(target_tokenizer),
+                              source_byte_pieces=byte_fallback_ids(source_tokenizer))
     copy = byte_copy if config.overlap == "bytes" else deepfocus_copy
     disagree = int((byte_copy != deepfocus_copy).sum())
     logger.info("overlap: %d tokens by surface bytes, %d by deepfocus's canonical forms, %d rows differ; using %s",

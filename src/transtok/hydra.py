@@ -520,7 +520,7 @@ class Hydra:
             return torch.nn.Parameter(part if share else part.clone(), requires_grad=t.requires_grad)
 
         ids = _output_settings(VocabularySpan(name, 0, span.size, span.stop_ids, span.tokenizer), span.size)
-        ids.pop("suppress_tokens")  # None: a single vocabulary suppresses nothing
+        suppress = ids.pop("suppress_tokens")  # a single vocabulary suppresses only its padding rows
         new_in = rows(saved_in)
         new_out = new_in if tied else rows(saved_out)
         try:
@@ -530,7 +530,7 @@ class Hydra:
                 outputs.bias = rows(saved_bias)
             with contextlib.ExitStack() as stack:
                 stack.enter_context(_patched(model.config, vocab_size=span.size, **ids))
-                stack.enter_context(_patched(model.generation_config, suppress_tokens=None, **ids))
+                stack.enter_context(_patched(model.generation_config, suppress_tokens=suppress, **ids))
                 for module, attr in ((inputs, "num_embeddings"), (outputs, "out_features")):
                     if hasattr(module, attr):
                         stack.enter_context(_patched(module, **{attr: span.size}))
@@ -622,7 +622,13 @@ def _output_settings(span: VocabularySpan, total: int) -> dict:
     bos, pad = (None if v is None else v + span.offset for v in (tokenizer.bos_token_id, tokenizer.pad_token_id))
     return {"bos_token_id": bos, "pad_token_id": pad if pad is not None else (eos[0] if eos else None),
             "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None,
-            "suppress_tokens": (list(range(0, span.offset)) + list(range(span.end, total))) or None}
+            "suppress_tokens": (list(range(0, span.offset)) + _padding(span) + list(range(span.end, total))) or None}
+
+
+def _padding(span: VocabularySpan) -> list[int]:
+    """Global ids of ``span``'s padding rows (a padded table has more rows than its tokenizer tokens)."""
+    tokens = len(span.tokenizer) if span.tokenizer is not None else span.size
+    return list(range(span.offset + min(tokens, span.size), span.end))
 
 
 def _torch_dtype(dtype: str | torch.dtype):

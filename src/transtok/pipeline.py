@@ -21,7 +21,8 @@ from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
                               keep_source_rows, new_rows_report, provenance_counts)
 from transtok.surgery import transplant
-from transtok.vocabulary import decompose, exact_matches, special_pairs, token_bytes, vocab_hash
+from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
+                                 vocab_hash)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def _build(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None, c
         source_vocab_hash=source_hash, target_vocab_hash=target_hash,
         counts=None if counts is None else counts.counts,
         decomposition=decompose(target_surfaces, source_tokenizer),
-        exact=exact_matches(target_surfaces, token_bytes(source_tokenizer)),
+        exact=exact_matches(target_surfaces, token_bytes(source_tokenizer),
+                            target_byte_pieces=byte_fallback_ids(target_tokenizer),
+                            source_byte_pieces=byte_fallback_ids(source_tokenizer)),
         specials=special_pairs(target_tokenizer, source_tokenizer),
         config=config,
     )

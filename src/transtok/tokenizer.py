@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,8 +36,95 @@ COPIED_SETTINGS = ("model_max_length", "padding_side", "truncation_side", "clean
 _LEARNED = {"vocab", "merges", "type"}
 
 
+_SENTENCEPIECE_FILE = re.compile(r"\.model(\.v\w+)?$")  # tokenizer.model, Mistral's tokenizer.model.v3
+
+
+def is_sentencepiece_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a SentencePiece model file (``*.model``, or Mistral's ``*.model.vN``)."""
+    return bool(_SENTENCEPIECE_FILE.search(Path(path).name))
+
+
+def is_tekken_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a Mistral Tekken vocabulary (``tekken*.json``, as mistral-common decides)."""
+    name = Path(path).name
+    return "tekken" in name and name.endswith(".json")
+
+
+def sentencepiece_to_fast(path: str | os.PathLike):
+    """A fast tokenizer from a Llama/Mistral-style SentencePiece BPE ``.model`` file (byte fallback, ``▁``).
+
+    Converted by transformers' ``LlamaTokenizer`` (needs ``sentencepiece`` and ``protobuf``: extra
+    ``sentencepiece``); adds ``<s>`` when encoding, as Mistral's and Llama-2's tokenizers do.
+    """
+    import shutil
+    import tempfile
+
+    require("sentencepiece", package="sentencepiece", extra="sentencepiece",
+            purpose="reading a SentencePiece .model file")
+    require("google.protobuf", package="protobuf", extra="sentencepiece",
+            purpose="reading a SentencePiece .model file")
+    from transformers import LlamaTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="transtok-spm-") as tmp:
+        shutil.copyfile(path, Path(tmp) / "tokenizer.model")
+        try:
+            return LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, legacy=False)
+        except Exception as exc:  # a corrupt or non-SentencePiece file: protobuf/sentencepiece errors vary
+            raise ConfigError(f"{str(path)!r} is not a SentencePiece model transformers can convert "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                              "give a Llama/Mistral-style tokenizer.model") from exc
+
+
+def tekken_to_fast(path: str | os.PathLike):
+    """A fast tokenizer from a Mistral Tekken ``tekken*.json`` (tiktoken-style byte-level BPE).
+
+    Converted by transformers' own ``convert_tekken_tokenizer``. Files of the old format carry no
+    ``special_tokens`` list; mistral-common then uses its defaults, which are filled in here (so
+    mistral-common itself is not needed): :data:`TEKKEN_DEFAULT_SPECIALS`, then ``<SPECIAL_i>``
+    up to ``config.default_num_special_tokens``.
+    """
+    import tempfile
+
+    from transformers.integrations.mistral import convert_tekken_tokenizer
+
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        spec["config"]
+        spec["vocab"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{str(path)!r} is not a Tekken vocabulary (a JSON file with 'config' and 'vocab'): "
+                          f"{type(exc).__name__}; give mistral-common's tekken*.json") from exc
+    with tempfile.TemporaryDirectory(prefix="transtok-tekken-") as tmp:
+        if spec.get("special_tokens") is None:
+            spec["special_tokens"] = [{"rank": rank, "token_str": token, "is_control": True}
+                                      for rank, token in enumerate(TEKKEN_DEFAULT_SPECIALS)]
+        spec.pop("image", None)
+        spec.pop("audio", None)
+        converted = Path(tmp) / "tekken.json"
+        converted.write_text(json.dumps(spec), encoding="utf-8")
+        tokenizer = convert_tekken_tokenizer(str(converted), chat_template=None)
+    # Mistral's tokenizers start every text with <s>, as the SentencePiece ones do.
+    from tokenizers import processors
+
+    tokenizer.backend_tokenizer.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single=f"{tokenizer.bos_token} $A", pair=f"{tokenizer.bos_token} $A $B",
+                                      special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id)])])
+    return tokenizer
+
+
+# mistral-common's Tekkenizer.DEPRECATED_SPECIAL_TOKENS (ranks 0..19), for Tekken files without a
+# special_tokens list (tekken_240718.json, tekken_240911.json).
+TEKKEN_DEFAULT_SPECIALS = (
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
-    """Load a fast tokenizer from a directory, a hub id, or a ``.gguf`` file.
+    """Load a fast tokenizer from a directory, a hub id, a ``.gguf`` file, a SentencePiece ``.model``
+    file or a Mistral ``tekken*.json``.
 
     Raises :class:`ConfigError` naming the path when there is no (fast) tokenizer there.
     """
@@ -48,6 +136,10 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     if (path.is_absolute() or name.startswith((".", "~"))) and not path.expanduser().exists():
         raise ConfigError(f"no tokenizer could be loaded from {name!r}: the path does not exist; check it, or give "
                           "a hub id")
+    if path.is_file() and is_sentencepiece_file(path):
+        return sentencepiece_to_fast(path)
+    if path.is_file() and is_tekken_file(path):
+        return tekken_to_fast(path)
     if path.suffix == ".gguf" and path.is_file():
         # A GGUF file carries its tokenizer in the metadata; transformers rebuilds a fast one.
         require("gguf", package="gguf", extra="assets", purpose="reading a tokenizer from a .gguf file")
@@ -167,25 +259,39 @@ def _train_wordpiece(backend, texts: list[str], model_spec: dict, vocab_size: in
                                      max_input_chars_per_word=model_spec.get("max_input_chars_per_word", 100))
 
 
-def _split_words_for_training(backend) -> None:
-    """Make the trainer see words when the source marks spaces with ``▁`` only in its normalizer.
+def _split_words_for_training(backend, source_pieces: Iterable[str] = ()) -> None:
+    """Make the trainer see what SentencePiece saw when the source marks spaces with ``▁`` only.
 
-    Llama-2/Mistral/Gemma ``tokenizer.json`` files turn spaces into ``▁`` in the normalizer and have
-    no pre-tokenizer that splits there (their SentencePiece model was trained on words). Trained
-    as is, a whole line would be one "word" and BPE would learn pieces across words (``de▁los▁``).
-    Like SentencePiece, split before each ``▁`` for training; the source's pre-tokenizer is kept.
+    Llama-2/Mistral ``tokenizer.json`` files (converted from a SentencePiece ``.model``) turn spaces
+    into ``▁`` with a Metaspace that does not split, or in the normalizer: SentencePiece's trainer
+    split the text itself. Trained as is, a whole line would be one "word" and BPE would learn pieces
+    across words (``de▁los▁``). Like SentencePiece, split before each ``▁`` and, as its defaults
+    ``split_by_unicode_script`` and ``split_by_number`` do, between letters, numbers and other
+    characters (no ``Jesucristo,`` piece: Mistral's 32,000 pieces never mix letters with punctuation);
+    digits are split one by one when the source has no piece of two digits (``split_digits``, as
+    Llama-2 and Mistral). Only training sees these splits; the source's pre-tokenizer is kept.
     """
-    from tokenizers import pre_tokenizers
+    from tokenizers import Regex, pre_tokenizers
 
     probe = "one two three"
     text = backend.normalizer.normalize_str(probe) if backend.normalizer else probe
     pieces = backend.pre_tokenizer.pre_tokenize_str(text) if backend.pre_tokenizer else [(text, None)]
     if not any("▁" in piece[1:] for piece, _ in pieces):
         return
-    split = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, split]) if backend.pre_tokenizer \
-        else split
-    logger.info("the source tokenizer does not split words at '▁' before its model; splitting there for training")
+    split_digits = not any(_TWO_DIGITS.search(piece) for piece in source_pieces if not BYTE_PIECE.match(piece))
+    number = r"▁?\p{N}" if split_digits else r"▁?\p{N}+"
+    classes = Regex(rf"▁?[\p{{L}}\p{{M}}]+|{number}|▁?[^\p{{L}}\p{{M}}\p{{N}}▁]+|▁")
+    splits = [pre_tokenizers.Split("▁", behavior="merged_with_next"),
+              pre_tokenizers.Split(classes, behavior="isolated")]
+    backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, *splits] if backend.pre_tokenizer
+                                                    else splits)
+    logger.info("the source tokenizer does not split words at '▁' before its model; splitting there and between "
+                "letters, numbers and symbols (digits %s) for training, as SentencePiece does",
+                "one by one" if split_digits else "in runs")
+
+
+_TWO_DIGITS = re.compile(r"\d\d")
+BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
 def _empty_model(model: dict) -> dict:
@@ -298,7 +404,10 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
                       padding=None)
     backend = Tokenizer.from_str(json.dumps(train_spec))
-    _split_words_for_training(backend)
+    added_contents = {t["content"] for t in added}
+    learned = spec["model"].get("vocab") or {}
+    learned = learned.keys() if isinstance(learned, dict) else [piece for piece, _ in learned]
+    _split_words_for_training(backend, (piece for piece in learned if piece not in added_contents))
     if show_progress is None:  # TQDM_DISABLE: the CLI's -q
         show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
     logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),

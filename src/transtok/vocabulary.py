@@ -166,13 +166,34 @@ def decompose(target_surfaces: list[bytes | None], source_tokenizer) -> list[lis
     return out
 
 
-def exact_matches(target_surfaces: list[bytes | None], source_surfaces: list[bytes | None]) -> np.ndarray:
-    """For each target id, the source id with identical canonical bytes, or -1."""
-    index: dict[bytes, int] = {}
+def byte_fallback_ids(tokenizer) -> set[int]:
+    """Ids of the byte-fallback pieces (``<0x41>``) of a SentencePiece-style tokenizer; empty otherwise."""
+    if tokenizer_family(tokenizer) != "metaspace":
+        return set()
+    return {i for piece, i in tokenizer.get_vocab().items() if _BYTE_PIECE.match(piece)}
+
+
+def exact_matches(target_surfaces: list[bytes | None], source_surfaces: list[bytes | None], *,
+                  target_byte_pieces: set[int] = frozenset(), source_byte_pieces: set[int] = frozenset()) -> np.ndarray:
+    """For each target id, the source id with identical canonical bytes, or -1.
+
+    A surface can belong to two source tokens: a piece ``a`` and the byte-fallback piece ``<0x61>``
+    (SentencePiece vocabularies have both for every ASCII character). A target piece is matched with
+    a source piece (a well-trained row) and a target byte piece with a source byte piece, each
+    falling back to the other kind when its own is missing (``<0x61>`` → byte-level ``a``).
+    """
+    pieces: dict[bytes, int] = {}
+    byte_pieces: dict[bytes, int] = {}
     for s, data in enumerate(source_surfaces):
-        if data is not None and data not in index:
-            index[data] = s
-    return np.array([index.get(data, -1) if data is not None else -1 for data in target_surfaces], dtype=np.int64)
+        if data is not None:
+            (byte_pieces if s in source_byte_pieces else pieces).setdefault(data, s)
+    out = np.full(len(target_surfaces), -1, dtype=np.int64)
+    for t, data in enumerate(target_surfaces):
+        if data is None:
+            continue
+        first, second = (byte_pieces, pieces) if t in target_byte_pieces else (pieces, byte_pieces)
+        out[t] = first.get(data, second.get(data, -1))
+    return out
 
 
 def role_ids(tokenizer) -> dict[str, int]:
