@@ -400,3 +400,18 @@ def test_padded_table_keeps_source_rows_and_pads_the_extended_table(extended_set
     assert loaded.get_input_embeddings().weight.shape[0] == new_rows >= len(extended)
     assert torch.equal(loaded.get_input_embeddings().weight[:len(source)], before_in)
     assert torch.equal(loaded.get_output_embeddings().weight[:len(source)], before_out)
+
+
+def test_cli_map_and_transplant_take_an_extended_tokenizer(transferred, tmp_path):
+    root = transferred
+    source = PreTrainedTokenizerFast.from_pretrained(root / "source")
+    extended_dir = root / "ext"  # its tokenizer extends the source
+    assert main(["map", "--source-model", str(root / "source"), "--target-tokenizer", str(extended_dir), "--init",
+                 "fvt", "--output", str(tmp_path / "mapping")]) == 0
+    mapping = TokenMapping.load(tmp_path / "mapping")
+    assert mapping.keeps_source_rows and mapping.shape[1] == len(source)
+    assert main(["transplant", "--source-model", str(root / "source"), "--mapping", str(tmp_path / "mapping"),
+                 "--output", str(tmp_path / "model")]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    original = AutoModelForCausalLM.from_pretrained(root / "source")
+    assert torch.equal(model.get_input_embeddings().weight[:len(source)], original.get_input_embeddings().weight)
