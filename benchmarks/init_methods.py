@@ -31,6 +31,7 @@ from transtok.assets import parallel_bible, smollm2_checkpoint, write_split  # n
 from transtok.align import align  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
+from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
@@ -99,8 +100,12 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         target_tokenizer = train_tokenizer(split.train.target, source_tokenizer, args.vocab_size)
     record["fertility"] = {"source": fertility(source_tokenizer, test), "target": fertility(target_tokenizer, test)}
     with measured(steps, "align"):
-        counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner)
+        counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner,
+                       segmenter=args.segmenter)
     record["alignment"] = counts.stats
+    pairs = max(counts.stats["pairs_aligned"], 1)
+    record["units_per_verse"] = {"source": counts.stats["source_units"] / pairs,
+                                 "target": counts.stats["target_units"] / pairs}
 
     with measured(steps, "evaluate_source"):
         source_eval = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=eval_seq_len(source_model))
@@ -151,6 +156,10 @@ def markdown(results: list[dict], args) -> str:
         f = record["fertility"]
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
                   "| method | held-out tokens | BPB at init | BPB after budget |", "|---|---|---|---|"]
+        if "units_per_verse" in record:
+            units, stats = record["units_per_verse"], record["alignment"]
+            lines[-2:-2] = [f"Word units per training verse (segmenter {stats.get('segmenter', 'none')}): "
+                            f"{units['source']:.1f} source, {units['target']:.1f} target.", ""]
         for name, entry in record["methods"].items():
             after = entry.get("final")
             lines.append(f"| {name} | {entry['tokens']:,} | {entry['init']:.3f} | "
@@ -198,6 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "training budget (default: all)")
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--aligner", default="eflomal")
+    parser.add_argument("--segmenter", default="auto", choices=SEGMENTERS,
+                        help="word boundaries in text written without spaces (default: %(default)s)")
     parser.add_argument("--budget", type=int, default=102_400,
                         help="training tokens per method (0: init only); 307200 = the anchor's budget")
     parser.add_argument("--seq-len", type=int, default=128)

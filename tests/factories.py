@@ -44,17 +44,32 @@ def english_sentences(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def cipher_sentence(sentence: str) -> str:
+# A word-for-word "translation" into Chinese words (written without spaces), distinct and none a
+# part of another, so that a dictionary segmenter can find the word boundaries.
+CHINESE = dict(zip(ENGLISH_WORDS, (
+    "此 王 神 土地 儿子 房屋 水 火 人民 城市 白天 夜晚 男人 女人 好 伟大 小 老 新 "
+    "走 来 看见 给 拿 说 做 听见 讲 和 的 到 在 同 为 从 之上 以前 以后 "
+    "面包 酒 黄金 白银 石头 树木 河流 山 海洋 光明 天堂 大地 话语 名字 心 手 眼睛 "
+    "七 十二 四十 第一 最后 许多 所有 每个 这个 那个 其 她 他们 我们").split()))
+assert len(set(CHINESE.values())) == len(CHINESE) == len(ENGLISH_WORDS)
+CHINESE_PUNCTUATION = {".": "。", "!": "！", "?": "？"}
+
+
+def cipher_sentence(sentence: str, cipher: dict[str, str] = CIPHER, separator: str = " ",
+                    punctuation: dict[str, str] | None = None) -> str:
     """Translate word by word and swap each adjacent word pair (a little reordering)."""
     body, punct = sentence[:-1], sentence[-1]
-    words = [CIPHER[w] for w in body.split()]
+    words = [cipher[w] for w in body.split()]
     for i in range(0, len(words) - 1, 2):
         words[i], words[i + 1] = words[i + 1], words[i]
-    return " ".join(words) + punct
+    return separator.join(words) + (punctuation or {}).get(punct, punct)
 
 
-def cipher_corpus(n: int = 1500, seed: int = 0) -> list[tuple[str, str]]:
-    return [(s, cipher_sentence(s)) for s in english_sentences(n, seed)]
+def cipher_corpus(n: int = 1500, seed: int = 0, *, cipher: dict[str, str] = CIPHER, separator: str = " ",
+                  punctuation: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """English sentences and their cipher; ``cipher=CHINESE, separator=""`` gives a target side
+    written without spaces."""
+    return [(s, cipher_sentence(s, cipher, separator, punctuation)) for s in english_sentences(n, seed)]
 
 
 def wrap(tokenizer: Tokenizer, **roles) -> PreTrainedTokenizerFast:

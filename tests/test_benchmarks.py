@@ -64,3 +64,30 @@ def test_init_methods_benchmark_runs_on_a_tiny_model(tmp_path):
         sys.argv = argv
     assert (tmp_path / "out" / "results.md").read_text() == table + "\n"
     assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
+
+
+def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
+    path = Path(__file__).parents[1] / "benchmarks" / "segmentation.py"
+    import sys
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("segmentation", path)
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(path.parent))
+    pairs = factories.cipher_corpus(560, cipher=factories.CHINESE, separator="")
+    split = Split(pairs)
+    source = factories.byte_level_tokenizer(split.train.source, vocab_size=350)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(tmp_path / "source")
+    source.save_pretrained(tmp_path / "source")
+    args = bench.parse_args(["--vocab-size", "400", "--aligner", "fast_align", "--segmenters", "none", "tokens",
+                             "--out", str(tmp_path / "out")])
+    record = bench.run_language("zz", args, tmp_path / "source", split)
+    table = bench.markdown([record], args)
+    units = {name: entry["units_per_verse"]["target"] for name, entry in record["segmenters"].items()}
+    assert units["tokens"] > 2 * units["none"]  # one unit per clause vs one per token
+    assert record["segmenters"]["none"]["units_per_verse"]["source"] == \
+        record["segmenters"]["tokens"]["units_per_verse"]["source"]  # English is spaced: unchanged
+    assert "| tokens |" in table and "| none |" in table and record["fvt"]["init"] > 0

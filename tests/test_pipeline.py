@@ -125,3 +125,25 @@ def test_multi_source_mapping_is_the_weighted_average(workspace):
     torch.testing.assert_close(both.apply(source), 0.75 * first.apply(source) + 0.25 * second.apply(source))
     assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 1,
                "--output", workspace / "m_bad") == 2
+
+
+def test_align_segments_unspaced_text_as_asked(workspace, capsys):
+    pairs = factories.cipher_corpus(300, cipher=factories.CHINESE, separator="")
+    (workspace / "zh.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    chinese = factories.byte_level_tokenizer([t for _, t in pairs], vocab_size=400)
+    chinese.save_pretrained(workspace / "zh-tokenizer")
+    units = {}
+    for segmenter in ("none", "tokens"):
+        out = workspace / f"al-zh-{segmenter}"
+        assert run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
+                   "--parallel", workspace / "zh.tsv", "--aligner", "fast_align", "--segmenter", segmenter,
+                   "--output", out) == 0
+        stats = json.loads((out / "alignment.json").read_text())["stats"]
+        assert stats["segmenter"] == segmenter
+        units[segmenter] = stats["target_units"]
+    assert units["tokens"] > 3 * units["none"]
+    with pytest.raises(SystemExit) as exit_info:
+        run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
+            "--parallel", workspace / "zh.tsv", "--segmenter", "mecab", "--output", workspace / "never")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'mecab'" in capsys.readouterr().err

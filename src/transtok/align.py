@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 import signal
 import sys
 import tempfile
@@ -29,39 +28,45 @@ from tqdm.auto import tqdm
 
 from transtok.artifacts import pause_point
 from transtok.errors import ConfigError, CorruptFileError, DataError, MismatchError, require
+from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
 
 logger = logging.getLogger(__name__)
 
-_WORD = re.compile(r"\w+|[^\w\s]")
 Links = list[tuple[int, int]]
 """(source unit index, target unit index) pairs of one sentence pair."""
 
 
-def word_units(tokenizer, texts: Sequence[str], *, batch_size: int = 2000) -> list[list[tuple[int, ...]]]:
-    """Split each text into word units, each a tuple of token ids (tokens without special tokens)."""
+def word_units(tokenizer, texts: Sequence[str], *, batch_size: int = 2000,
+               segmenter: str | Segmenter | None = "auto") -> list[list[tuple[int, ...]]]:
+    """Split each text into word units, each a tuple of token ids (tokens without special tokens).
+
+    ``segmenter`` splits text written without spaces into words (see :mod:`transtok.segment`;
+    ``"none"``: one unit per unspaced clause)."""
+    segmenter = get_segmenter(segmenter)
     out: list[list[tuple[int, ...]]] = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start:start + batch_size])
         encoded = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)
-        out.extend(_units_of(batch, encoded["input_ids"], encoded["offset_mapping"]))
+        out.extend(_units_of(batch, encoded["input_ids"], encoded["offset_mapping"], segmenter))
     return out
 
 
 def _units_of(texts: Sequence[str], ids: Sequence[Sequence[int]],
-              offsets: Sequence[Sequence[tuple[int, int]]]) -> list[list[tuple[int, ...]]]:
+              offsets: Sequence[Sequence[tuple[int, int]]],
+              segmenter: Segmenter | None = None) -> list[list[tuple[int, ...]]]:
     """Word units of a batch of texts, from each token's (begin, end) character offsets.
 
     Vectorised over the whole batch: texts are laid end to end (a newline between them, which no
-    regex word crosses), so a token's words are found by binary search among the word spans."""
+    word crosses), so a token's words are found by binary search among the word spans. Words that
+    one token touches are joined into one unit, so a segment boundary inside a token is dropped."""
     lengths = np.fromiter((len(t) for t in ids), dtype=np.int64, count=len(ids))
     n_tokens = int(lengths.sum())
     if n_tokens == 0:
         return [[] for _ in ids]
     text_start = np.zeros(len(texts), dtype=np.int64)
     np.cumsum([len(t) + 1 for t in texts[:-1]], out=text_start[1:])
-    spans = np.fromiter((c for m in _WORD.finditer("\n".join(texts)) for c in m.span()), dtype=np.int64)
-    word_start, word_end = spans[0::2], spans[1::2]
+    word_start, word_end = word_spans("\n".join(texts), segmenter)
     text_of_token = np.repeat(np.arange(len(ids)), lengths)
     flat_offsets = np.fromiter((c for doc in offsets for span in doc for c in span), dtype=np.int64,
                                count=2 * n_tokens).reshape(-1, 2)
@@ -397,6 +402,7 @@ def align(
     *,
     aligner: str | Aligner = "eflomal",
     chunk_size: int = 200_000,
+    segmenter: str | Segmenter | None = "auto",
     work_dir: str | Path | None = None,
 ) -> AlignmentCounts:
     """Tokenize, word-align and count token pairs.
@@ -405,6 +411,8 @@ def align(
         corpus: a ParallelCorpus (``.source``/``.target`` lists), or an iterable of such chunks
             (streaming: each chunk is aligned on its own and the counts are summed).
         chunk_size: split an in-memory corpus into chunks of at most this many pairs.
+        segmenter: word boundaries for text written without spaces, on both sides: ``auto`` (ICU
+            if installed, else every token of such text is a unit), ``icu``, ``tokens`` or ``none``.
         work_dir: where the aligner writes its temporary files (default: the system's temporary
             directory); the path-level functions give a sibling of their output.
 
@@ -413,6 +421,7 @@ def align(
     aligner = get_aligner(aligner)
     if work_dir is not None and getattr(aligner, "work_dir", False) is None:
         aligner = dataclasses.replace(aligner, work_dir=work_dir)
+    segmenter = get_segmenter(segmenter)
     if hasattr(corpus, "source") and hasattr(corpus, "target"):
         n = len(corpus.source)
         chunks = [(corpus.source[i:i + chunk_size], corpus.target[i:i + chunk_size]) for i in range(0, n, chunk_size)]
@@ -425,8 +434,8 @@ def align(
         if len(source_texts) != len(target_texts):
             raise DataError(f"a corpus chunk has {len(source_texts)} source and {len(target_texts)} target lines")
         started = time.perf_counter()
-        source_units = word_units(source_tokenizer, source_texts)
-        target_units = word_units(target_tokenizer, target_texts)
+        source_units = word_units(source_tokenizer, source_texts, segmenter=segmenter)
+        target_units = word_units(target_tokenizer, target_texts, segmenter=segmenter)
         keep = [k for k, (s, t) in enumerate(zip(source_units, target_units)) if s and t]
         source_units = [source_units[k] for k in keep]
         target_units = [target_units[k] for k in keep]
@@ -450,7 +459,8 @@ def align(
     total.sum_duplicates()
     covered = int((np.diff(total.indptr) > 0).sum())
     result = dict(stats)
-    result.update({"aligner": aligner.name, "target_tokens_with_counts": covered, "shards": 1})
+    result.update({"aligner": aligner.name, "segmenter": segmenter_name(segmenter),
+                   "target_tokens_with_counts": covered, "shards": 1})
     logger.info("aligned %d pairs: %d links, %d of %d target tokens have counts", result["pairs_aligned"],
                 result["links"], covered, target_size)
     return AlignmentCounts(total, vocab_hash(source_tokenizer), vocab_hash(target_tokenizer), result)

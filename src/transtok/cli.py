@@ -120,6 +120,7 @@ def _add_align(sub) -> None:
     p.add_argument("--parallel", required=True, nargs="+", metavar="FILE",
                    help="TSV (source<TAB>target), JSONL (source/target keys), or two line-aligned text files")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    _add_segmenter(p)
     _add_cleaning_options(p)
     p.add_argument("--shard", metavar="K/N", help="align only the K-th of N contiguous blocks of the corpus (1 <= K <= "
                                                   "N), e.g. one task of an array job; sum the outputs with "
@@ -128,6 +129,14 @@ def _add_align(sub) -> None:
                    help="pairs read, cleaned and aligned at a time; bounds memory (default: %(default)s)")
     _add_output(p)
     p.set_defaults(func=_run_align)
+
+
+def _add_segmenter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segmenter", default="auto", choices=["auto", "icu", "tokens", "none"],
+                        help="word boundaries in text written without spaces (Chinese, Japanese, Thai, Lao, Khmer, "
+                             "Burmese): auto = ICU's word break iterator if icu4py is installed (pip install "
+                             "'transtok[segment]'), else every token of such text is a word; none = one word per "
+                             "unspaced clause (default: %(default)s)")
 
 
 def _add_cleaning_options(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +157,8 @@ def _run_align(args) -> int:
     from transtok.pipeline import run_align
 
     counts = run_align(args.source_model, args.target_tokenizer, args.parallel, args.output, aligner=args.aligner,
-                       overwrite=args.overwrite, max_pairs=args.max_pairs, dedupe=args.dedupe,
+                       segmenter=args.segmenter, overwrite=args.overwrite, max_pairs=args.max_pairs,
+                       dedupe=args.dedupe,
                        max_length_ratio=_length_ratio(args), shard=args.shard, chunk_size=args.chunk_size)
     s = counts.stats
     where = f" (shard {s['shard']}: pairs {s['shard_pairs'][0]:,}..{s['shard_pairs'][1]:,})" if "shard_pairs" in s else ""
@@ -236,6 +246,7 @@ def _add_transfer(sub) -> None:
     p.add_argument("--vocab-size", type=int, help="target vocabulary size (--mode replace, with --target-corpus)")
     p.add_argument("--new-tokens", type=int, metavar="N", help="tokens to add to the source vocabulary (--mode extend)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    _add_segmenter(p)
     _add_cleaning_options(p)
     p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
     _add_mapping_options(p)
@@ -249,7 +260,8 @@ def _run_transfer(args) -> int:
     result = transfer(TransferConfig(
         source_model=args.source_model, parallel=args.parallel, output=args.output,
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
-        mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
+        mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, segmenter=args.segmenter,
+        mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
         max_pairs=args.max_pairs,
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
@@ -366,6 +378,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--vocab-size", type=int, default=16_000, help="target vocabulary size (default: %(default)s)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
+    _add_segmenter(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_run_demo)
 
@@ -375,7 +388,8 @@ def _run_demo(args) -> int:
 
     from transtok.demo import run_demo
 
-    r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner, overwrite=args.overwrite)
+    r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner,
+                 segmenter=args.segmenter, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         return 0

@@ -52,8 +52,8 @@ def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
 
 
 def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: int = 16_000,
-             aligner: str = "eflomal", mapping: MappingConfig | None = None, overwrite: bool = False,
-             workdir: str | Path | None = None) -> DemoResult:
+             aligner: str = "eflomal", segmenter: str = "auto", mapping: MappingConfig | None = None,
+             overwrite: bool = False, workdir: str | Path | None = None) -> DemoResult:
     """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books."""
     from transtok.assets import cached_split, smollm2_checkpoint
     from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility
@@ -69,7 +69,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     result = transfer(TransferConfig(
         source_model=str(source_dir), parallel=[str(data / "train.tsv")], output=str(output),
         target_corpus=[str(data / "train.txt")], vocab_size=vocab_size, aligner=aligner,
-        mapping=mapping or MappingConfig(), overwrite=overwrite))
+        segmenter=segmenter, mapping=mapping or MappingConfig(), overwrite=overwrite))
     seconds.update({f"transfer_{k}": v for k, v in result.seconds.items()})
 
     clock = time.perf_counter()

@@ -109,7 +109,8 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
 
 
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
-              aligner: str = "eflomal", overwrite: bool = False, chunk_size: int = 200_000,
+              aligner: str = "eflomal", segmenter: str = "auto", overwrite: bool = False,
+              chunk_size: int = 200_000,
               clean: bool = True, max_pairs: int | None = None, dedupe: bool = True,
               max_length_ratio: float | None = 3.0, shard: str | None = None) -> AlignmentCounts:
     """``transtok align``: tokenizers + parallel corpus → alignment directory (counts + both tokenizers).
@@ -128,7 +129,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
                           max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
     with scratch_dir(output) as scratch:
         counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
-                       work_dir=scratch)
+                       work_dir=scratch, segmenter=segmenter)
     counts.coverage = stream_coverage(stream)
     counts.stats["cleaning"] = dict(stream.stats)
     counts.stats["shard"] = str(stream.shard)
@@ -260,6 +261,8 @@ class TransferConfig:
     """replace: a new vocabulary of --vocab-size tokens; extend: the source's plus --new-tokens."""
     new_tokens: int | None = None
     aligner: str = "eflomal"
+    segmenter: str = "auto"
+    """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
     mapping: MappingConfig = field(default_factory=MappingConfig)
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
@@ -271,6 +274,9 @@ class TransferConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        from transtok.segment import SEGMENTERS
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
         if self.mode == "extend":
@@ -338,7 +344,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     counts = None
     if config.mapping.init == "trans-tokenization":
         with scratch_dir(config.output) as scratch:
-            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch)
+            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch,
+                           segmenter=config.segmenter)
         counts.stats["cleaning"] = cleaning
     seconds["align"] = time.perf_counter() - clock
 
@@ -387,6 +394,7 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         f"| source model | `{config.source_model}` ({report.source_tokens:,} tokens) |",
         f"| parallel corpus | {', '.join(f'`{p}`' for p in config.parallel)}: {stats.get('pairs_aligned', 0):,} pairs |",
         f"| aligner | {config.aligner if counts else 'none'} |",
+        f"| word segmenter (text without spaces) | {stats.get('segmenter', 'none') if counts else 'none'} |",
         f"| target tokens by provenance | {', '.join(f'{k} {v:,}' for k, v in report.provenance.items())} |",
         f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", "",
         "Load it with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`. The "

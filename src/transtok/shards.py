@@ -307,15 +307,17 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
 
     merged = None
     cleaning: Counter = Counter()
-    aligners = set()
+    aligners, segmenters = set(), set()
     for directory in directories:
         part = AlignmentCounts.load(directory)
         cleaning.update({k: v for k, v in part.stats.get("cleaning", {}).items() if isinstance(v, int)})
         aligners.add(part.stats.get("aligner", "?"))
+        segmenters.add(part.stats.get("segmenter", "none"))
         merged = part if merged is None else AlignmentCounts.merge([merged, part], check_coverage=False)
     counts = merged.counts.tocsr()
     merged.coverage = coverage
     merged.stats.update({"aligner": aligners.pop() if len(aligners) == 1 else "mixed",
+                         "segmenter": segmenters.pop() if len(segmenters) == 1 else "mixed",
                          "target_tokens_with_counts": int((counts.getnnz(axis=1) > 0).sum()),
                          "cleaning": dict(cleaning), "merged_shards": sorted(s for s in shards if s and s != "1/1"),
                          "merged_from": [str(d) for d in directories]})
