@@ -183,8 +183,11 @@ def test_quiet_silences_progress_bars(ws, tmp_path, capsys, monkeypatch):
     argv = ["transplant", "--in-memory", "--source-model", ws / "model", "--mapping", ws / "mapping", "--output"]
     try:
         hf_logging.enable_progress_bar()
-        assert run(*argv, tmp_path / "loud") == 0
-        assert "it/s]" in capsys.readouterr().err  # transformers' "Writing model shards" bar
+        assert run("-v", *argv, tmp_path / "loud") == 0
+        assert "it/s]" in capsys.readouterr().err  # transformers' "Writing model shards" bar, shown with -v
+        hf_logging.enable_progress_bar()
+        assert run(*argv, tmp_path / "default") == 0
+        assert "Writing model shards" not in capsys.readouterr().err  # hidden by default: ours are enough
         assert run("-q", *argv, tmp_path / "quiet") == 0
         captured = capsys.readouterr()
         assert "it/s" not in captured.err and "%|" not in captured.err and captured.err.strip() == ""

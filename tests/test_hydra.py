@@ -249,6 +249,66 @@ def test_bad_inputs_have_helpful_messages(small, tmp_path):
         Hydra.from_checkpoints({})
 
 
+def test_newline_ids_are_the_tokens_whose_text_breaks_the_line(tokenizers):
+    from transtok.hydra import newline_ids
+
+    for tokenizer in tokenizers:
+        ids = newline_ids(tokenizer)
+        assert ids and ids == [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+
+
+def _record_generated(hydra, monkeypatch) -> list:
+    """Capture the ids and keyword arguments of every ``hydra.generate`` call made by ``translate``."""
+    calls = []
+    generate = hydra.generate
+
+    def recording(prompts, **kwargs):
+        out = generate(prompts, **kwargs)
+        calls.append((out, kwargs))
+        return out
+
+    monkeypatch.setattr(hydra, "generate", recording)
+    return calls
+
+
+def test_translate_defaults_answer_one_line_with_a_repetition_guard(small, monkeypatch):
+    """By default an answer is one line that cannot start with a line break (a model pushed to emit line
+    breaks answers one token, and loops without the stop), and generation gets translate's repetition
+    guard; the n-gram guard, when asked for, leaves no repeated n-gram where the model would loop."""
+    from transtok.hydra import TRANSLATE_NO_REPEAT_NGRAM, TRANSLATE_REPETITION_PENALTY, newline_ids
+
+    hydra, *_ = small
+    offset = hydra.span("b").offset
+    newlines = newline_ids(hydra.tokenizer("b"))
+    newline = newlines[0] + offset
+    texts = [ENGLISH, "the city"]
+    calls = _record_generated(hydra, monkeypatch)
+
+    lines = hydra.translate(texts, source="a", target="b", max_new_tokens=12, sequence_bias={(newline,): 50.0})
+    assert all("\n" not in line for line in lines)
+    assert all(len(ids) == 1 and ids[0] != newline for ids in calls[-1][0])  # the break ends it, but cannot open it
+    kwargs = calls[-1][1]
+    assert set(newlines) <= set(kwargs["stop_ids"])
+    assert kwargs["begin_suppress_tokens"] == [i + offset for i in newlines]
+    assert TRANSLATE_REPETITION_PENALTY > 1 and kwargs["repetition_penalty"] == TRANSLATE_REPETITION_PENALTY
+    assert kwargs.get("no_repeat_ngram_size", 0) == TRANSLATE_NO_REPEAT_NGRAM
+    looping = hydra.translate(texts, source="a", target="b", max_new_tokens=12, stop_at_newline=False,
+                              repetition_penalty=1.0, sequence_bias={(newline,): 50.0})
+    assert all(ids == [newline] * 12 for ids in calls[-1][0]) and looping == ["", ""]  # line breaks only
+    assert "repetition_penalty" not in calls[-1][1] and "begin_suppress_tokens" not in calls[-1][1]
+
+    word = hydra.encode("ab", "b")[0]
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=4,
+                    sequence_bias={(word,): 50.0})
+    for ids in calls[-1][0]:
+        grams = [tuple(ids[i:i + 4]) for i in range(len(ids) - 3)]
+        assert len(grams) == len(set(grams)) and ids.count(word) < 12
+    hydra.translate(texts, source="a", target="b", max_new_tokens=12, no_repeat_ngram_size=0, repetition_penalty=1.0,
+                    sequence_bias={(word,): 50.0})
+    assert all(ids == [word] * 12 for ids in calls[-1][0])
+    assert hydra.output == "b"
+
+
 def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     from transtok.cli import main
 
@@ -280,6 +340,13 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
     assert len(translated) == 4 and translated[-1] == ""
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+                 "--output", str(tmp_path / "off.txt"), "--max-new-tokens", "5", "--no-stop-at-newline",
+                 "--no-repeat-ngram", "0", "--repetition-penalty", "1.3"]) == 0
+    assert (tmp_path / "off.txt").read_text(encoding="utf-8").splitlines() == [
+        t.replace("\n", " ") for t in hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
+                                                      max_new_tokens=5, stop_at_newline=False,
+                                                      no_repeat_ngram_size=0, repetition_penalty=1.3)]
 
     # a plain checkpoint is a one-vocabulary model that reads and writes both languages
     assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
@@ -325,6 +392,24 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     assert not torch.equal(trained.get_input_embeddings().weight, b.get_input_embeddings().weight)
     torch.testing.assert_close(trained.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight,
                                rtol=0, atol=0)
+
+    # --grid: every setting on systems a and b, the chosen one among the new settings
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+                       "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--grid",
+                       "--grid-no-repeat", "0", "3", "--grid-penalty", "1.0", "--systems", "ab", "--bf16", "off",
+                       "--work-dir", str(tmp_path / "grid"), "--output", str(tmp_path / "grid.json")]) == 0
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert len(grid["rows"]) == 2 * 3 and grid["chosen"] != grid["before"]
+    assert grid["chosen_settings"]["stop_at_newline"] and not grid["before_settings"]["stop_at_newline"]
+    assert "**" + grid["chosen"] in (tmp_path / "grid.md").read_text()
+    # --speed: plain generate and translate on the same prompts
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+                       "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--speed",
+                       "--bf16", "off", "--work-dir", str(tmp_path / "speed"),
+                       "--output", str(tmp_path / "speed.json")]) == 0
+    speed = json.loads((tmp_path / "speed.json").read_text())["speed"]
+    assert [r["lines"] for r in speed] == [3, 3, 3] and all(r["lines_per_second"] > 0 for r in speed)
+    assert speed[0]["examples"] == speed[1]["examples"]  # translate of a one-vocabulary model = plain generate
 
 
 def test_tied_and_untied_vocabularies_make_an_untied_hydra_that_keeps_each_view(tokenizers, tmp_path):

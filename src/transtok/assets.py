@@ -334,6 +334,8 @@ def _convert_gguf(gguf_path: Path, output: Path) -> None:
     from transtok.errors import require
 
     require("gguf", package="gguf", extra="assets", purpose="converting the SmolLM2 GGUF to a checkpoint")
+    # transformers loads GGUF files only with accelerate installed (else a ValueError with a traceback)
+    require("accelerate", package="accelerate", extra="assets", purpose="loading the SmolLM2 GGUF")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

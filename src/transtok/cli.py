@@ -256,6 +256,7 @@ def _add_transfer(sub) -> None:
 
 def _run_transfer(args) -> int:
     from transtok.pipeline import TransferConfig, transfer
+    from transtok.progress import duration, timings
 
     result = transfer(TransferConfig(
         source_model=args.source_model, parallel=args.parallel, output=args.output,
@@ -270,7 +271,7 @@ def _run_transfer(args) -> int:
         print(f"extended {e['source_tokens']:,} source tokens by {e['new_tokens']:,} ({e['reachable']:,} reachable); "
               f"sample: {' | '.join(e['sample'][:12])}")
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    print(f"time: {duration(sum(result.seconds.values()))} ({timings(result.seconds)})")
     print(f"wrote {result.output}")
     return 0
 
@@ -387,6 +388,7 @@ def _run_demo(args) -> int:
     import json
 
     from transtok.demo import run_demo
+    from transtok.progress import duration
 
     r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner,
                  segmenter=args.segmenter, overwrite=args.overwrite)
@@ -403,7 +405,7 @@ def _run_demo(args) -> int:
     print(f"prompt: {r.prompt!r}")
     print(f"  source model: {r.samples['source']!r}")
     print(f"  transferred:  {r.samples['transferred']!r}")
-    print(f"time: {sum(r.seconds.values()):.0f} s; model written to {r.output}")
+    print(f"time: {duration(sum(r.seconds.values()))}; model written to {r.output}")
 
 
 def _token_count(text: str) -> int:
@@ -679,14 +681,25 @@ def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model"):
     return Hydra.from_checkpoints({name: path}, dtype=dtype)
 
 
-def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+def _add_generation_options(parser: argparse.ArgumentParser, *, translation: bool = False) -> None:
+    """Generation flags; ``translation`` gives translate's defaults (one line, repetition guard)."""
+    no_repeat, penalty = 0, 1.0
+    if translation:
+        from transtok.hydra import TRANSLATE_NO_REPEAT_NGRAM, TRANSLATE_REPETITION_PENALTY
+
+        no_repeat, penalty = TRANSLATE_NO_REPEAT_NGRAM, TRANSLATE_REPETITION_PENALTY
     group = parser.add_argument_group("generation")
     group.add_argument("--max-new-tokens", type=int, default=128, help="(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=8, help="prompts per left-padded batch (default: %(default)s)")
     group.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default: %(default)s)")
-    group.add_argument("--repetition-penalty", type=float, default=1.0, help="(default: %(default)s)")
-    group.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
-                       help="forbid repeating any N-gram (0: off; small models loop without it)")
+    group.add_argument("--repetition-penalty", type=float, default=penalty,
+                       help="divide the logits of tokens already in the text; 1 = off (default: %(default)s)")
+    group.add_argument("--no-repeat-ngram", type=int, default=no_repeat, metavar="N",
+                       help="forbid repeating any N-gram; 0 = off, small models loop without it (default: %(default)s)")
+    if translation:
+        group.add_argument("--stop-at-newline", action=argparse.BooleanOptionalAction, default=True,
+                           help="a translation is one line: end each answer at its first line break "
+                                "(default: on; the defaults were chosen on dev verses by chrF)")
     group.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
 
 
@@ -694,6 +707,9 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
     kwargs = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     if args.num_beams > 1:
         kwargs["num_beams"] = args.num_beams
+    if hasattr(args, "stop_at_newline"):  # translate: pass every value, 0 and 1.0 included, over its defaults
+        return {**kwargs, "stop_at_newline": args.stop_at_newline, "no_repeat_ngram_size": args.no_repeat_ngram,
+                "repetition_penalty": args.repetition_penalty}
     if args.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = args.repetition_penalty
     if args.no_repeat_ngram:
@@ -819,7 +835,7 @@ def _add_translate(sub) -> None:
                    help="prompt template with {text}, {source_language}, {target_language} "
                         "(default: 'Translate the following {source_language} text into {target_language}.')")
     p.add_argument("--no-chat", action="store_true", help="plain prompt even if the vocabulary has a chat template")
-    _add_generation_options(p)
+    _add_generation_options(p, translation=True)
     p.set_defaults(func=_run_translate)
 
 
@@ -828,8 +844,13 @@ def _run_translate(args) -> int:
 
     from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES
 
+    import time
+
+    from transtok.progress import duration
+
     texts = _read_lines(args.input)
     hydra = _open_hydra(args.model, dtype=args.dtype)
+    clock = time.perf_counter()
     source, target = args.source, args.target
     if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
         source = target = "model"
@@ -837,9 +858,11 @@ def _run_translate(args) -> int:
         texts, source=source, target=target, instruction=args.instruction or DEFAULT_INSTRUCTION,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
         target_language=LANGUAGE_NAMES.get(args.target, args.target), **_generation_kwargs(args))
+    seconds = time.perf_counter() - clock
     _write_lines(args.output, translations)
     if args.output:
-        print(f"translated {len(texts):,} lines {args.source} -> {args.target} -> {args.output}", file=sys.stderr)
+        print(f"translated {len(texts):,} lines {args.source} -> {args.target} in {duration(seconds)} "
+              f"({len(texts) / seconds:.2f} lines/s) -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -885,6 +908,20 @@ def _configure_logging(args: argparse.Namespace) -> None:
                         stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # transformers' "Loading weights" / "Writing model shards" bars would drown ours
+        _hide_library_progress_bars()
+
+
+def _hide_library_progress_bars() -> None:
+    """No progress bars from transformers or huggingface_hub (read from the environment when they are
+    imported; switched off directly if they already are)."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class Terminated(KeyboardInterrupt):
@@ -896,16 +933,11 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def _quiet_progress() -> None:
-    """-q: no progress bars from tqdm, transformers or huggingface_hub (read from the environment
-    when they are imported; switched off directly if they already are)."""
+    """-q: no progress bars at all, ours (tqdm reads TQDM_DISABLE) included."""
     import os
 
     os.environ["TQDM_DISABLE"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    if "huggingface_hub" in sys.modules:
-        sys.modules["huggingface_hub"].utils.disable_progress_bars()
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    _hide_library_progress_bars()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

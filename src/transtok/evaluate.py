@@ -149,6 +149,8 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     precision = "bf16" if use_bf16 else "fp32"
 
     windows = [ids[start:start + seq_len] for start in range(0, len(ids), seq_len)]
+    logger.info("scoring %s tokens (%s bytes) in %s windows of %d, %d per batch, %s on %s", f"{len(ids):,}",
+                f"{len(encoded):,}", f"{len(windows):,}", seq_len, batch_size, precision, device)
     total_nats = 0.0
     was_training = model.training
     model.eval()

@@ -25,13 +25,15 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.errors import ArchitectureError, ConfigError, DataError, MismatchError
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI reads this module's defaults at parse time
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ LANGUAGE_NAMES = {
     "zh": "Chinese",
 }
 DEFAULT_INSTRUCTION = "Translate the following {source_language} text into {target_language}.\n\n{text}"
+# Defaults of translate() and 'transtok translate' (with the stop at the line break), chosen on 24 dev verses by
+# mean chrF of SmolLM2 and its untrained Hydra en->es: benchmarks/results/translation/defaults_dev.md (no-repeat
+# 3 or 4 with the same penalty came within 0.1 chrF). Without a guard a small model loops until the token limit.
+TRANSLATE_NO_REPEAT_NGRAM = 0
+TRANSLATE_REPETITION_PENALTY = 1.2
 
 
 # --- vocabularies ---------------------------------------------------------------------------------
@@ -155,6 +162,8 @@ def _embedding_keys(model) -> set[str]:
 
 def body_fingerprint(model) -> dict[str, str]:
     """sha256 (16 hex chars) of every non-embedding state-dict tensor, with its dtype and shape."""
+    import torch
+
     skip = _embedding_keys(model)
     out = {}
     for key, tensor in model.state_dict().items():
@@ -241,6 +250,8 @@ class Hydra:
         The Hydra is tied when every vocabulary is tied; otherwise its head is untied and tied
         vocabularies contribute a copy of their input rows. ``output`` defaults to the last vocabulary.
         """
+        import torch
+
         from transtok.surgery import embedding_pair, is_tied
 
         if not vocabularies:
@@ -424,6 +435,8 @@ class Hydra:
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits over the output vocabulary: (B, T) global ids → (B, T, V_output)."""
+        import torch
+
         span = self.span(self.output)
         with torch.no_grad():
             full = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -437,6 +450,8 @@ class Hydra:
         default). Only ids of the output vocabulary can be produced. Generation ends at the output
         vocabulary's stop ids and at ``stop_ids`` (extra local ids of the output vocabulary, e.g. newlines).
         """
+        import torch
+
         if batch_size < 1 or max_new_tokens < 1:
             raise ConfigError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
         if any(len(p) == 0 for p in prompts):
@@ -476,17 +491,34 @@ class Hydra:
     def translate(self, texts: Sequence[str], *, source: str, target: str, instruction: str = DEFAULT_INSTRUCTION,
                   chat: bool | None = None, source_language: str | None = None,
                   target_language: str | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                  stop_ids: Sequence[int] = (), **generate_kwargs) -> list[str]:
+                  stop_at_newline: bool = True, no_repeat_ngram_size: int = TRANSLATE_NO_REPEAT_NGRAM,
+                  repetition_penalty: float = TRANSLATE_REPETITION_PENALTY, stop_ids: Sequence[int] = (),
+                  **generate_kwargs) -> list[str]:
         """Translate ``texts``: the prompt is read through ``source``, the answer written in ``target``.
 
         ``chat`` (default: whether ``source`` has a chat template) wraps the instruction as a user turn.
-        The output vocabulary is restored afterwards.
+        A translation is one line: with ``stop_at_newline`` the answer cannot start with a line break
+        and ends at its first one. ``no_repeat_ngram_size`` (0: off) and ``repetition_penalty`` (1: off)
+        keep a small model from looping; the defaults were chosen on dev verses by chrF
+        (``benchmarks/results/translation/``). The output vocabulary is restored afterwards.
         """
         for name in (source, target):
             self.span(name)  # fail early on an unknown name
         prompts = [translation_prompt(self, text, source=source, target=target, instruction=instruction, chat=chat,
                                       source_language=source_language, target_language=target_language)
                    for text in texts]
+        if stop_at_newline:
+            lines = newline_ids(self.tokenizer(target))
+            stop_ids = (*stop_ids, *lines)
+            offset = self.span(target).offset
+            generate_kwargs.setdefault("begin_suppress_tokens", [i + offset for i in lines] or None)
+        if no_repeat_ngram_size:
+            generate_kwargs.setdefault("no_repeat_ngram_size", no_repeat_ngram_size)
+        if repetition_penalty != 1.0:
+            generate_kwargs.setdefault("repetition_penalty", repetition_penalty)
+        logger.info("translating %s lines %s -> %s in batches of %d (at most %d new tokens each%s)",
+                    f"{len(texts):,}", source, target, batch_size, max_new_tokens,
+                    ", one line" if stop_at_newline else "")
         previous = self.output
         self.set_output(target)
         try:
@@ -506,6 +538,8 @@ class Hydra:
         tokens). With ``share`` the rows are views of the Hydra's tables, so in-place updates (an
         optimizer step) land in the Hydra; without, they are copies.
         """
+        import torch
+
         from transtok.surgery import embedding_pair, is_tied
 
         span = self.span(name)
@@ -582,6 +616,8 @@ class Hydra:
 
     def _reordered_tables(self, order: Sequence[str]) -> dict[str, torch.Tensor]:
         """State-dict entries of the embedding tensors with their row blocks in ``order`` (tied stay shared)."""
+        import torch
+
         by_pointer: dict[int, torch.Tensor] = {}
         out = {}
         keys = _embedding_keys(self.model)
@@ -592,6 +628,13 @@ class Hydra:
                         [tensor[self._spans[n].offset:self._spans[n].end] for n in order])
                 out[key] = by_pointer[tensor.data_ptr()]
         return out
+
+
+def newline_ids(tokenizer) -> list[int]:
+    """Local ids whose text holds a line break (special tokens excluded): where a one-line answer ends."""
+    from transtok.vocabulary import token_bytes
+
+    return [i for i, piece in enumerate(token_bytes(tokenizer)) if piece is not None and b"\n" in piece]
 
 
 def translation_prompt(hydra: Hydra, text: str, *, source: str, target: str,
@@ -632,6 +675,8 @@ def _padding(span: VocabularySpan) -> list[int]:
 
 
 def _torch_dtype(dtype: str | torch.dtype):
+    import torch
+
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     value = getattr(torch, str(dtype), None)

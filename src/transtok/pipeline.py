@@ -18,6 +18,7 @@ from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
+from transtok.progress import duration, timings
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
                               keep_source_rows, new_rows_report, provenance_counts)
 from transtok.surgery import transplant
@@ -320,6 +321,7 @@ def transfer(config: TransferConfig) -> TransferResult:
     corpus = read_parallel(config.parallel)
     corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
                                     max_length_ratio=config.max_length_ratio)
+    logger.info("loading the source model %s", config.source_model)
     model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
     seconds["load"] = time.perf_counter() - clock
 
@@ -350,6 +352,7 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds["align"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    logger.info("building the %s mapping of %s target tokens", config.mapping.init, f"{len(target_tokenizer):,}")
     mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config.mapping,
                                              target_texts=target_texts, focus=config.focus)
     seconds["map"] = time.perf_counter() - clock
@@ -359,6 +362,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     seconds["transplant"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    logger.info("writing the model (%s parameters) and its provenance to %s",
+                f"{sum(p.numel() for p in model.parameters()):,}", config.output)
     with atomic_output_dir(config.output, overwrite=config.overwrite) as tmp:
         save_checkpoint(tmp, model, target_tokenizer)
         provenance = tmp / PROVENANCE_DIR
@@ -376,7 +381,7 @@ def transfer(config: TransferConfig) -> TransferResult:
         write_json(provenance / "config.json", resolved)
         (tmp / "README.md").write_text(model_card(config, report, counts), encoding="utf-8")
     seconds["save"] = time.perf_counter() - clock
-    logger.info("transfer done in %.1f s: %s", sum(seconds.values()), seconds)
+    logger.info("transfer done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
     return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension)
 
 

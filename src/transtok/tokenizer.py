@@ -410,8 +410,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     _split_words_for_training(backend, (piece for piece in learned if piece not in added_contents))
     if show_progress is None:  # TQDM_DISABLE: the CLI's -q
         show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
-    logger.info("training a %s tokenizer of %d tokens on %d texts (%d characters)", kind, vocab_size, len(texts),
-                characters)
+    logger.info("training a %s tokenizer of %s tokens on %s texts (%s characters)", kind, f"{vocab_size:,}",
+                f"{len(texts):,}", f"{characters:,}")
     if kind == "WordPiece":
         _train_wordpiece(backend, texts, spec["model"], vocab_size, min_frequency, specials, show_progress)
     else:
@@ -439,7 +439,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
     trained["pre_tokenizer"] = spec.get("pre_tokenizer")  # undo _split_words_for_training
     target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
-    logger.info("trained a %s tokenizer of %d tokens (%d special/added)", kind, len(target), len(added))
+    logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     if len(target) < SHORT_VOCAB_WARNING * vocab_size:
         logger.warning("trained only %s of the %s tokens requested: the training text (%s lines, %s characters) has "
                        "no more merges seen at least %d times; give more text for a vocabulary of that size",
