@@ -234,10 +234,17 @@ def _add_transfer(sub) -> None:
     p.add_argument("--source-model", required=True, metavar="M", help="source model directory or hub id")
     p.add_argument("--parallel", required=True, nargs="+", metavar="FILE",
                    help="TSV (source<TAB>target), JSONL (source/target keys), or two line-aligned text files")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-tokenizer", metavar="T", help="an existing target tokenizer")
-    target.add_argument("--target-corpus", nargs="+", metavar="FILE", help="target-language text to train one on")
-    p.add_argument("--vocab-size", type=int, help="target vocabulary size (with --target-corpus)")
+    p.add_argument("--mode", default="replace", choices=["replace", "extend"],
+                   help="replace: a new target vocabulary (--vocab-size), the model reads the target language only; "
+                        "extend: keep every source token and row and add --new-tokens target tokens (default: "
+                        "%(default)s)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-tokenizer", metavar="T", help="an existing target tokenizer (replace), or one "
+                                                                "made by 'train-tokenizer --extend' (extend)")
+    target.add_argument("--target-corpus", nargs="+", metavar="FILE",
+                        help="target-language text to train one on (extend: default the parallel corpus's target side)")
+    p.add_argument("--vocab-size", type=int, help="target vocabulary size (--mode replace, with --target-corpus)")
+    p.add_argument("--new-tokens", type=int, metavar="N", help="tokens to add to the source vocabulary (--mode extend)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
     _add_segmenter(p)
     _add_cleaning_options(p)
@@ -254,11 +261,15 @@ def _run_transfer(args) -> int:
     result = transfer(TransferConfig(
         source_model=args.source_model, parallel=args.parallel, output=args.output,
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
-        aligner=args.aligner, segmenter=args.segmenter, mapping=_mapping_config(args), focus=_focus_config(args),
-        dtype=args.dtype,
+        mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, segmenter=args.segmenter,
+        mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
         max_pairs=args.max_pairs,
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
+    if result.extension is not None:
+        e = result.extension
+        print(f"extended {e['source_tokens']:,} source tokens by {e['new_tokens']:,} ({e['reachable']:,} reachable); "
+              f"sample: {' | '.join(e['sample'][:12])}")
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
     print(f"time: {duration(sum(result.seconds.values()))} ({timings(result.seconds)})")
     print(f"wrote {result.output}")
@@ -412,7 +423,9 @@ def _add_finetune(sub) -> None:
                     "byte is evaluated every N steps and at the end, checkpoints allow --resume, and the output is "
                     "a plain HF checkpoint (LoRA merged unless --no-merge).\n\n"
                     "stages: embeddings = input embeddings + LM head; 2x2 = those + decoder blocks 0, 1, -2, -1; "
-                    "full = everything; lora = LoRA on the body's linear layers + trainable embeddings/head.\n"
+                    "full = everything; lora = LoRA on the body's linear layers + trainable embeddings/head; "
+                    "new-rows = only the embedding/LM-head rows of tokens added by 'transfer --mode extend' (the "
+                    "source rows stay bit-identical).\n"
                     "--recipe paper = embeddings for 38% of the budget (constant LR), then 2x2 for 62% "
                     "(linear decay), as in Remy et al. 2024 (41M + 66M tokens).\n\n"
                     "Multi-GPU / multi-node: run the same command under 'accelerate launch' or "
@@ -424,6 +437,8 @@ def _add_finetune(sub) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--stage", default=d.stage, choices=STAGES, help="what to train (default: %(default)s)")
     what.add_argument("--recipe", choices=sorted(RECIPES), help="a multi-stage recipe instead of one --stage")
+    p.add_argument("--new-rows-from", type=int, metavar="ID",
+                   help="--stage new-rows: first new token id (default: read from the model's transtok/mapping)")
     budget = p.add_argument_group("budget and optimisation")
     budget.add_argument("--max-tokens", type=_token_count, default=d.max_tokens, metavar="N",
                         help="training tokens over all stages, e.g. 2M (default: %(default)s)")
@@ -483,7 +498,7 @@ def _run_finetune(args) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-        overwrite=args.overwrite)
+        new_rows_from=args.new_rows_from, overwrite=args.overwrite)
     args.interrupt_hint = lambda: after_interrupt(config)
     result = finetune(config)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -512,7 +527,12 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--source-model", required=True, metavar="M",
                    help="source model or tokenizer: directory, hub id, .gguf file, SentencePiece .model or "
                         "Mistral tekken.json")
-    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="target vocabulary size, specials included")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--vocab-size", type=int, metavar="N",
+                      help="replace recipe: a new vocabulary of N tokens, specials included")
+    size.add_argument("--extend", type=int, metavar="N",
+                      help="extend recipe: the source tokenizer whole (same ids) plus N tokens learned on the "
+                           "corpus (BPE sources: the merge list continues)")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object (sizes, fertility) on stdout")
@@ -531,14 +551,27 @@ def _run_train_tokenizer(args) -> int:
     check_output_dir(args.output, overwrite=args.overwrite)  # fail before the training, not after
     source = load_tokenizer(args.source_model)
     texts = read_texts(args.corpus)
-    target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
+    extension = None
+    if args.extend is not None:
+        from transtok.extension import extend_tokenizer
+
+        target, extension = extend_tokenizer(texts, source, args.extend, min_frequency=args.min_frequency)
+    else:
+        target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
     save_tokenizer(target, args.output, overwrite=args.overwrite)
     sample = texts[:20000]  # fertility on a sample: it is a summary, not a measurement
     report = {"output": args.output, "vocab_size": len(target), "source_vocab_size": len(source),
               "training_segments": len(texts), "fertility": fertility(target, sample),
               "source_fertility": fertility(source, sample)}
+    if extension is not None:
+        report["extension"] = extension.to_dict()
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
+    elif extension is not None:
+        print(f"extended {len(source):,} source tokens by {extension.new_tokens:,} "
+              f"({extension.reachable:,} reachable) on {len(texts):,} segments; tokens per word on the training "
+              f"text: {report['fertility']:.3f} (source tokenizer: {report['source_fertility']:.3f}) -> {args.output}")
+        print("first new tokens: " + " | ".join(extension.sample[:20]))
     else:
         print(f"trained {report['vocab_size']:,} tokens on {report['training_segments']:,} segments; tokens per word "
               f"on the training text: {report['fertility']:.3f} (source tokenizer: {report['source_fertility']:.3f}) "

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse ti
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("embeddings", "2x2", "full", "lora")
+STAGES = ("embeddings", "2x2", "full", "lora", "new-rows")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp32")
 JOINS = ("newline", "eos")
@@ -80,7 +80,12 @@ class FinetuneConfig:
     eval: list[str] = field(default_factory=list)
     """Held-out text files for bits per byte; none disables evaluation."""
     stage: str = "embeddings"
-    """embeddings | 2x2 | full | lora (ignored when ``recipe`` is set)."""
+    """embeddings | 2x2 | full | lora | new-rows (ignored when ``recipe`` is set). new-rows trains only
+    the embedding and LM-head rows of tokens added by vocabulary extension; the source rows stay
+    bit-identical."""
+    new_rows_from: int | None = None
+    """First new token id for the new-rows stage; None = read from the model's transtok/mapping
+    (written by transfer/transplant of an extended vocabulary)."""
     recipe: str | None = None
     """A multi-stage recipe from RECIPES, e.g. 'paper' (embeddings, then 2x2)."""
     max_tokens: int = 1_000_000
@@ -160,6 +165,8 @@ class FinetuneConfig:
             raise ConfigError(f"save_every must be >= 0 steps (0 = no checkpoints) or None, got {self.save_every!r}")
         if not self.train:
             raise ConfigError("no training text given; pass one or more --train FILE")
+        if self.new_rows_from is not None and self.new_rows_from < 0:
+            raise ConfigError(f"new_rows_from must be a token id >= 0, got {self.new_rows_from!r}")
 
     @property
     def stages(self) -> tuple[RecipeStage, ...]:
@@ -279,6 +286,71 @@ def freeze_for_stage(model, stage: str) -> dict:
     logger.info("stage %s: %s of %s parameters trainable (%.1f%%)%s", stage, f"{trainable:,}", f"{total:,}",
                 100 * trainable / max(total, 1), f", decoder blocks {chosen_layers}" if chosen_layers else "")
     return {"trainable_parameters": trainable, "total_parameters": total, "decoder_blocks": chosen_layers}
+
+
+class FrozenRows:
+    """Keep rows ``< first_new`` of the embedding table, LM head (and bias) exactly as they are.
+
+    A gradient hook zeroes those rows' gradients (so clipping and Adam's moments see only the new
+    rows), and :meth:`restore` copies the saved rows back after each optimizer step: decoupled
+    weight decay (AdamW) moves parameters even where the gradient is zero. A tied head is one
+    parameter, so it shares the mask.
+    """
+
+    def __init__(self, parameters: Sequence[torch.nn.Parameter], first_new: int) -> None:
+        self.parameters, self.first_new = list(parameters), first_new
+        self.saved = [p.detach()[:first_new].clone() for p in self.parameters]
+        self.handles = [p.register_hook(self._mask) for p in self.parameters]
+
+    def _mask(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:self.first_new] = 0
+        return grad
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for parameter, saved in zip(self.parameters, self.saved):
+                parameter[:self.first_new].copy_(saved)
+
+    def remove(self) -> None:
+        self.restore()
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+def new_rows_start(model_dir: str | Path, tokenizer) -> int:
+    """The first new token id of an extended model, from its ``transtok/mapping/mapping.json``."""
+    meta_path = Path(model_dir) / "transtok" / "mapping" / "mapping.json"
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    if not meta.get("keeps_source_rows"):
+        raise ConfigError(
+            f"--stage new-rows: {str(model_dir)!r} does not say which rows are new (no extension mapping in "
+            "transtok/mapping/); make the model with 'transtok transfer --mode extend' or pass --new-rows-from ID "
+            "(the source vocabulary size)")
+    first = int(meta["shape"][1])
+    if first >= len(tokenizer):
+        raise ConfigError(f"--stage new-rows: the mapping says new rows start at {first}, the tokenizer has "
+                          f"{len(tokenizer)} tokens; there are no new rows to train")
+    return first
+
+
+def freeze_new_rows(model, first_new: int) -> tuple[FrozenRows, dict]:
+    """Stage new-rows: only the embedding/LM-head rows from ``first_new`` on train. Returns the
+    :class:`FrozenRows` guard (restore after each step, remove after the stage) and a summary."""
+    summary = freeze_for_stage(model, "embeddings")
+    params = _embedding_parameters(model)
+    rows = params[0].shape[0]
+    if not 0 < first_new < rows:
+        raise ConfigError(f"--new-rows-from {first_new} is outside the embedding table's {rows} rows; give the "
+                          "source vocabulary size (the first added token id)")
+    guard = FrozenRows(params, first_new)
+    trainable = sum(p[first_new:].numel() for p in params)
+    logger.info("stage new-rows: rows %d..%d of the embeddings%s train (%s parameters); the first %d rows are "
+                "frozen", first_new, rows - 1, "" if len(params) == 1 else " and LM head", f"{trainable:,}", first_new)
+    return guard, {**summary, "trainable_parameters": trainable, "new_rows_from": first_new}
 
 
 def _module_name(model, module) -> str:
@@ -509,7 +581,16 @@ def _make_trainer_classes():
                 self.bar.close()
                 self.bar = None
 
-    return BitsPerByteTrainer, RunLog
+    class AfterStep(TrainerCallback):
+        """Calls ``action`` after every optimizer step (before logging, evaluation and saving)."""
+
+        def __init__(self, action) -> None:
+            self.action = action
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.action()
+
+    return BitsPerByteTrainer, RunLog, AfterStep
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -660,7 +741,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     # the Trainer reuses it.
     process = accelerate.PartialState(cpu=not torch.cuda.is_available())
     world, is_main = process.num_processes, process.is_main_process
-    BitsPerByteTrainer, RunLog = _make_trainer_classes()
+    BitsPerByteTrainer, RunLog, AfterStep = _make_trainer_classes()
     use_bf16 = _use_bf16(config.precision)
 
     model, tokenizer, saved_dtype = _load(config.model)
@@ -713,6 +794,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     steps[-1] = max(1, total_steps - sum(steps[:-1]))
     settings = {"stages": [asdict(s) for s in plan], "steps": steps, "seq_len": config.seq_len,
                 "tokens_per_step": tokens_per_step, "lr": config.lr, "seed": config.seed,
+                "new_rows_from": config.new_rows_from,
                 "train": _files_fingerprint(config.train)}
     fingerprint = {"model": model_fingerprint(model), "vocab": vocab_hash(tokenizer), "settings": settings}
     root = config.checkpoint_path
@@ -732,9 +814,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         if resuming:  # drop records a crash left after the checkpoint we resume from
             history = [r for r in history if r["stage_index"] < index or
                        (r["stage_index"] == index and r["step"] <= done_steps)]
+        guard = None
         if stage.stage == "lora":
             model, summary = apply_lora(model, rank=config.lora_rank, alpha=config.lora_alpha,
                                         dropout=config.lora_dropout)
+        elif stage.stage == "new-rows":
+            first_new = config.new_rows_from if config.new_rows_from is not None else \
+                new_rows_start(config.model, tokenizer)
+            guard, summary = freeze_new_rows(model, first_new)
         else:
             summary = freeze_for_stage(model, stage.stage)
         args = _training_arguments(config, stage, stage_dir, n_steps, bf16=use_bf16,
@@ -747,6 +834,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
                          writer=trainer.is_world_process_zero())
         trainer.add_callback(run_log)
+        if guard is not None:
+            trainer.add_callback(AfterStep(guard.restore))
         if (eval_texts is not None and config.eval_at_start and index == 0
                 and not any(r.get("stage_index") == 0 for r in history)):
             trainer.evaluate()  # the curve's starting point: the transplanted model before training
@@ -755,6 +844,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=last_checkpoint)
         model = trainer.model
+        if guard is not None:
+            guard.remove()
         stage_reports.append({"stage": stage.stage, "schedule": stage.schedule, "steps": n_steps,
                               "tokens": n_steps * tokens_per_step, "steps_run_now": run_log.steps_done,
                               "tokens_per_second": run_log.tokens_per_second,

@@ -8,6 +8,7 @@ fallback row (the mean of the source rows, or a random draw):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random", "focus")
 # Codes are saved in mapping files: only ever append.
-PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback", "focus")
+PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback", "focus", "kept")
 _SPECIAL, _COPIED, _ALIGNED, _DECOMPOSED, _FALLBACK = range(5)
+_KEPT = PROVENANCE.index("kept")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class TokenMapping:
     preserve_norm: bool = False
     seed: int = 0
     config: dict = field(default_factory=dict)
+    keeps_source_rows: bool = False
+    """Vocabulary extension: target ids < V_s are the source's tokens, and :meth:`apply` copies their
+    rows bit for bit (see :func:`keep_source_rows`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -125,6 +130,9 @@ class TokenMapping:
             rows = np.flatnonzero(self.residual)
             # Only the fallback rows: a dense (V_t, d) temporary would double the peak memory.
             out[rows] += self.residual[rows, None] * self._fallback_rows(source, rows)
+        if self.keeps_source_rows:
+            # Exact copies, whatever rounding the product or the norm rescaling did.
+            out[:self.shape[1]] = source
         result = torch.from_numpy(out)
         if vector:
             result = result[:, 0]
@@ -153,7 +161,8 @@ class TokenMapping:
         }, str(directory / "mapping.safetensors"))
         meta = {"format": "transtok-mapping/1", "shape": list(self.shape), "fallback": self.fallback,
                 "preserve_norm": self.preserve_norm, "seed": self.seed, "source_vocab_hash": self.source_vocab_hash,
-                "target_vocab_hash": self.target_vocab_hash, "config": self.config, "provenance_codes": list(PROVENANCE)}
+                "target_vocab_hash": self.target_vocab_hash, "config": self.config, "provenance_codes": list(PROVENANCE),
+                "keeps_source_rows": self.keeps_source_rows}
         (directory / "mapping.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
@@ -178,7 +187,7 @@ class TokenMapping:
         return cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
                    source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
                    fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
-                   config=meta.get("config", {}))
+                   config=meta.get("config", {}), keeps_source_rows=bool(meta.get("keeps_source_rows", False)))
 
     @classmethod
     def combine(cls, mappings: Sequence[TokenMapping], weights: Sequence[float] | None = None) -> TokenMapping:
@@ -200,10 +209,11 @@ class TokenMapping:
         residual = sum(w * m.residual for w, m in zip(weights, mappings)).astype(np.float32)
         best = np.argmax(np.stack([w * (1 - m.residual) for w, m in zip(weights, mappings)]), axis=0)
         provenance = np.choose(best, [m.provenance for m in mappings]).astype(np.int8)
-        return cls(matrix=matrix.astype(np.float32), residual=residual, provenance=provenance,
-                   source_vocab_hash=first.source_vocab_hash, target_vocab_hash=first.target_vocab_hash,
-                   fallback=first.fallback, preserve_norm=first.preserve_norm, seed=first.seed,
-                   config={"combined": [m.config for m in mappings], "weights": weights.tolist()})
+        combined = cls(matrix=matrix.astype(np.float32), residual=residual, provenance=provenance,
+                       source_vocab_hash=first.source_vocab_hash, target_vocab_hash=first.target_vocab_hash,
+                       fallback=first.fallback, preserve_norm=first.preserve_norm, seed=first.seed,
+                       config={"combined": [m.config for m in mappings], "weights": weights.tolist()})
+        return keep_source_rows(combined) if any(m.keeps_source_rows for m in mappings) else combined
 
 
 @dataclass
@@ -387,10 +397,50 @@ def build_mapping(
     return mapping, _report(mapping, has_aligned, config)
 
 
+def keep_source_rows(mapping: TokenMapping) -> TokenMapping:
+    """The extension form of ``mapping`` (V_t >= V_s): rows < V_s become the identity (provenance
+    "kept", no fallback weight) and :meth:`TokenMapping.apply` copies them exactly; new rows stay."""
+    import scipy.sparse as sp
+
+    target_size, source_size = mapping.shape
+    if target_size < source_size:
+        raise MismatchError(f"an extension mapping needs at least as many target tokens as source tokens, got "
+                            f"{target_size} < {source_size}; the target tokenizer does not extend the source")
+    keep = np.r_[np.zeros(source_size), np.ones(target_size - source_size)]
+    identity = sp.csr_matrix((np.ones(source_size), (np.arange(source_size), np.arange(source_size))),
+                             shape=mapping.shape)
+    matrix = (sp.diags(keep) @ mapping.matrix + identity).tocsr().astype(np.float32)
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    residual = mapping.residual.astype(np.float32).copy()
+    residual[:source_size] = 0.0
+    provenance = mapping.provenance.astype(np.int8).copy()
+    provenance[:source_size] = _KEPT
+    return dataclasses.replace(mapping, matrix=matrix, residual=residual, provenance=provenance,
+                               keeps_source_rows=True)
+
+
 def provenance_counts(provenance: np.ndarray) -> dict[str, int]:
     """Target tokens per provenance: the five core kinds always, method-specific ones when present."""
     counts = np.bincount(provenance.astype(np.int64), minlength=len(PROVENANCE))
     return {name: int(counts[code]) for code, name in enumerate(PROVENANCE) if code <= _FALLBACK or counts[code]}
+
+
+def new_rows_report(mapping: TokenMapping, report: MappingReport) -> MappingReport:
+    """``report`` recomputed for an extension mapping: provenance of all rows, coverage and partners
+    of the new rows only."""
+    new = np.arange(mapping.shape[0]) >= mapping.shape[1]
+    ordinary = new & (mapping.provenance != _SPECIAL)
+    mapped = ordinary & (mapping.residual < 1)
+    partners = np.diff(mapping.matrix.indptr)
+    top = mapping.matrix.max(axis=1).toarray().ravel()
+    aligned = mapping.provenance == _ALIGNED
+    return dataclasses.replace(
+        report, provenance=provenance_counts(mapping.provenance),
+        aligned_coverage=float((aligned & ordinary).sum() / max(int(ordinary.sum()), 1)),
+        mean_partners=float(partners[mapped].mean()) if mapped.any() else 0.0,
+        mean_top_weight=float(top[mapped].mean()) if mapped.any() else 0.0,
+        config={**report.config, "extension": True})
 
 
 def _report(mapping: TokenMapping, has_aligned: np.ndarray, config: MappingConfig) -> MappingReport:

@@ -20,7 +20,7 @@ from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
-                              provenance_counts)
+                              keep_source_rows, new_rows_report, provenance_counts)
 from transtok.surgery import transplant
 from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
                                  vocab_hash)
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 SOURCE_TOKENIZER_DIR = "source_tokenizer"
 TARGET_TOKENIZER_DIR = "target_tokenizer"
 PROVENANCE_DIR = "transtok"
+MODES = ("replace", "extend")
 
 
 def load_model(name_or_path: str, *, dtype: str = "auto"):
@@ -54,7 +55,23 @@ def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: Alignment
 
     ``--init focus`` takes its evidence from target-language text instead (``target_texts``, or a
     trained fastText model named in ``focus``); its seed is ``config.seed`` unless ``focus`` is given.
+    When the target tokenizer extends the source (:func:`transtok.extension.extends`), the source
+    rows are kept as they are and only the new rows come from the evidence.
     """
+    from transtok.extension import extends
+
+    mapping, report = _build(source_tokenizer, target_tokenizer, counts, config, target_texts=target_texts,
+                             focus=focus)
+    if extends(source_tokenizer, target_tokenizer):
+        mapping = keep_source_rows(mapping)
+        report = new_rows_report(mapping, report)
+        logger.info("the target tokenizer extends the source: %d source rows kept, %d new rows mapped",
+                    mapping.shape[1], mapping.shape[0] - mapping.shape[1])
+    return mapping, report
+
+
+def _build(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None, config: MappingConfig, *,
+           target_texts: Iterable[str] | None, focus: FocusConfig | None) -> tuple[TokenMapping, MappingReport]:
     if config.init == "focus":
         focus = focus if focus is not None else FocusConfig(seed=config.seed)
         return focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=focus)
@@ -241,6 +258,9 @@ class TransferConfig:
     target_tokenizer: str | None = None
     target_corpus: list[str] | None = None
     vocab_size: int | None = None
+    mode: str = "replace"
+    """replace: a new vocabulary of --vocab-size tokens; extend: the source's plus --new-tokens."""
+    new_tokens: int | None = None
     aligner: str = "eflomal"
     segmenter: str = "auto"
     """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
@@ -255,6 +275,21 @@ class TransferConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        from transtok.segment import SEGMENTERS
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
+        if self.mode == "extend":
+            if self.target_tokenizer is None and (self.new_tokens is None or self.new_tokens <= 0):
+                raise ConfigError(f"--mode extend needs a positive --new-tokens N (tokens added to the source "
+                                  f"vocabulary), got {self.new_tokens}; or give an extended --target-tokenizer")
+            if self.vocab_size is not None:
+                raise ConfigError("--vocab-size is for --mode replace; with --mode extend give --new-tokens N")
+            return
+        if self.new_tokens is not None:
+            raise ConfigError("--new-tokens is for --mode extend; with --mode replace give --vocab-size N "
+                              "(or add --mode extend)")
         if (self.target_tokenizer is None) == (self.target_corpus is None):
             raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
         if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
@@ -262,9 +297,6 @@ class TransferConfig:
         if self.target_tokenizer is not None and self.vocab_size is not None:
             raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
                               f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
-        from transtok.segment import SEGMENTERS
-        if self.segmenter not in SEGMENTERS:
-            raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
 
 
 @dataclass
@@ -273,11 +305,14 @@ class TransferResult:
     report: MappingReport
     alignment_stats: dict
     seconds: dict
+    extension: dict | None = None
+    """The :class:`~transtok.extension.ExtensionReport` (as a dict) of ``--mode extend``."""
 
 
 def transfer(config: TransferConfig) -> TransferResult:
     """Train (or load) the target tokenizer, align, map, transplant, and write checkpoint + provenance."""
     from transtok.corpus import clean as clean_corpus, read_parallel, read_texts
+    from transtok.extension import extend_tokenizer, extends
     from transtok.tokenizer import load_tokenizer, train_tokenizer
 
     check_output_dir(config.output, overwrite=config.overwrite)
@@ -293,8 +328,16 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     # Target-language text: the --target-corpus when given, else the corpus's target side.
     target_texts = read_texts(config.target_corpus) if config.target_corpus else corpus.target
+    extension = None
     if config.target_tokenizer is not None:
         target_tokenizer = load_tokenizer(config.target_tokenizer)
+        if config.mode == "extend" and not extends(source_tokenizer, target_tokenizer):
+            raise MismatchError(f"--mode extend: the tokenizer {config.target_tokenizer!r} does not extend the source "
+                                f"model's ({len(target_tokenizer)} tokens, source {len(source_tokenizer)}); make it "
+                                "with 'transtok train-tokenizer --extend N', or drop --target-tokenizer")
+    elif config.mode == "extend":
+        target_tokenizer, report = extend_tokenizer(target_texts, source_tokenizer, config.new_tokens)
+        extension = report.to_dict()
     else:
         target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
     seconds["tokenizer"] = time.perf_counter() - clock
@@ -329,6 +372,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         if counts is not None:
             counts.save(provenance / "alignment")
         write_json(provenance / "mapping_report.json", report.to_dict())
+        if extension is not None:
+            write_json(provenance / "extension.json", extension)
         resolved = asdict(config)
         resolved.update({"transtok_version": __version__, "python": platform.python_version(),
                          "source_vocab_hash": vocab_hash(source_tokenizer),
@@ -337,7 +382,7 @@ def transfer(config: TransferConfig) -> TransferResult:
         (tmp / "README.md").write_text(model_card(config, report, counts), encoding="utf-8")
     seconds["save"] = time.perf_counter() - clock
     logger.info("transfer done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
-    return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds)
+    return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension)
 
 
 def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None) -> str:
@@ -345,8 +390,11 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
     lines = [
         "---", "library_name: transformers", "tags: [transtok, trans-tokenization]", "---", "",
         f"# {Path(config.output).name}", "",
-        f"`{config.source_model}` with a new vocabulary of {report.target_tokens:,} tokens, initialised by "
-        f"`{config.mapping.init}` with [transtok](https://github.com/) {__version__}.", "",
+        (f"`{config.source_model}` with its vocabulary extended by {report.target_tokens - report.source_tokens:,} "
+         f"target-language tokens (every source token and row kept), the new rows initialised by "
+         if config.mode == "extend" else
+         f"`{config.source_model}` with a new vocabulary of {report.target_tokens:,} tokens, initialised by ")
+        + f"`{config.mapping.init}` with [transtok](https://github.com/) {__version__}.", "",
         "| | |", "|---|---|",
         f"| source model | `{config.source_model}` ({report.source_tokens:,} tokens) |",
         f"| parallel corpus | {', '.join(f'`{p}`' for p in config.parallel)}: {stats.get('pairs_aligned', 0):,} pairs |",

@@ -369,7 +369,6 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     ``tokenizer.json``. ``show_progress=None`` shows the trainer's bar when stderr is a terminal.
     """
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
 
     spec = _source_spec(source_tokenizer)
     kind = spec["model"]["type"]
@@ -439,19 +438,26 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
     trained["pre_tokenizer"] = spec.get("pre_tokenizer")  # undo _split_words_for_training
-    target_backend = Tokenizer.from_str(json.dumps(trained, ensure_ascii=False))
-
-    settings = {key: getattr(source_tokenizer, key) for key in COPIED_SETTINGS if hasattr(source_tokenizer, key)}
-    roles = {key: str(getattr(source_tokenizer, key)) for key in ROLES if getattr(source_tokenizer, key, None)}
-    extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or [])]
-    target = PreTrainedTokenizerFast(tokenizer_object=target_backend, **roles, extra_special_tokens=extra, **settings)
-    target.chat_template = getattr(source_tokenizer, "chat_template", None)
+    target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
     logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     if len(target) < SHORT_VOCAB_WARNING * vocab_size:
         logger.warning("trained only %s of the %s tokens requested: the training text (%s lines, %s characters) has "
                        "no more merges seen at least %d times; give more text for a vocabulary of that size",
                        f"{len(target):,}", f"{vocab_size:,}", f"{len(texts):,}", f"{characters:,}", min_frequency)
     return target
+
+
+def wrap_like(source_tokenizer, backend):
+    """A ``PreTrainedTokenizerFast`` around ``backend`` with the source's special-token roles, extra
+    special tokens, chat template and padding/length settings."""
+    from transformers import PreTrainedTokenizerFast
+
+    settings = {key: getattr(source_tokenizer, key) for key in COPIED_SETTINGS if hasattr(source_tokenizer, key)}
+    roles = {key: str(getattr(source_tokenizer, key)) for key in ROLES if getattr(source_tokenizer, key, None)}
+    extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or [])]
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, **roles, extra_special_tokens=extra, **settings)
+    wrapped.chat_template = getattr(source_tokenizer, "chat_template", None)
+    return wrapped
 
 
 def save_tokenizer(tokenizer, output: str | os.PathLike, *, overwrite: bool = False) -> Path:

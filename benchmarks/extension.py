@@ -1,0 +1,323 @@
+"""Vocabulary extension vs replacement vs the source model, on real data.
+
+SmolLM2-135M-Instruct (English) and the verse-aligned Bible (train: books outside dev and test; dev:
+James .. 3 John; held-out: Jude + Revelation). Per language, in phases that each fit one run:
+
+  select   extended tokenizers of N new tokens for each --grid N (trans-tokenization init, no
+           training): fertility and bits per byte on the DEV books; the N with the lowest dev bits
+           per byte is chosen (held-out books untouched);
+  source   the source model with its own tokenizer;
+  replace  a new 16k tokenizer (transtok's default recipe), trans-tokenization init, then embeddings
+           + LM head trained (stage embeddings);
+  extend   the source tokenizer + the chosen N tokens, trans-tokenization init of the new rows, then
+           only the new rows trained (stage new-rows: every source row stays bit-identical).
+
+Every model is scored on the held-out books in the target language and in English (the English
+side of the same books), at init and after the same budget of training tokens (target-language
+training text, same seed, lr and batches); evaluation only at init and at the end.
+Results accumulate in --out/results.json (one entry per language and phase); results.md and
+extension.png are rebuilt from it after every phase.
+
+    python benchmarks/extension.py --lang es --phase select
+    python benchmarks/extension.py --lang es --phase source replace extend
+    python benchmarks/extension.py --rewrite
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+from transtok.align import align  # noqa: E402
+from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
+from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
+from transtok.extension import extend_tokenizer  # noqa: E402
+from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
+from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
+from transtok.surgery import transplant  # noqa: E402
+from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
+
+logger = logging.getLogger("extension")
+PHASES = ("select", "source", "replace", "extend", "inits")
+# initialisations of the new rows compared at init (English and target held-out) by --phase inits
+INIT_VARIANTS = {"fvt": {"init": "fvt"}, "fvt-first-piece": {"init": "fvt", "first_piece_weight": 1.0}}
+
+
+def _write(path: Path, texts) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def _bpb(model, tokenizer, texts) -> dict:
+    result = evaluate_perplexity(model, tokenizer, texts, seq_len=eval_seq_len(model))
+    return {"bpb": round(result.bits_per_byte, 4), "tokens": result.tokens}
+
+
+def _scores(model, tokenizer, split) -> dict:
+    return {"target": _bpb(model, tokenizer, split.test.target), "english": _bpb(model, tokenizer, split.test.source)}
+
+
+def _train(model_dir: Path, stage: str, work: Path, args) -> float:
+    started = time.perf_counter()
+    finetune(FinetuneConfig(
+        model=str(model_dir), train=[str(work / "train.txt")], output=str(work / f"trained-{model_dir.name}"),
+        stage=stage, max_tokens=args.budget, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
+        warmup=args.warmup, schedule="linear", seed=args.seed, join="newline", save_every=0, overwrite=True))
+    return round(time.perf_counter() - started, 1)
+
+
+def _transferred(source_dir: Path, source_tokenizer, target_tokenizer, split, args):
+    counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner)
+    mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts)
+    model, _ = load_model(str(source_dir))
+    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    return model, report
+
+
+def phase_select(lang: str, split, source_dir: Path, args) -> dict:
+    model, source_tokenizer = load_model(str(source_dir))
+    grid = {"source": {"fertility": round(fertility(source_tokenizer, split.dev.target), 3),
+                       "dev": _bpb(model, source_tokenizer, split.dev.target)}}
+    del model
+    for n in args.grid:
+        started = time.perf_counter()
+        extended, extension = extend_tokenizer(split.train.target, source_tokenizer, n)
+        tokenizer_seconds = round(time.perf_counter() - started, 1)
+        model, _ = _transferred(source_dir, source_tokenizer, extended, split, args)
+        grid[str(n)] = {"fertility": round(fertility(extended, split.dev.target), 3),
+                        "dev": _bpb(model, extended, split.dev.target), "new_tokens": extension.new_tokens,
+                        "reachable": extension.reachable, "tokenizer_seconds": tokenizer_seconds}
+        logger.info("%s N=%d: %s", lang, n, grid[str(n)])
+        del model
+    chosen = min(args.grid, key=lambda n: grid[str(n)]["dev"]["bpb"])
+    return {"grid": grid, "chosen": chosen}
+
+
+def phase_source(lang: str, split, source_dir: Path, work: Path, args) -> dict:
+    model, tokenizer = load_model(str(source_dir))
+    entry = {"fertility": round(fertility(tokenizer, split.test.target), 3), "init": _scores(model, tokenizer, split)}
+    del model
+    entry["train_seconds"] = _train(source_dir, "embeddings", work, args)
+    model, _ = load_model(str(work / f"trained-{source_dir.name}"))
+    entry["after"] = _scores(model, tokenizer, split)
+    entry["stage"] = "embeddings"
+    return entry
+
+
+def phase_replace(lang: str, split, source_dir: Path, work: Path, args) -> dict:
+    source_tokenizer = load_tokenizer(str(source_dir))
+    target = train_tokenizer(split.train.target, source_tokenizer, args.vocab_size)
+    model, report = _transferred(source_dir, source_tokenizer, target, split, args)
+    model_dir = work / "replace"
+    save_checkpoint(model_dir, model, target)
+    entry = {"vocab_size": len(target), "fertility": round(fertility(target, split.test.target), 3),
+             "provenance": report.provenance, "init": _scores(model, target, split)}
+    del model
+    entry["train_seconds"] = _train(model_dir, "embeddings", work, args)
+    model, _ = load_model(str(work / "trained-replace"))
+    entry["after"] = _scores(model, target, split)
+    entry["stage"] = "embeddings"
+    return entry
+
+
+def phase_extend(lang: str, split, source_dir: Path, work: Path, args, n: int) -> dict:
+    source_tokenizer = load_tokenizer(str(source_dir))
+    extended, extension = extend_tokenizer(split.train.target, source_tokenizer, n)
+    model, report = _transferred(source_dir, source_tokenizer, extended, split, args)
+    model_dir = work / "extend"
+    save_checkpoint(model_dir, model, extended)
+    entry = {"new_tokens": extension.new_tokens, "vocab_size": len(extended),
+             "fertility": round(fertility(extended, split.test.target), 3), "provenance": report.provenance,
+             "reachable": extension.reachable, "reachable_in_text": extension.reachable_in_text,
+             "reachable_share": extension.reachable_share, "sample": extension.sample,
+             "init": _scores(model, extended, split)}
+    del model
+    started = time.perf_counter()
+    finetune(FinetuneConfig(
+        model=str(model_dir), train=[str(work / "train.txt")], output=str(work / "trained-extend"),
+        stage="new-rows", new_rows_from=len(source_tokenizer), max_tokens=args.budget, seq_len=args.seq_len,
+        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, schedule="linear", seed=args.seed,
+        join="newline", save_every=0, overwrite=True))
+    entry["train_seconds"] = round(time.perf_counter() - started, 1)
+    model, _ = load_model(str(work / "trained-extend"))
+    entry["after"] = _scores(model, extended, split)
+    entry["stage"] = "new-rows"
+    return entry
+
+
+def phase_inits(lang: str, split, source_dir: Path, args, n: int) -> dict:
+    """Other initialisations of the same extended tokenizer's new rows, scored at init only."""
+    from transtok.mapping import MappingConfig
+
+    source_tokenizer = load_tokenizer(str(source_dir))
+    extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
+    out = {}
+    for name, options in INIT_VARIANTS.items():
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, None, MappingConfig(**options))
+        model, _ = load_model(str(source_dir))
+        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        out[name] = {"new_tokens": n, "init": _scores(model, extended, split)}
+        logger.info("%s %s: %s", lang, name, out[name])
+        del model
+    return out
+
+
+def markdown(results: dict, args) -> str:
+    lines = ["# Vocabulary extension vs replacement (SmolLM2-135M-Instruct, held-out Jude + Revelation)", "",
+             f"Budget: {args.budget:,} target-language training tokens per model (seq {args.seq_len}, batch "
+             f"{args.batch_size}, lr {args.lr}, linear schedule, seed {args.seed}); replace and the source model "
+             "train embeddings + LM head, extend trains only the new rows (stage new-rows). Bits per byte (BPB), "
+             "lower is better; English = the English side of the same held-out books. Timings from a shared "
+             "2-core machine.", ""]
+    for lang, record in results.items():
+        select = record.get("select")
+        if select:
+            lines += [f"## {lang}: choice of N on the dev books (James .. 3 John), at init", "",
+                      "| tokenizer | tokens per word (dev) | dev BPB at init | new tokens reachable |",
+                      "|---|---|---|---|"]
+            for name, row in select["grid"].items():
+                label = "source" if name == "source" else f"source + {int(name):,}"
+                reach = "-" if name == "source" else f"{row['reachable']:,} / {row['new_tokens']:,}"
+                lines.append(f"| {label} | {row['fertility']:.2f} | {row['dev']['bpb']:.3f} | {reach} |")
+            lines += ["", f"Chosen: N = {select['chosen']:,}.", ""]
+        rows = [(name, record[key]) for name, key in (("source model, own tokenizer", "source"),
+                                                      ("replace (new 16k vocabulary)", "replace"),
+                                                      ("extend (source + N)", "extend")) if key in record]
+        if rows:
+            lines += [f"## {lang}: held-out books", "",
+                      "| model | vocabulary | tokens per word | target BPB init | target BPB after | "
+                      "English BPB init | English BPB after | trained | train s |", "|---|---|---|---|---|---|---|---|---|"]
+            for name, e in rows:
+                vocab = e.get("vocab_size", 49152)
+                if "new_tokens" in e:
+                    name = f"extend (source + {e['new_tokens']:,})"
+                lines.append(f"| {name} | {vocab:,} | {e['fertility']:.2f} | {e['init']['target']['bpb']:.3f} | "
+                             f"{e['after']['target']['bpb']:.3f} | {e['init']['english']['bpb']:.3f} | "
+                             f"{e['after']['english']['bpb']:.3f} | {e['stage']} | {e['train_seconds']:.0f} |")
+            if "extend" in record:
+                e = record["extend"]
+                if "source" in record:
+                    change = 100 * (e["init"]["english"]["bpb"] / record["source"]["init"]["english"]["bpb"] - 1)
+                    lines += ["", f"English at init, extended vs source model: {change:+.2f} %."]
+                lines += ["", f"New tokens reachable: {e['reachable']:,} / {e['new_tokens']:,} "
+                              f"({e['reachable_in_text']:,} in the final encoding of the training text, the rest "
+                              "intermediate merges produced on their own string).", "",
+                          "First new tokens (most frequent merges first): " +
+                          " · ".join(f"`{t}`" for t in e["sample"][:30])]
+        if record.get("inits"):
+            lines += [f"## {lang}: other initialisations of the extended tokenizer's new rows, at init", "",
+                      "| new rows from | target BPB init | English BPB init |", "|---|---|---|"]
+            if "extend" in record:
+                e = record["extend"]
+                lines.append(f"| trans-tokenization (default) | {e['init']['target']['bpb']:.3f} | "
+                             f"{e['init']['english']['bpb']:.3f} |")
+            for name, row in record["inits"].items():
+                lines.append(f"| {name} | {row['init']['target']['bpb']:.3f} | {row['init']['english']['bpb']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = [lang for lang, record in results.items() if any(k in record for k in ("source", "replace", "extend"))]
+    if not langs:
+        return
+    fig, axes = plt.subplots(1, len(langs), figsize=(6.5 * len(langs), 4.2), squeeze=False)
+    for ax, lang in zip(axes[0], langs):
+        record = results[lang]
+        names = [k for k in ("source", "replace", "extend") if k in record]
+        bars = [("target init", "init", "target"), ("target after", "after", "target"),
+                ("English init", "init", "english"), ("English after", "after", "english")]
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            values = [record[name][when][side]["bpb"] for _, when, side in bars]
+            ax.bar([i + j * width for i in range(len(bars))], values, width, label=name)
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(bars))], [b[0] for b in bars])
+        ax.set_ylabel("held-out bits per byte")
+        ax.set_title(f"en → {lang}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lang", default="es")
+    parser.add_argument("--phase", nargs="+", default=list(PHASES), choices=PHASES)
+    parser.add_argument("--grid", nargs="+", type=int, default=[2000, 8000, 16000], help="N new tokens to try on dev")
+    parser.add_argument("--new-tokens", type=int, help="N for the extend phase (default: the one chosen on dev)")
+    parser.add_argument("--vocab-size", type=int, default=16_000, help="replace: the new vocabulary's size")
+    parser.add_argument("--aligner", default="eflomal")
+    parser.add_argument("--budget", type=int, default=102_400)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=float, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="/tmp/extend-bench", help="scratch directory for models")
+    parser.add_argument("--out", default="benchmarks/results/extension")
+    parser.add_argument("--rewrite", action="store_true", help="only rebuild results.md and extension.png")
+    return parser.parse_args(argv)
+
+
+def write_outputs(results: dict, args) -> str:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {k: v for k, v in vars(args).items() if k not in ("phase", "lang", "rewrite", "new_tokens")}
+    (out / "results.json").write_text(json.dumps({"args": saved, "results": results}, indent=2,
+                                                 ensure_ascii=False) + "\n", encoding="utf-8")
+    table = markdown(results, args)
+    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    plot(results, out / "extension.png")
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    path = Path(args.out) / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))["results"] if path.is_file() else {}
+    if args.rewrite:
+        print(write_outputs(results, args))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    source_dir = smollm2_checkpoint()
+    split = parallel_bible("en", args.lang)
+    work = Path(args.work) / args.lang
+    _write(work / "train.txt", split.train.target)
+    record = results.setdefault(args.lang, {})
+    for phase in args.phase:
+        started = time.perf_counter()
+        if phase == "select":
+            record["select"] = phase_select(args.lang, split, source_dir, args)
+        elif phase == "source":
+            record["source"] = phase_source(args.lang, split, source_dir, work, args)
+        elif phase == "replace":
+            record["replace"] = phase_replace(args.lang, split, source_dir, work, args)
+        elif phase == "inits":
+            n = args.new_tokens or (record.get("select") or {}).get("chosen")
+            record["inits"] = phase_inits(args.lang, split, source_dir, args, n)
+        else:
+            n = args.new_tokens or (record.get("select") or {}).get("chosen")
+            if n is None:
+                raise SystemExit("run --phase select first (or pass --new-tokens N)")
+            record["extend"] = phase_extend(args.lang, split, source_dir, work, args, n)
+        record.setdefault("seconds", {})[phase] = round(time.perf_counter() - started, 1)
+        record["split"] = {"train_pairs": len(split.train), "dev_verses": len(split.dev),
+                           "test_verses": len(split.test)}
+        print(write_outputs(results, args))
+
+
+if __name__ == "__main__":
+    main()

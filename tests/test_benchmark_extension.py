@@ -1,0 +1,53 @@
+"""The extension benchmark's code path (every phase) on a tiny model with a budget of a few steps."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import factories
+from transtok.corpus import ParallelCorpus
+
+pytest.importorskip("matplotlib")
+
+
+def load_benchmark():
+    path = Path(__file__).parents[1] / "benchmarks" / "extension.py"
+    spec = importlib.util.spec_from_file_location("extension_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Split:
+    def __init__(self, pairs):
+        def corpus(part):
+            return ParallelCorpus([s for s, _ in part], [t for _, t in part])
+        self.train, self.dev, self.test = corpus(pairs[:500]), corpus(pairs[500:530]), corpus(pairs[530:])
+
+
+def test_extension_benchmark_runs_every_phase_on_a_tiny_model(tmp_path):
+    bench = load_benchmark()
+    split = Split(factories.cipher_corpus(560))
+    source = factories.byte_level_tokenizer(split.train.source, vocab_size=400)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(tmp_path / "source")
+    source.save_pretrained(tmp_path / "source")
+    work = tmp_path / "work"
+    bench._write(work / "train.txt", split.train.target)
+    args = bench.parse_args(["--grid", "10", "30", "--vocab-size", "380", "--aligner", "fast_align", "--budget", "512",
+                             "--seq-len", "32", "--batch-size", "4", "--warmup", "1", "--work", str(work),
+                             "--out", str(tmp_path / "out")])
+    record = {"select": bench.phase_select("xx", split, tmp_path / "source", args)}
+    assert record["select"]["chosen"] in (10, 30)
+    record["source"] = bench.phase_source("xx", split, tmp_path / "source", work, args)
+    record["replace"] = bench.phase_replace("xx", split, tmp_path / "source", work, args)
+    record["extend"] = bench.phase_extend("xx", split, tmp_path / "source", work, args, record["select"]["chosen"])
+    extend = record["extend"]
+    assert extend["reachable"] == extend["new_tokens"] and extend["stage"] == "new-rows"
+    # nothing of the source changes at init: English is scored on the same rows, plus the new columns
+    assert extend["init"]["english"]["tokens"] == record["source"]["init"]["english"]["tokens"]
+    record["inits"] = bench.phase_inits("xx", split, tmp_path / "source", args, record["select"]["chosen"])
+    assert set(record["inits"]) == set(bench.INIT_VARIANTS)
+    table = bench.write_outputs({"xx": record}, args)
+    assert "| extend (source + " in table and "Chosen: N = " in table
+    assert (tmp_path / "out" / "extension.png").stat().st_size > 1000
