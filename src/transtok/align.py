@@ -23,11 +23,11 @@ from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from transtok.artifacts import pause_point
-from transtok.errors import ConfigError, CorruptFileError, DataError, MismatchError, require
+from transtok.artifacts import pause_point, read_sparse
+from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.progress import duration
 from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
@@ -289,22 +289,9 @@ class AlignmentCounts:
 
     @classmethod
     def load(cls, directory: str | Path) -> AlignmentCounts:
-        import json
-        directory = Path(directory)
-        if not (directory / "alignment.json").is_file() or not (directory / "counts.safetensors").is_file():
-            raise DataError(f"{str(directory)!r} holds no alignment (alignment.json + counts.safetensors); "
-                            "create one with 'transtok align'")
-        fix = "rebuild it with 'transtok align' (or 'transtok merge-alignments' for a merged one)"
-        try:
-            meta = json.loads((directory / "alignment.json").read_text(encoding="utf-8"))
-            shape = tuple(meta["shape"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptFileError(directory / "alignment.json", fix, repr(exc)) from exc
-        try:
-            arrays = load_file(str(directory / "counts.safetensors"))
-            counts = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
-        except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
-            raise CorruptFileError(directory / "counts.safetensors", fix, exc) from exc
+        meta, _, counts = read_sparse(
+            directory, "alignment.json", "counts.safetensors", what="alignment", verb="align",
+            fix="rebuild it with 'transtok align' (or 'transtok merge-alignments' for a merged one)")
         return cls(counts, meta["source_vocab_hash"], meta["target_vocab_hash"], meta.get("stats", {}),
                    meta.get("coverage"))
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transtok.errors import ConfigError
+from transtok.errors import ConfigError, CorruptFileError, DataError
 
 try:
     import fcntl
@@ -284,3 +284,31 @@ def file_sha256(path: str | os.PathLike, *, limit: int | None = None) -> str:
                 if remaining <= 0:
                     break
     return digest.hexdigest()
+
+
+def read_sparse(directory: str | os.PathLike, meta_file: str, tensors_file: str, *, what: str, verb: str, fix: str):
+    """Read ``meta_file`` (JSON with the matrix ``shape``) and ``tensors_file`` (safetensors: a CSR
+    matrix as ``data``, ``indices``, ``indptr``, plus any other arrays) from ``directory``.
+
+    Returns ``(meta, arrays, matrix)``; a missing pair is a :class:`DataError` naming ``verb``, a
+    truncated or inconsistent one a :class:`CorruptFileError` with ``fix``.
+    """
+    import scipy.sparse as sp
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    meta_path, tensors_path = directory / meta_file, directory / tensors_file
+    if not meta_path.is_file() or not tensors_path.is_file():
+        raise DataError(f"{str(directory)!r} holds no {what} ({meta_path.name} + {tensors_path.name}); "
+                        f"create one with 'transtok {verb}'")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        shape = tuple(meta["shape"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptFileError(meta_path, fix, repr(exc)) from exc
+    try:
+        arrays = load_file(str(tensors_path))
+        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+    except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
+        raise CorruptFileError(tensors_path, fix, exc) from exc
+    return meta, arrays, matrix

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
-from transtok.errors import ConfigError, CorruptFileError, DataError, MismatchError
+from transtok.artifacts import read_sparse
+from transtok.errors import ConfigError, MismatchError
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
     import scipy.sparse as sp
@@ -167,23 +168,9 @@ class TokenMapping:
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenMapping:
-        import scipy.sparse as sp
-
-        directory = Path(directory)
-        if not (directory / "mapping.json").is_file() or not (directory / "mapping.safetensors").is_file():
-            raise DataError(f"{str(directory)!r} holds no mapping (mapping.json + mapping.safetensors); "
-                            "create one with 'transtok map'")
-        fix = "rebuild it with 'transtok map' (or the verb that wrote this directory)"
-        try:
-            meta = json.loads((directory / "mapping.json").read_text(encoding="utf-8"))
-            shape = tuple(meta["shape"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptFileError(directory / "mapping.json", fix, repr(exc)) from exc
-        try:
-            arrays = load_file(str(directory / "mapping.safetensors"))
-            matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
-        except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
-            raise CorruptFileError(directory / "mapping.safetensors", fix, exc) from exc
+        meta, arrays, matrix = read_sparse(
+            directory, "mapping.json", "mapping.safetensors", what="mapping", verb="map",
+            fix="rebuild it with 'transtok map' (or the verb that wrote this directory)")
         return cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
                    source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
                    fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
