@@ -20,13 +20,7 @@ from transtok.surgery import is_tied
 SEQ, BATCH = 32, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run ~10x faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(arch: str, tokenizer, *, tie: bool, layers: int = 6, seed: int = 0):
