@@ -124,6 +124,8 @@ TINY = {
     "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
     "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                      max_position_embeddings=128),
+    "mistral": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, sliding_window=64),
 }
 ARCHS = [(arch, tie) for arch in TINY for tie in (True, False)]
 # Architectures whose real checkpoints pad the embedding table past the tokenizer, with the multiple
