@@ -35,6 +35,10 @@ def load(pattern: str) -> list[tuple[Path, dict]]:
     return out
 
 
+UNSPACED = {"ja", "zh", "th", "km", "lo", "my"}
+"""Languages written without spaces: tokens per whitespace "word" (a clause) means nothing there."""
+
+
 def init_table(records) -> list[str]:
     present = [m for m in METHODS if any(m in r["methods"] for _, r in records)]
     lines = ["| language | tokens per word (source → new) | " + " | ".join(NAMES[m] for m in present) +
@@ -48,7 +52,8 @@ def init_table(records) -> list[str]:
             cells.append("-" if e is None else (f"**{e['init']:.3f}**" if e["init"] == best else f"{e['init']:.3f}"))
         focus = r["methods"].get("focus", {}).get("provenance", {})
         fallback = f"{focus['fallback']:,} of {sum(focus.values()):,}" if focus else "-"
-        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {f['source']:.2f} → {f['target']:.2f} | "
+        ratio = "n/a (no spaces)" if r["lang"] in UNSPACED else f"{f['source']:.2f} → {f['target']:.2f}"
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {ratio} | "
                      + " | ".join(cells) + f" | {fallback} |")
     return lines
 
