@@ -2,7 +2,10 @@
 cipher corpus whose correct word mapping is known."""
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -228,3 +231,17 @@ def _byte_alphabet() -> list[str]:
             table[b] = chr(256 + extra)
             extra += 1
     return [table[b] for b in range(256)]
+
+
+def benchmark(name: str):
+    """Import ``benchmarks/NAME.py`` as a module (benchmarks are scripts, not a package; some import
+    their sibling scripts, so the folder is on the path while it loads)."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

@@ -1,6 +1,4 @@
 """The extension benchmark's code path (every phase) on a tiny model with a budget of a few steps."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -11,11 +9,7 @@ pytest.importorskip("matplotlib")
 
 
 def load_benchmark():
-    path = Path(__file__).parents[1] / "benchmarks" / "extension.py"
-    spec = importlib.util.spec_from_file_location("extension_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return factories.benchmark("extension")
 
 
 class Split:

@@ -1,7 +1,5 @@
 """The init-methods benchmark's code path on a tiny model with a budget of a few steps."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +10,7 @@ pytest.importorskip("matplotlib")
 
 
 def load_benchmark():
-    path = Path(__file__).parents[1] / "benchmarks" / "init_methods.py"
-    spec = importlib.util.spec_from_file_location("init_methods", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return factories.benchmark("init_methods")
 
 
 class Split:
@@ -119,9 +113,7 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     assert "equal data" in table and "| trans-tokenization |" in table
 
     # benchmarks/tables.py regenerates the README's tables from results directories like these.
-    spec = importlib.util.spec_from_file_location("tables", Path(__file__).parents[1] / "benchmarks" / "tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = factories.benchmark("tables")
     for name in ("init_xx", "after_xx_seed0", "after_xx_seed1"):
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "results.json").write_text(json.dumps(first))
@@ -137,10 +129,7 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
-    path = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation", path)
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = factories.benchmark("ablation")
     args = ablation.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--groups",
                                 "mapping", "aligner", "--aligners", "fast_align-intersection", "--eval-seq-len", "40",
                                 "--stride", "10", "--strides", "40", "--work", str(tmp_path / "work"),
@@ -156,15 +145,7 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
 
 
 def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
-    path = Path(__file__).parents[1] / "benchmarks" / "segmentation.py"
-    import sys
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("segmentation", path)
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(path.parent))
+    bench = factories.benchmark("segmentation")
     pairs = factories.cipher_corpus(560, cipher=factories.CHINESE, separator="")
     split = Split(pairs)
     source = factories.byte_level_tokenizer(split.train.source, vocab_size=350)

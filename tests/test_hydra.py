@@ -361,14 +361,9 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
 
 
 def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "translation.py"
-    spec = importlib.util.spec_from_file_location("translation_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = factories.benchmark("translation")
 
     a, b = two_models("llama", True, tokenizers)
     save_checkpoint(tmp_path / "a", a, tokenizers[0])
