@@ -43,7 +43,6 @@ from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
-from transtok.tokenizer import train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("init_methods")
 

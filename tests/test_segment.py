@@ -13,7 +13,6 @@ from transtok.align import align, word_units
 from transtok.errors import ConfigError, MissingDependencyError
 from transtok.mapping import MappingConfig
 from transtok.pipeline import mapping_from_alignment
-from transtok import segment
 from transtok.segment import (NO_SPACE_SCRIPTS, SEGMENTER_BY_SCRIPT, AutoSegmenter, get_segmenter, scripts_of,
                               segmenter_name, word_spans)
 
