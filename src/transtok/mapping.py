@@ -461,5 +461,6 @@ def _report(mapping: TokenMapping, has_aligned: np.ndarray, config: MappingConfi
         mean_top_weight=float(top[mapped].mean()) if mapped.any() else 0.0,
         config=asdict(config),
     )
-    logger.info("mapping: %s; %.1f%% of target tokens aligned", counts, 100 * summary.aligned_coverage)
+    logger.info("mapping: %s; %.1f%% of target tokens aligned", ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+                100 * summary.aligned_coverage)
     return summary
