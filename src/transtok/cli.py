@@ -64,7 +64,7 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                        help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
     group.add_argument("--spelling-weight", type=float, default=None,
                        help="share of its subword spelling a new token keeps whatever the alignment evidence "
-                            "(default: 0 for a replaced vocabulary, 0.5 for an extended one, chosen on dev: it keeps "
+                            "(default: 0 for a replaced vocabulary, 0.25 for an extended one, chosen on dev: it keeps "
                             "new tokens from taking the probability of the source tokens they translate)")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
