@@ -41,8 +41,8 @@ UNSPACED = {"ja", "zh", "th", "km", "lo", "my"}
 
 def init_table(records) -> list[str]:
     present = [m for m in METHODS if any(m in r["methods"] for _, r in records)]
-    lines = ["| language | tokens per word (source → new) | " + " | ".join(NAMES[m] for m in present) +
-             " | FOCUS rows on the mean fallback |", "|---|---|" + "---|" * len(present) + "---|"]
+    lines = ["| language | new vocabulary | tokens per word (source → new) | "
+             + " | ".join(NAMES[m] for m in present) + " | FOCUS rows on the mean fallback |", "|---|---|---|" + "---|" * len(present) + "---|"]
     for _, r in records:
         f = r["fertility"]
         best = min(e["init"] for e in r["methods"].values())
@@ -53,7 +53,7 @@ def init_table(records) -> list[str]:
         focus = r["methods"].get("focus", {}).get("provenance", {})
         fallback = f"{focus['fallback']:,} of {sum(focus.values()):,}" if focus else "-"
         ratio = "n/a (no spaces)" if r["lang"] in UNSPACED else f"{f['source']:.2f} → {f['target']:.2f}"
-        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {ratio} | "
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {r['args']['vocab_size']:,} | {ratio} | "
                      + " | ".join(cells) + f" | {fallback} |")
     return lines
 
@@ -90,9 +90,9 @@ def after_table(records) -> list[str]:
     by_lang: dict[str, list[dict]] = {}
     for path, r in records:
         by_lang.setdefault(r["lang"], []).append(r)
-    lines = ["| language | seeds | budget | " + " | ".join(
+    lines = ["| language | new vocabulary | seeds | budget | " + " | ".join(
         ["source model, equal tokens", "source model, equal bytes", "**trans-tokenization**", "FVT", "FOCUS"]) + " |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for lang, runs in by_lang.items():
         def cell(name):
             values = [r["methods"][name]["final"] for r in runs if r["methods"].get(name, {}).get("final")]
@@ -107,7 +107,8 @@ def after_table(records) -> list[str]:
         budget = f"{tt.get('tokens_trained', first['args']['budget']):,} tokens = {tt.get('bytes_trained', 0):,} bytes"
         src_bytes = first["methods"].get("source (own tokenizer), equal bytes", {})
         src_b = (f" ({src_bytes['tokens_trained']:,} tokens)" if src_bytes else "")
-        lines.append(f"| {LANGS.get(lang, lang)} | {', '.join(str(r['args']['seed']) for r in runs)} | {budget} | "
+        lines.append(f"| {LANGS.get(lang, lang)} | {first['args']['vocab_size']:,} | "
+                     f"{', '.join(str(r['args']['seed']) for r in runs)} | {budget} | "
                      f"{cell('source (own tokenizer)')} | {cell('source (own tokenizer), equal bytes')}{src_b} | "
                      f"{cell('trans-tokenization')} | {cell('fvt')} | {cell('focus')} |")
     return lines

@@ -119,11 +119,11 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
         (tmp_path / "results" / name / "results.json").write_text(json.dumps(first))
     tables.RESULTS = tmp_path / "results"
     init = tables.init_table(tables.load("init_??/results.json"))
-    assert init[-1].startswith("| xx (xx) |") and f"{tt['init']:.3f}" in init[-1]
+    assert init[-1].startswith("| xx (xx) | 300 |") and f"{tt['init']:.3f}" in init[-1]
     protocol = tables.protocol_table(tables.load("init_??/results.json"))
     assert any("gap (source − trans-tokenization)" in line for line in protocol) and "block (512)" not in protocol[0]
     after = tables.after_table(tables.load("after_*_seed*/results.json"))
-    assert after[-1].startswith("| xx | 0, 0 |") and " ± 0.000" in after[-1]
+    assert after[-1].startswith("| xx | 300 | 0, 0 |") and " ± 0.000" in after[-1]
 
 
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
