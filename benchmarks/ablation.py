@@ -57,14 +57,26 @@ def aligners(names):
     return [(name, table[name]) for name in names]
 
 
-def run_language(lang: str, args, source_dir: Path, split) -> list[dict]:
-    """Rows {setting, group, dev_bpb, fallback, seconds} for ``lang``; ``split`` has ``.train`` and ``.dev``."""
+def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] = ()) -> list[dict]:
+    """Rows {setting, group, dev_bpb, fallback, seconds} for ``lang``; ``split`` has ``.train`` and ``.dev``.
+    With --reuse, rows of ``previous`` with the same language, setting and stride are kept, not re-scored."""
     dev = split.dev.target
     rows: list[dict] = []
     source_model, source_tokenizer = load_model(str(source_dir))
     window = eval_seq_len(source_model, args.eval_seq_len)
+    done = {(r["lang"], r["setting"], r["stride"]): r for r in previous} if args.reuse else {}
+
+    words = getattr(args, "tokenizer_segmenter", "none")
+    tag = "" if words == "none" else f" [tokenizer words {words}]"
 
     def score(model, tokenizer, setting: str, group: str, stride: int | None = None, **extra) -> float:
+        if setting != "source model, own tokenizer":
+            setting += tag
+        old = done.get((lang, setting, min(stride or args.stride, window)))
+        if old is not None:
+            rows.append(old)
+            logger.info("%s %-28s stride %d: dev %.4f (reused)", lang, setting, old["stride"], old["dev_bpb"])
+            return old["dev_bpb"]
         started = time.perf_counter()
         result = evaluate_perplexity(model, tokenizer, dev, seq_len=window, stride=min(stride or args.stride, window))
         rows.append({"lang": lang, "group": group, "setting": setting, "stride": result.stride,
@@ -97,6 +109,8 @@ def run_language(lang: str, args, source_dir: Path, split) -> list[dict]:
             mapped(target_tokenizer, None, MappingConfig(init="focus"), f"FOCUS min_count {min_count}", "focus",
                    focus=FocusConfig(min_count=min_count))
         mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
+    elif "fvt" in args.groups:
+        mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
     if "aligner" in args.groups:
         for name, aligner in aligners(args.aligners):
             tokenizer, other_counts = bench.prepared(lang, split, source_tokenizer, args, aligner=aligner)
@@ -124,11 +138,12 @@ def markdown(rows: list[dict], args) -> str:
     for setting in settings:
         cells = []
         for lang in langs:
-            row, base = main.get((lang, setting)), main.get((lang, "defaults"))
+            tag = setting[setting.index(" [tokenizer"):] if " [tokenizer" in setting else ""
+            row, base = main.get((lang, setting)), main.get((lang, "defaults" + tag))
             if row is None:
                 cells += ["-", "-", "-"]
                 continue
-            delta = "" if base is None or setting == "defaults" else f"{row['dev_bpb'] - base['dev_bpb']:+.3f}"
+            delta = "" if base is None or base is row else f"{row['dev_bpb'] - base['dev_bpb']:+.3f}"
             cells += [f"{row['dev_bpb']:.3f}", delta, str(row.get("fallback", "-"))]
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     if len(strides) > 1:
@@ -148,11 +163,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
     parser.add_argument("--groups", nargs="*", default=["mapping", "focus", "aligner", "vocab"],
-                        choices=["mapping", "focus", "aligner", "vocab"])
+                        choices=["mapping", "focus", "aligner", "vocab", "fvt"],
+                        help="fvt: FVT as a reference (also part of focus)")
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--vocab-sizes", type=int, nargs="*", default=[8_000, 32_000])
     parser.add_argument("--aligner", default="eflomal")
     parser.add_argument("--segmenter", default="auto", help="word segmenter of the alignment, as init_methods.py")
+    parser.add_argument("--tokenizer-segmenter", default="none", choices=["auto", "icu", "tokens", "none"],
+                        help="new tokenizers' merges bounded by this segmenter's words, as init_methods.py (settings "
+                             "are then tagged [tokenizer words NAME])")
     parser.add_argument("--aligners", nargs="*", default=["fast_align", "eflomal-intersection"],
                         choices=["fast_align", "eflomal-intersection", "fast_align-intersection"])
     parser.add_argument("--focus-min-counts", type=int, nargs="*", default=[10, 3, 1])
@@ -163,6 +182,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory (shared with init_methods)")
     parser.add_argument("--out", default="benchmarks/results/ablation")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite ablation.md from ablation.json")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the rows of --out already scored (same language, setting, stride) instead of "
+                             "scoring them again (the source model's score, settings added later)")
     return parser.parse_args(argv)
 
 
@@ -190,7 +212,7 @@ def main() -> None:
     rows = [r for r in previous if r["lang"] not in args.langs]
     for lang in args.langs:
         split = bench.bible_split(lang, Path(args.work) / lang)
-        rows += run_language(lang, args, source_dir, split)
+        rows += run_language(lang, args, source_dir, split, [r for r in previous if r["lang"] == lang])
         print(write_outputs(rows, args))
     print(f"wrote ablation.json and ablation.md to {args.out}")
 
