@@ -46,6 +46,7 @@ MAPPING_SETTINGS = [
     ("top-k 1", {"top_k": 1}), ("top-k 2", {"top_k": 2}), ("top-k 8", {"top_k": 8}), ("top-k all", {"top_k": None}),
     ("sharpen 1", {"sharpen": 1.0}), ("sharpen 4", {"sharpen": 4.0}),
     ("confidence 1", {"confidence": 1.0}), ("confidence 20", {"confidence": 20.0}),
+    ("confidence 100", {"confidence": 100.0}), ("preserve norm", {"preserve_norm": True}),
     ("copy prior 0", {"copy_prior": 0.0}), ("copy prior 10", {"copy_prior": 10.0}),
     ("copy prior 100", {"copy_prior": 100.0}),
 ]
@@ -119,6 +120,8 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
         for size in args.vocab_sizes:
             tokenizer, other_counts = bench.prepared(lang, split, source_tokenizer, args, vocab_size=size)
             mapped(tokenizer, other_counts, DEFAULTS, f"vocabulary {size:,}", "vocab")
+            if "fvt" in args.groups:
+                mapped(tokenizer, None, MappingConfig(init="fvt"), f"vocabulary {size:,}, FVT", "reference")
     return rows
 
 
@@ -212,7 +215,12 @@ def main() -> None:
     rows = [r for r in previous if r["lang"] not in args.langs]
     for lang in args.langs:
         split = bench.bible_split(lang, Path(args.work) / lang)
-        rows += run_language(lang, args, source_dir, split, [r for r in previous if r["lang"] == lang])
+        mine = [r for r in previous if r["lang"] == lang]
+        new = run_language(lang, args, source_dir, split, mine)
+        if args.reuse:  # settings not run this time stay
+            scored = {(r["setting"], r["stride"]) for r in new}
+            new = [r for r in mine if (r["setting"], r["stride"]) not in scored] + new
+        rows += new
         print(write_outputs(rows, args))
     print(f"wrote ablation.json and ablation.md to {args.out}")
 

@@ -119,7 +119,7 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
         (tmp_path / "results" / name / "results.json").write_text(json.dumps(first))
     tables.RESULTS = tmp_path / "results"
     init = tables.init_table(tables.load("init_??/results.json"))
-    assert init[-1].startswith("| xx (xx) |") and f"{tt['init']:.3f}" in init[-1]
+    assert init[-1].startswith("| xx (xx, 300-token vocabulary) |") and f"{tt['init']:.3f}" in init[-1]
     protocol = tables.protocol_table(tables.load("init_??/results.json"))
     assert any("gap (source − trans-tokenization)" in line for line in protocol) and "block (512)" not in protocol[0]
     after = tables.after_table(tables.load("after_*_seed*/results.json"))
@@ -142,6 +142,12 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     assert settings[("top-k 1", 10)]["dev_bpb"] != settings[("top-k all", 10)]["dev_bpb"]
     table = ablation.write_outputs(rows, args)
     assert "| top-k 1 |" in table and "stride 40" in table
+    # --reuse scores only what is new (FVT here) and keeps the rows already scored.
+    again = ablation.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--groups", "fvt",
+                                 "--eval-seq-len", "40", "--stride", "10", "--work", str(tmp_path / "work"),
+                                 "--reuse"])
+    more = {(r["setting"], r["stride"]): r for r in ablation.run_language("xx", again, tmp_path / "source", split, rows)}
+    assert more[("defaults", 10)] is settings[("defaults", 10)] and ("FVT", 10) in more
 
 
 def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
