@@ -8,11 +8,14 @@ Revelation. One setting is changed at a time from the defaults of MappingConfig:
   * the aligner and its symmetrization, and the vocabulary size, re-align (tokenizers and counts are
     cached under --work, shared with init_methods.py);
   * FOCUS's fastText min_count (its rows seen less often fall back to the mean row) and FVT as references;
-  * --strides also scores the source model and the default mapping with other evaluation strides.
+  * --strides also scores the source model and the default mapping with other evaluation strides;
+  * --tokenizer-segmenter trains the new tokenizers with merges bounded by a segmenter's words in text written
+    without spaces (settings tagged [tokenizer words NAME]); --reuse keeps rows already in --out.
 
 Writes ablation.json and ablation.md to --out.
 
     python benchmarks/ablation.py --langs es ru --out benchmarks/results/ablation
+    python benchmarks/ablation.py --langs ja --groups vocab fvt --vocab-sizes 8000 32000 --reuse --out ...
 """
 from __future__ import annotations
 
