@@ -9,6 +9,8 @@ James .. 3 John; held-out: Jude + Revelation). Per language, in phases that each
   source   the source model with its own tokenizer;
   replace  a new 16k tokenizer (transtok's default recipe), trans-tokenization init, then embeddings
            + LM head trained (stage embeddings);
+  spelling the spelling share of the new rows (--spelling-weight) for each --spelling-grid value,
+           at init on the DEV books, target and English (the extension default is chosen here);
   extend   the source tokenizer + the chosen N tokens, trans-tokenization init of the new rows, then
            only the new rows trained (stage new-rows: every source row stays bit-identical).
 
@@ -44,7 +46,7 @@ from transtok.surgery import transplant  # noqa: E402
 from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
-PHASES = ("select", "source", "replace", "extend", "inits")
+PHASES = ("select", "spelling", "source", "replace", "extend", "inits")
 # initialisations of the new rows compared at init (English and target held-out) by --phase inits
 INIT_VARIANTS = {"fvt": {"init": "fvt"}, "fvt-first-piece": {"init": "fvt", "first_piece_weight": 1.0}}
 
@@ -98,6 +100,28 @@ def phase_select(lang: str, split, source_dir: Path, args) -> dict:
         del model
     chosen = min(args.grid, key=lambda n: grid[str(n)]["dev"]["bpb"])
     return {"grid": grid, "chosen": chosen}
+
+
+def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
+    """The spelling share of the new rows (MappingConfig.spelling_weight), on the DEV books at init:
+    target and English bits per byte for each --spelling-grid weight, the source model as reference."""
+    from transtok.mapping import MappingConfig
+
+    model, source_tokenizer = load_model(str(source_dir))
+    out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
+                      "english": _bpb(model, source_tokenizer, split.dev.source)}}
+    del model
+    extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
+    counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
+    for weight in args.spelling_grid:
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(spelling_weight=weight))
+        model, _ = load_model(str(source_dir))
+        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        out[str(weight)] = {"target": _bpb(model, extended, split.dev.target),
+                            "english": _bpb(model, extended, split.dev.source)}
+        logger.info("%s spelling weight %s: %s", lang, weight, out[str(weight)])
+        del model
+    return {"new_tokens": n, "grid": out}
 
 
 def phase_source(lang: str, split, source_dir: Path, work: Path, args) -> dict:
@@ -211,6 +235,21 @@ def markdown(results: dict, args) -> str:
                               "intermediate merges produced on their own string).", "",
                           "First new tokens (most frequent merges first): " +
                           " · ".join(f"`{t}`" for t in e["sample"][:30])]
+        spelling = record.get("spelling")
+        if spelling:
+            reference = spelling["grid"]["source"]
+            lines += [f"## {lang}: spelling share of the new rows, on the dev books at init (source + "
+                      f"{spelling['new_tokens']:,})", "",
+                      "Each new row = s × its subword spelling (FVT) + (1 − s) × the trans-tokenization row; "
+                      "s = `--spelling-weight`. English = the English side of the dev books.", "",
+                      "| s | target dev BPB | English dev BPB | English vs source model |", "|---|---|---|---|",
+                      f"| source model | {reference['target']['bpb']:.3f} | {reference['english']['bpb']:.3f} | - |"]
+            for name, row in spelling["grid"].items():
+                if name != "source":
+                    change = 100 * (row["english"]["bpb"] / reference["english"]["bpb"] - 1)
+                    lines.append(f"| {name} | {row['target']['bpb']:.3f} | {row['english']['bpb']:.3f} | "
+                                 f"{change:+.2f} % |")
+            lines.append("")
         if record.get("inits"):
             lines += [f"## {lang}: other initialisations of the extended tokenizer's new rows, at init", "",
                       "| new rows from | target BPB init | English BPB init |", "|---|---|---|"]
@@ -258,6 +297,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--phase", nargs="+", default=list(PHASES), choices=PHASES)
     parser.add_argument("--grid", nargs="+", type=int, default=[2000, 8000, 16000], help="N new tokens to try on dev")
     parser.add_argument("--new-tokens", type=int, help="N for the extend phase (default: the one chosen on dev)")
+    parser.add_argument("--spelling-grid", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                        help="spelling weights of the new rows to score on dev (phase spelling)")
     parser.add_argument("--vocab-size", type=int, default=16_000, help="replace: the new vocabulary's size")
     parser.add_argument("--aligner", default="eflomal")
     parser.add_argument("--budget", type=int, default=102_400)
@@ -284,6 +325,14 @@ def write_outputs(results: dict, args) -> str:
     return table
 
 
+def _chosen(record: dict, args) -> int:
+    """N for the phases after select: --new-tokens, else the one chosen on dev."""
+    n = args.new_tokens or (record.get("select") or {}).get("chosen")
+    if n is None:
+        raise SystemExit("run --phase select first (or pass --new-tokens N)")
+    return n
+
+
 def main() -> None:
     args = parse_args()
     path = Path(args.out) / "results.json"
@@ -305,14 +354,12 @@ def main() -> None:
             record["source"] = phase_source(args.lang, split, source_dir, work, args)
         elif phase == "replace":
             record["replace"] = phase_replace(args.lang, split, source_dir, work, args)
+        elif phase == "spelling":
+            record["spelling"] = phase_spelling(args.lang, split, source_dir, args, _chosen(record, args))
         elif phase == "inits":
-            n = args.new_tokens or (record.get("select") or {}).get("chosen")
-            record["inits"] = phase_inits(args.lang, split, source_dir, args, n)
+            record["inits"] = phase_inits(args.lang, split, source_dir, args, _chosen(record, args))
         else:
-            n = args.new_tokens or (record.get("select") or {}).get("chosen")
-            if n is None:
-                raise SystemExit("run --phase select first (or pass --new-tokens N)")
-            record["extend"] = phase_extend(args.lang, split, source_dir, work, args, n)
+            record["extend"] = phase_extend(args.lang, split, source_dir, work, args, _chosen(record, args))
         record.setdefault("seconds", {})[phase] = round(time.perf_counter() - started, 1)
         record["split"] = {"train_pairs": len(split.train), "dev_verses": len(split.dev),
                            "test_verses": len(split.test)}

@@ -15,7 +15,7 @@ from transtok.cli import main
 from transtok.corpus import ParallelCorpus
 from transtok.errors import ConfigError
 from transtok.extension import extend_tokenizer, extends
-from transtok.mapping import PROVENANCE, MappingConfig, TokenMapping
+from transtok.mapping import EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig, TokenMapping
 from transtok.pipeline import mapping_from_alignment, run_transplant, save_mapping_dir
 from transtok.surgery import is_tied, transplant
 
@@ -182,10 +182,23 @@ def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, p
     assert report.provenance["kept"] == n and sum(report.provenance.values()) == len(extended)
     if init == "trans-tokenization":
         assert report.provenance["aligned"] > N_NEW // 2
+        assert mapping.config["spelling_weight"] == EXTEND_SPELLING_WEIGHT > 0  # the extension default
     weight = torch.randn(n, 16, dtype=torch.bfloat16)
     mapped = mapping.apply(weight)
     assert torch.equal(mapped[:n], weight) and torch.isfinite(mapped.float()).all()
     assert not torch.equal(mapped[n:], torch.zeros_like(mapped[n:]))
+
+
+def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_setup, source_tokenizer,
+                                                                      target_tokenizer):
+    source, extended, counts = extended_setup
+    extend, _ = mapping_from_alignment(source, extended, counts)
+    own, _ = mapping_from_alignment(source, extended, counts, MappingConfig(spelling_weight=0.0))
+    replace, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt"))
+    assert (extend.config["spelling_weight"], own.config["spelling_weight"], replace.config["spelling_weight"]) == \
+        (EXTEND_SPELLING_WEIGHT, 0.0, 0.0)
+    n = len(source)
+    assert (extend.matrix[n:] != own.matrix[n:]).nnz > 0 and (extend.matrix[:n] != own.matrix[:n]).nnz == 0
 
 
 @pytest.mark.parametrize("arch,tie", [("llama", True), ("llama", False), ("gpt2", True), ("qwen2", False)])

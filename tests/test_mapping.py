@@ -57,6 +57,27 @@ def test_identity_prior_yields_to_plentiful_evidence():
     assert identity_weight(300) == pytest.approx(30 / 330)
 
 
+def test_spelling_weight_is_a_floor_on_the_spelling_share():
+    """Row 1 is well aligned (to source 0 and 1) and spelled [1]; row 3 only spelled; row 4 verbatim."""
+    def rows(weight):
+        mapping, report = build_mapping(**evidence(config=MappingConfig(spelling_weight=weight)))
+        return mapping.matrix.toarray(), mapping, report
+    plain, _, plain_report = rows(0.0)
+    half, mapping, report = rows(0.5)
+    spelled, _, _ = rows(1.0)
+    fvt, _ = build_mapping(**evidence(config=MappingConfig(init="fvt")))
+    np.testing.assert_allclose(half[1], 0.5 * spelled[1] + 0.5 * plain[1], atol=1e-6)
+    np.testing.assert_allclose(spelled[1:4], fvt.matrix.toarray()[1:4], atol=1e-6)  # 1: the spelling alone
+    assert plain[1, 0] > 0.5 and spelled[1, 0] == 0
+    for r in (0, 3, 4, 5):  # special, spelling only, verbatim, nothing: unchanged
+        np.testing.assert_allclose(half[r], plain[r], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mapping.matrix.sum(axis=1)).ravel() + mapping.residual, 1.0, atol=1e-6)
+    assert report.provenance == plain_report.provenance  # which evidence a token had, not how it is shared
+    assert build_mapping(**evidence(config=MappingConfig()))[0].matrix.toarray() == pytest.approx(plain)  # None = 0
+    with pytest.raises(ConfigError, match="--spelling-weight"):
+        MappingConfig(spelling_weight=1.5)
+
+
 def test_weak_alignment_leans_on_the_spelling():
     mapping, _ = build_mapping(**evidence(config=MappingConfig(confidence=5.0)))
     row = mapping.matrix[2].toarray().ravel()

@@ -385,3 +385,55 @@ def test_training_segmenter_never_makes_every_character_a_word(monkeypatch, capl
     assert "icu4py" in caplog.text and "pip install" in caplog.text
     with pytest.raises(MissingDependencyError, match="icu4py"):
         training_segmenter("icu")
+
+
+# --- combining marks (Devanagari vowel signs and viramas, Arabic vowel points) ---------------------
+
+# Hindi-like words: consonants with vowel signs (ि ी ु े ो ा) and viramas (्), all category Mn/Mc.
+HINDI_WORDS = ["परमेश्वर", "पृथ्वी", "सृष्टि", "आकाश", "मनुष्य", "राजा", "लोगों", "कहा", "प्रभु", "यहोवा"]
+
+
+def hindi_corpus(lines: int = 300) -> list[str]:
+    import random
+
+    rng = random.Random(0)
+    return [" ".join(rng.choice(HINDI_WORDS) for _ in range(rng.randint(4, 9))) + "।" for _ in range(lines)]
+
+
+def test_split_regex_keeps_marks_in_words_and_changes_nothing_else():
+    from transtok.tokenizer import _with_marks, keep_marks_in_words
+
+    gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    section = json.loads(gpt2.__getstate__())
+    repaired = keep_marks_in_words(section)
+    assert section == json.loads(gpt2.__getstate__()), "the argument was modified"
+    fixed = Tokenizer(models.BPE())
+    fixed.pre_tokenizer = pre_tokenizers.Sequence([])
+    spec_ = json.loads(fixed.to_str())
+    spec_["pre_tokenizer"] = repaired
+    fixed = Tokenizer.from_str(json.dumps(spec_)).pre_tokenizer
+    for text in ["In the beginning, God's 12 words   end.\n\nthey'll", "¿Quién dijo 'sí'? 1999 — Jesús.",
+                 "В начале сотворил Бог небо и землю.", "太初に神は天と地とを創造された。"]:
+        assert [p for p, _ in fixed.pre_tokenize_str(text)] == [p for p, _ in gpt2.pre_tokenize_str(text)], text
+    hindi = "परमेश्वर ने आकाश और पृथ्वी की सृष्टि की।"
+    words = [p for p, _ in fixed.pre_tokenize_str(hindi)]
+    assert len(words) == 9 and len([p for p, _ in gpt2.pre_tokenize_str(hindi)]) > 15  # 8 words and the danda
+    # Llama-3's split: \p{L} widened outside and inside brackets, nothing else touched
+    llama3 = r"(?i:'s|'t)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+"
+    assert _with_marks(llama3) == \
+        r"(?i:'s|'t)|[^\r\n\p{L}\p{M}\p{N}]?[\p{L}\p{M}]+|\p{N}{1,3}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s+"
+    assert _with_marks(r"[\p{L}\p{M}]+") == r"[\p{L}\p{M}]+"
+
+
+def test_target_tokenizer_learns_whole_words_of_a_script_with_combining_marks(corpora):
+    english, target_train, _ = corpora
+    source = factories.byte_level_tokenizer(english, 300)
+    hindi = hindi_corpus()
+    target = train_tokenizer(hindi, source, 1000)
+    for word in HINDI_WORDS:  # each frequent word is one token (behind GPT-2's split it cannot be)
+        assert len(target(" " + word, add_special_tokens=False).input_ids) == 1, word
+    assert target.decode(target(hindi[0]).input_ids, skip_special_tokens=True) == hindi[0]
+    # text without marks: the source's pre-tokenizer, exactly
+    plain = train_tokenizer(target_train, source, 400)
+    assert spec(plain)["pre_tokenizer"] == spec(source)["pre_tokenizer"]
+    assert spec(target)["pre_tokenizer"] != spec(source)["pre_tokenizer"]

@@ -62,6 +62,10 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                             "occurrences (default: %(default)s)")
     group.add_argument("--copy-weight", type=float, default=d.copy_weight,
                        help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
+    group.add_argument("--spelling-weight", type=float, default=None,
+                       help="share of its subword spelling a new token keeps whatever the alignment evidence "
+                            "(default: 0 for a replaced vocabulary, 0.25 for an extended one, chosen on dev: it keeps "
+                            "new tokens from taking the probability of the source tokens they translate)")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
     group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows and FOCUS's fastText "
@@ -102,7 +106,7 @@ def _mapping_config(args: argparse.Namespace):
 
     return MappingConfig(init=args.init, min_count=args.min_count, top_k=args.top_k, sharpen=args.sharpen,
                          confidence=args.confidence, copy_prior=args.copy_prior, copy_weight=args.copy_weight,
-                         preserve_norm=args.preserve_norm, seed=args.seed)
+                         spelling_weight=args.spelling_weight, preserve_norm=args.preserve_norm, seed=args.seed)
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:

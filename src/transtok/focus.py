@@ -273,5 +273,6 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
                            mean_partners=float(partners[mapped].mean()) if mapped.any() else 0.0,
                            mean_top_weight=float(top[mapped].mean()) if mapped.any() else 0.0,
                            config=settings)
-    logger.info("FOCUS mapping: %s; %d overlap tokens anchor the mixes", counts, len(anchors))
+    logger.info("FOCUS mapping: %s; %d overlap tokens anchor the mixes",
+                ", ".join(f"{v:,} {k}" for k, v in counts.items()), len(anchors))
     return mapping, report

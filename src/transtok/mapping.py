@@ -33,6 +33,13 @@ INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random", "focus")
 PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback", "focus", "kept")
 _SPECIAL, _COPIED, _ALIGNED, _DECOMPOSED, _FALLBACK = range(5)
 _KEPT = PROVENANCE.index("kept")
+EXTEND_SPELLING_WEIGHT = 0.25
+"""Default :attr:`MappingConfig.spelling_weight` of an extended vocabulary. A new token sits next
+to the source tokens it translates: a row made only of its aligned partners (`` Dios`` from
+`` God``) takes their probability in source-language text (English +14.0 % bits per byte on the
+Spanish dev books, SmolLM2's tied head); a quarter of spelling brings that to +2.2 % for +0.07 bits
+per byte on Spanish; larger shares gain at most 1.2 points more on English for +0.24 on Spanish
+(the knee of the trade-off, chosen on the dev books: benchmarks/results/extension)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,10 @@ class MappingConfig:
     this often, then the alignment takes over (false friends, rare source tokens)."""
     copy_weight: float = 0.0
     """Identity weight that a verbatim token keeps however much alignment evidence there is."""
+    spelling_weight: float | None = None
+    """Share of its subword spelling that a spelled (not verbatim) token keeps however much alignment
+    evidence there is. None: 0 when the vocabulary is replaced, :data:`EXTEND_SPELLING_WEIGHT` when it
+    is extended (resolved by the caller that knows which; :func:`build_mapping` reads None as 0)."""
     first_piece_weight: float | None = None
     """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
     preserve_norm: bool = False
@@ -80,6 +91,8 @@ class MappingConfig:
             raise ConfigError(f"--copy-prior must be >= 0, got {self.copy_prior}")
         if not 0.0 <= self.copy_weight <= 1.0:
             raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
+        if self.spelling_weight is not None and not 0.0 <= self.spelling_weight <= 1.0:
+            raise ConfigError(f"--spelling-weight must be within [0, 1], got {self.spelling_weight}")
 
 
 @dataclass(frozen=True)
@@ -309,8 +322,8 @@ def build_mapping(
 
     Per target token t, with aligned distribution A_t over ``n_t`` kept counts: a token present
     verbatim in the source vocabulary gets ``c·e + (1−c)·(μ A_t + (1−μ) e)`` with
-    μ_t = n_t / (n_t + copy_prior) and c = copy_weight; other tokens get ``λ A_t + (1−λ) F_t`` with
-    λ_t = n_t / (n_t + confidence) and F = subword spelling; tokens with no evidence fall back to the
+    μ_t = n_t / (n_t + copy_prior) and c = copy_weight; other tokens get ``s·F_t + (1−s)(λ A_t + (1−λ) F_t)``
+    with λ_t = n_t / (n_t + confidence), F = subword spelling and s = spelling_weight; tokens with no evidence fall back to the
     mean row. Both priors are pseudo-counts: evidence outweighs them once it is more plentiful.
     """
     import scipy.sparse as sp
@@ -354,15 +367,20 @@ def build_mapping(
         f_coef = np.where(has_exact, 0.0, np.where(has_spelling, 1 - trust, 0.0))
         # No spelling and no exact match: the alignment is all we have.
         a_coef = np.where(~has_exact & ~has_spelling & has_aligned, 1.0, a_coef)
-
-    matrix = (sp.diags(a_coef) @ aligned + sp.diags(e_coef) @ identity + sp.diags(f_coef) @ spelling).tocsr()
-    residual = np.clip(1.0 - np.asarray(matrix.sum(axis=1)).ravel(), 0.0, 1.0)
-    residual[residual < 1e-6] = 0.0
-
+    # Provenance says which evidence a token had (before the spelling share below).
     provenance = np.full(target_size, _FALLBACK, dtype=np.int8)
     provenance[(f_coef > 0) & (f_coef >= a_coef)] = _DECOMPOSED
     provenance[(a_coef > 0) & (a_coef > f_coef) & (a_coef >= e_coef)] = _ALIGNED
     provenance[(e_coef > 0) & (e_coef > a_coef)] = _COPIED
+    spell = config.spelling_weight or 0.0
+    if spell and config.init not in ("mean", "random"):
+        shared = ~has_exact & has_spelling
+        a_coef = np.where(shared, (1 - spell) * a_coef, a_coef)
+        f_coef = np.where(shared, spell + (1 - spell) * f_coef, f_coef)
+
+    matrix = (sp.diags(a_coef) @ aligned + sp.diags(e_coef) @ identity + sp.diags(f_coef) @ spelling).tocsr()
+    residual = np.clip(1.0 - np.asarray(matrix.sum(axis=1)).ravel(), 0.0, 1.0)
+    residual[residual < 1e-6] = 0.0
 
     if specials:
         special_targets = np.array([t for t, _ in specials], dtype=np.int64)
@@ -444,5 +462,6 @@ def _report(mapping: TokenMapping, has_aligned: np.ndarray, config: MappingConfi
         mean_top_weight=float(top[mapped].mean()) if mapped.any() else 0.0,
         config=asdict(config),
     )
-    logger.info("mapping: %s; %.1f%% of target tokens aligned", counts, 100 * summary.aligned_coverage)
+    logger.info("mapping: %s; %.1f%% of target tokens aligned", ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+                100 * summary.aligned_coverage)
     return summary

@@ -19,8 +19,8 @@ from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir,
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
-from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
-                              keep_source_rows, new_rows_report, provenance_counts)
+from transtok.mapping import (EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig, MappingReport, TokenMapping,
+                              build_mapping, keep_source_rows, new_rows_report, provenance_counts)
 from transtok.surgery import transplant
 from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
                                  vocab_hash)
@@ -60,9 +60,12 @@ def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: Alignment
     """
     from transtok.extension import extends
 
+    extended = extends(source_tokenizer, target_tokenizer)
+    if config.spelling_weight is None:
+        config = dataclasses.replace(config, spelling_weight=EXTEND_SPELLING_WEIGHT if extended else 0.0)
     mapping, report = _build(source_tokenizer, target_tokenizer, counts, config, target_texts=target_texts,
                              focus=focus)
-    if extends(source_tokenizer, target_tokenizer):
+    if extended:
         mapping = keep_source_rows(mapping)
         report = new_rows_report(mapping, report)
         logger.info("the target tokenizer extends the source: %d source rows kept, %d new rows mapped",

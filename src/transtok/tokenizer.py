@@ -3,7 +3,8 @@
 "Same family" means the trained tokenizer keeps everything of the source's pipeline except the
 learned vocabulary: the normalizer, the pre-tokenizer (e.g. Llama-3's split regex, digit
 splitting), the decoder and the post-processor are copied from the source's ``tokenizer.json``,
-and only the model (BPE / WordPiece / Unigram) is trained anew. The source's added/special tokens
+and only the model (BPE / WordPiece / Unigram) is trained anew. One repair: a split regex that
+cuts words at combining marks keeps them in their word (:func:`keep_marks_in_words`). The source's added/special tokens
 come first, in the source's order, so that their ids are small and the same in every target
 tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces.
 
@@ -22,6 +23,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import regex
 
 from transtok.artifacts import atomic_output_dir
 from transtok.errors import ConfigError, DataError, require
@@ -290,6 +293,61 @@ def _split_words_for_training(backend, source_pieces: Iterable[str] = ()) -> Non
                 "one by one" if split_digits else "in runs")
 
 
+# GPT-2's split regex, which a ByteLevel pre-tokenizer with use_regex=True applies (tokenizers'
+# byte_level.rs), with combining marks (\p{M}) kept in their word: see keep_marks_in_words.
+_MARK = regex.compile(r"\p{M}")
+_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
+
+
+def _with_marks(pattern: str) -> str:
+    r"""``pattern`` with every letter class ``\p{L}`` widened to letters and combining marks:
+    ``[\p{L}\p{M}]`` outside brackets, ``\p{L}\p{M}`` inside them (so ``[^\s\p{L}]`` excludes marks
+    too). Patterns that already name ``\p{M}`` are returned unchanged."""
+    if r"\p{M}" in pattern or r"\p{L}" not in pattern:
+        return pattern
+    out, depth, i = [], 0, 0
+    while i < len(pattern):
+        if pattern.startswith(r"\p{L}", i):
+            out.append(r"\p{L}\p{M}" if depth else r"[\p{L}\p{M}]")
+            i += 5
+            continue
+        char = pattern[i]
+        if char == "\\":  # an escaped character, copied as is
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        depth += char == "[" and not depth
+        depth -= char == "]" and depth > 0 and pattern[i - 1] not in "[^"
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def keep_marks_in_words(pre_tokenizer: dict | None) -> dict | None:
+    r"""The source's pre-tokenizer (a ``tokenizer.json`` section) with combining marks kept in their word.
+
+    GPT-2-style split regexes (GPT-2, SmolLM2, Llama-3, Qwen2 …) match words as ``\p{L}+``, which
+    stops at every combining mark (Unicode category M): a Devanagari or Bengali word is cut at each
+    vowel sign and virama (``परमेश्वर`` → ``परम`` ``े`` ``श`` ``्`` ``वर``), vocalised Arabic and Hebrew at
+    each vowel point. A tokenizer trained behind such a split can never learn a whole Hindi word
+    (16,000 requested on the Hindi Bible: 3,073 learned). The target tokenizer is new, so its split
+    may be repaired: ``\p{L}`` becomes letters-or-marks; on text without combining marks the pieces
+    are exactly the source's. Returns a new section (the argument is not modified).
+    """
+    if not pre_tokenizer:
+        return pre_tokenizer
+    section = copy.deepcopy(pre_tokenizer)
+    kind = section.get("type")
+    if kind == "Sequence":
+        section["pretokenizers"] = [keep_marks_in_words(part) for part in section.get("pretokenizers", [])]
+    elif kind == "Split" and "Regex" in (section.get("pattern") or {}):
+        section["pattern"] = {"Regex": _with_marks(section["pattern"]["Regex"])}
+    elif kind == "ByteLevel" and section.get("use_regex", True):
+        split = {"type": "Split", "pattern": {"Regex": _GPT2_SPLIT}, "behavior": "Isolated", "invert": False}
+        section = {"type": "Sequence", "pretokenizers": [split, {**section, "use_regex": False}]}
+    return section
+
+
 _TWO_DIGITS = re.compile(r"\d\d")
 BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
@@ -397,7 +455,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     """Train a target tokenizer of the source tokenizer's family on ``texts``.
 
     Returns a ``PreTrainedTokenizerFast`` with at most ``vocab_size`` tokens, the source's
-    normalizer / pre-tokenizer / decoder / post-processor, special-token roles, extra special
+    normalizer / pre-tokenizer (repaired by :func:`keep_marks_in_words` when ``texts`` have
+    combining marks) / decoder / post-processor, special-token roles, extra special
     tokens, chat template and padding/length settings. Same texts and source → identical
     ``tokenizer.json``. ``show_progress=None`` shows the trainer's bar when stderr is a terminal.
 
@@ -439,8 +498,14 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
                           "be learned; give more text or a smaller --vocab-size")
 
     train_spec = copy.deepcopy(spec)
+    pre_tokenizer = spec.get("pre_tokenizer")
+    if any(_MARK.search(text) for text in texts):  # text without marks keeps the source's split exactly
+        pre_tokenizer = keep_marks_in_words(pre_tokenizer)
+        if pre_tokenizer != spec.get("pre_tokenizer"):
+            logger.info("the text has combining marks (vowel signs, viramas, vowel points) that the source's split "
+                        "regex cuts words at; the target tokenizer keeps them in their word")
     train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
-                      padding=None)
+                      padding=None, pre_tokenizer=pre_tokenizer)
     backend = Tokenizer.from_str(json.dumps(train_spec))
     added_contents = {t["content"] for t in added}
     learned = spec["model"].get("vocab") or {}
@@ -485,7 +550,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["added_tokens"] = [{**entry, "id": vocab[entry["content"]]} for entry in added]
     trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
-    trained["pre_tokenizer"] = spec.get("pre_tokenizer")  # undo _split_words_for_training and _split_at_mark
+    trained["pre_tokenizer"] = pre_tokenizer  # undo _split_words_for_training and _split_at_mark
     target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
     logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     if len(target) < SHORT_VOCAB_WARNING * vocab_size:
