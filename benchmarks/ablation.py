@@ -8,11 +8,14 @@ Revelation. One setting is changed at a time from the defaults of MappingConfig:
   * the aligner and its symmetrization, and the vocabulary size, re-align (tokenizers and counts are
     cached under --work, shared with init_methods.py);
   * FOCUS's fastText min_count (its rows seen less often fall back to the mean row) and FVT as references;
-  * --strides also scores the source model and the default mapping with other evaluation strides.
+  * --strides also scores the source model and the default mapping with other evaluation strides;
+  * --tokenizer-segmenter trains the new tokenizers with merges bounded by a segmenter's words in text written
+    without spaces (settings tagged [tokenizer words NAME]); --reuse keeps rows already in --out.
 
 Writes ablation.json and ablation.md to --out.
 
     python benchmarks/ablation.py --langs es ru --out benchmarks/results/ablation
+    python benchmarks/ablation.py --langs ja --groups vocab fvt --vocab-sizes 8000 32000 --reuse --out ...
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ MAPPING_SETTINGS = [
     ("top-k 1", {"top_k": 1}), ("top-k 2", {"top_k": 2}), ("top-k 8", {"top_k": 8}), ("top-k all", {"top_k": None}),
     ("sharpen 1", {"sharpen": 1.0}), ("sharpen 4", {"sharpen": 4.0}),
     ("confidence 1", {"confidence": 1.0}), ("confidence 20", {"confidence": 20.0}),
+    ("confidence 100", {"confidence": 100.0}), ("preserve norm", {"preserve_norm": True}),
     ("copy prior 0", {"copy_prior": 0.0}), ("copy prior 10", {"copy_prior": 10.0}),
     ("copy prior 100", {"copy_prior": 100.0}),
 ]
@@ -57,14 +61,26 @@ def aligners(names):
     return [(name, table[name]) for name in names]
 
 
-def run_language(lang: str, args, source_dir: Path, split) -> list[dict]:
-    """Rows {setting, group, dev_bpb, fallback, seconds} for ``lang``; ``split`` has ``.train`` and ``.dev``."""
+def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] = ()) -> list[dict]:
+    """Rows {setting, group, dev_bpb, fallback, seconds} for ``lang``; ``split`` has ``.train`` and ``.dev``.
+    With --reuse, rows of ``previous`` with the same language, setting and stride are kept, not re-scored."""
     dev = split.dev.target
     rows: list[dict] = []
     source_model, source_tokenizer = load_model(str(source_dir))
     window = eval_seq_len(source_model, args.eval_seq_len)
+    done = {(r["lang"], r["setting"], r["stride"]): r for r in previous} if args.reuse else {}
+
+    words = getattr(args, "tokenizer_segmenter", "none")
+    tag = "" if words == "none" else f" [tokenizer words {words}]"
 
     def score(model, tokenizer, setting: str, group: str, stride: int | None = None, **extra) -> float:
+        if setting != "source model, own tokenizer":
+            setting += tag
+        old = done.get((lang, setting, min(stride or args.stride, window)))
+        if old is not None:
+            rows.append(old)
+            logger.info("%s %-28s stride %d: dev %.4f (reused)", lang, setting, old["stride"], old["dev_bpb"])
+            return old["dev_bpb"]
         started = time.perf_counter()
         result = evaluate_perplexity(model, tokenizer, dev, seq_len=window, stride=min(stride or args.stride, window))
         rows.append({"lang": lang, "group": group, "setting": setting, "stride": result.stride,
@@ -97,6 +113,8 @@ def run_language(lang: str, args, source_dir: Path, split) -> list[dict]:
             mapped(target_tokenizer, None, MappingConfig(init="focus"), f"FOCUS min_count {min_count}", "focus",
                    focus=FocusConfig(min_count=min_count))
         mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
+    elif "fvt" in args.groups:
+        mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
     if "aligner" in args.groups:
         for name, aligner in aligners(args.aligners):
             tokenizer, other_counts = bench.prepared(lang, split, source_tokenizer, args, aligner=aligner)
@@ -105,6 +123,8 @@ def run_language(lang: str, args, source_dir: Path, split) -> list[dict]:
         for size in args.vocab_sizes:
             tokenizer, other_counts = bench.prepared(lang, split, source_tokenizer, args, vocab_size=size)
             mapped(tokenizer, other_counts, DEFAULTS, f"vocabulary {size:,}", "vocab")
+            if "fvt" in args.groups:
+                mapped(tokenizer, None, MappingConfig(init="fvt"), f"vocabulary {size:,}, FVT", "reference")
     return rows
 
 
@@ -124,11 +144,12 @@ def markdown(rows: list[dict], args) -> str:
     for setting in settings:
         cells = []
         for lang in langs:
-            row, base = main.get((lang, setting)), main.get((lang, "defaults"))
+            tag = setting[setting.index(" [tokenizer"):] if " [tokenizer" in setting else ""
+            row, base = main.get((lang, setting)), main.get((lang, "defaults" + tag))
             if row is None:
                 cells += ["-", "-", "-"]
                 continue
-            delta = "" if base is None or setting == "defaults" else f"{row['dev_bpb'] - base['dev_bpb']:+.3f}"
+            delta = "" if base is None or base is row else f"{row['dev_bpb'] - base['dev_bpb']:+.3f}"
             cells += [f"{row['dev_bpb']:.3f}", delta, str(row.get("fallback", "-"))]
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     if len(strides) > 1:
@@ -148,11 +169,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
     parser.add_argument("--groups", nargs="*", default=["mapping", "focus", "aligner", "vocab"],
-                        choices=["mapping", "focus", "aligner", "vocab"])
+                        choices=["mapping", "focus", "aligner", "vocab", "fvt"],
+                        help="fvt: FVT as a reference (also part of focus)")
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--vocab-sizes", type=int, nargs="*", default=[8_000, 32_000])
     parser.add_argument("--aligner", default="eflomal")
     parser.add_argument("--segmenter", default="auto", help="word segmenter of the alignment, as init_methods.py")
+    parser.add_argument("--tokenizer-segmenter", default="none", choices=["auto", "icu", "tokens", "none"],
+                        help="new tokenizers' merges bounded by this segmenter's words, as init_methods.py (settings "
+                             "are then tagged [tokenizer words NAME])")
     parser.add_argument("--aligners", nargs="*", default=["fast_align", "eflomal-intersection"],
                         choices=["fast_align", "eflomal-intersection", "fast_align-intersection"])
     parser.add_argument("--focus-min-counts", type=int, nargs="*", default=[10, 3, 1])
@@ -163,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", default="runs/init_methods", help="scratch directory (shared with init_methods)")
     parser.add_argument("--out", default="benchmarks/results/ablation")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite ablation.md from ablation.json")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the rows of --out already scored (same language, setting, stride) instead of "
+                             "scoring them again (the source model's score, settings added later)")
     return parser.parse_args(argv)
 
 
@@ -190,7 +218,12 @@ def main() -> None:
     rows = [r for r in previous if r["lang"] not in args.langs]
     for lang in args.langs:
         split = bench.bible_split(lang, Path(args.work) / lang)
-        rows += run_language(lang, args, source_dir, split)
+        mine = [r for r in previous if r["lang"] == lang]
+        new = run_language(lang, args, source_dir, split, mine)
+        if args.reuse:  # settings not run this time stay
+            scored = {(r["setting"], r["stride"]) for r in new}
+            new = [r for r in mine if (r["setting"], r["stride"]) not in scored] + new
+        rows += new
         print(write_outputs(rows, args))
     print(f"wrote ablation.json and ablation.md to {args.out}")
 

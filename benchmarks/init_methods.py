@@ -132,12 +132,14 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
     if getattr(args, "segmenter", None) not in (None, "none"):
         label += f"-{args.segmenter}"
     steps = {} if steps is None else steps
-    root = Path(args.work) / lang / "cache" / f"vocab{vocab_size}"
+    words = getattr(args, "tokenizer_segmenter", "none")
+    root = Path(args.work) / lang / "cache" / (f"vocab{vocab_size}" + ("" if words == "none" else f"-words-{words}"))
     if (root / "tokenizer" / "tokenizer_config.json").is_file():
         target_tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     else:
         with measured(steps, "train_tokenizer"):
-            target_tokenizer = train(split.train.target, source_tokenizer, vocab_size)
+            target_tokenizer = train(split.train.target, source_tokenizer, vocab_size,
+                                     segmenter=None if words == "none" else words)
         target_tokenizer.save_pretrained(root / "tokenizer")
     counts_dir = root / f"align-{label}"
     if (counts_dir / "alignment.json").is_file():
@@ -361,6 +363,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--aligner", default="eflomal")
     parser.add_argument("--segmenter", default="auto", choices=SEGMENTERS,
                         help="word boundaries in text written without spaces (default: %(default)s)")
+    parser.add_argument("--tokenizer-segmenter", default="none", choices=SEGMENTERS,
+                        help="bound the new tokenizer's merges by this segmenter's words in text written without "
+                             "spaces (default: %(default)s)")
     parser.add_argument("--budget", type=int, default=102_400,
                         help="training tokens per method (0: init only); 307200 = the anchor's budget")
     parser.add_argument("--budget-bytes", type=int, default=0,

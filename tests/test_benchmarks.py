@@ -142,6 +142,12 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     assert settings[("top-k 1", 10)]["dev_bpb"] != settings[("top-k all", 10)]["dev_bpb"]
     table = ablation.write_outputs(rows, args)
     assert "| top-k 1 |" in table and "stride 40" in table
+    # --reuse scores only what is new (FVT here) and keeps the rows already scored.
+    again = ablation.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--groups", "fvt",
+                                 "--eval-seq-len", "40", "--stride", "10", "--work", str(tmp_path / "work"),
+                                 "--reuse"])
+    more = {(r["setting"], r["stride"]): r for r in ablation.run_language("xx", again, tmp_path / "source", split, rows)}
+    assert more[("defaults", 10)] is settings[("defaults", 10)] and ("FVT", 10) in more
 
 
 def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):

@@ -315,6 +315,78 @@ def test_normalizer_metaspace_sources_get_no_cross_word_pieces(corpora):
     assert target.decode(target(held_out[0]).input_ids, skip_special_tokens=True) == held_out[0]
 
 
+class LexiconSegmenter:
+    """Greedy longest match over the Chinese cipher's words: the known word boundaries of the test corpus."""
+
+    name = "lexicon"
+    words = sorted(set(factories.CHINESE.values()) | set(factories.CHINESE_PUNCTUATION.values()), key=len,
+                   reverse=True)
+
+    def boundaries(self, text: str):
+        import numpy as np
+
+        cuts, i = [0], 0
+        while i < len(text):
+            i += next((len(w) for w in self.words if text.startswith(w, i)), 1)
+            cuts.append(i)
+        return np.array(cuts)
+
+
+def _tokens_across_words(tokenizer) -> list[str]:
+    """Merged tokens (2 bytes or more) whose surface is no part of one word of the cipher (punctuation
+    counts as a word)."""
+    from transtok.vocabulary import token_bytes
+
+    words = [w.encode() for w in LexiconSegmenter.words]
+    surfaces = [surface.strip() for surface in token_bytes(tokenizer) if surface and len(surface.strip()) > 1]
+    return [s.decode(errors="replace") for s in surfaces if not any(s in word for word in words)]
+
+
+# Not WordPiece: BERT's normalizer already makes every Han character a word of its own.
+@pytest.mark.parametrize("family", ["byte_level", "sentencepiece"])
+def test_merges_bounded_by_words_never_learn_a_token_spanning_two_words(family):
+    pairs = factories.cipher_corpus(600, cipher=factories.CHINESE, separator="",
+                                    punctuation=factories.CHINESE_PUNCTUATION)
+    texts = [t for _, t in pairs]
+    source = getattr(factories, f"{family}_tokenizer")([s for s, _ in pairs], vocab_size=300)
+    free = train_tokenizer(texts, source, 900, show_progress=False)
+    bounded = train_tokenizer(texts, source, 900, show_progress=False, segmenter=LexiconSegmenter())
+    assert _tokens_across_words(free)  # the corpus does tempt the trainer to merge across words
+    assert _tokens_across_words(bounded) == []
+    for word in ("土地", "看见", "黄金"):  # words are still learned whole
+        assert len(bounded.tokenize(word)) == 1
+    # Training only: the target's pipeline is the source's, and decoding gives the text back.
+    assert json.loads(bounded.backend_tokenizer.to_str())["pre_tokenizer"] == \
+        json.loads(source.backend_tokenizer.to_str())["pre_tokenizer"]
+    assert bounded.decode(bounded(texts[0], add_special_tokens=False)["input_ids"]).replace(" ", "") == texts[0]
+
+
+def test_merges_bounded_by_words_leave_spaced_text_unchanged():
+    texts = factories.english_sentences(300)
+    source = factories.byte_level_tokenizer(texts, vocab_size=300)
+    free = train_tokenizer(texts, source, 500, show_progress=False)
+    bounded = train_tokenizer(texts, source, 500, show_progress=False, segmenter=LexiconSegmenter())
+    assert bounded.backend_tokenizer.to_str() == free.backend_tokenizer.to_str()
+
+
+def test_training_segmenter_never_makes_every_character_a_word(monkeypatch, caplog):
+    import logging
+    import sys
+
+    from transtok.segment import TokenSegmenter, training_segmenter
+
+    assert training_segmenter("none") is None and training_segmenter("tokens") is None
+    segmenter = TokenSegmenter()
+    assert training_segmenter(segmenter) is segmenter  # an object is used as given
+    monkeypatch.setitem(sys.modules, "icu4py", None)
+    monkeypatch.setitem(sys.modules, "icu4py.breakers", None)
+    with caplog.at_level(logging.WARNING, logger="transtok.segment"):
+        assert training_segmenter("auto") is None
+    assert "icu4py" in caplog.text and "pip install" in caplog.text
+    with pytest.raises(MissingDependencyError, match="icu4py"):
+        training_segmenter("icu")
+
+
 # --- combining marks (Devanagari vowel signs and viramas, Arabic vowel points) ---------------------
 
 # Hindi-like words: consonants with vowel signs (ि ी ु े ो ा) and viramas (्), all category Mn/Mc.

@@ -144,6 +144,44 @@ def _spans(pattern, text: str) -> tuple[np.ndarray, np.ndarray]:
     return spans[0::2], spans[1::2]
 
 
+def inner_boundaries(text: str, segmenter: Segmenter) -> np.ndarray:
+    """Word boundaries that no whitespace marks, around and inside runs of unspaced scripts (sorted
+    character offsets): the segmenter's boundaries inside a run, and a run's edges where it touches
+    other text (``王？``, ``神X``) rather than whitespace or the start or end of ``text``."""
+    run_starts, run_ends = _spans(_RUN, text)
+    if not len(run_starts):
+        return np.zeros(0, dtype=np.int64)
+    cuts = segmenter.boundaries(text)
+    run = np.searchsorted(run_starts, cuts, side="right") - 1
+    inside = (run >= 0) & (cuts > run_starts[np.maximum(run, 0)]) & (cuts < run_ends[np.maximum(run, 0)])
+    edges = np.r_[run_starts, run_ends]
+    edges = edges[(edges > 0) & (edges < len(text))]
+    edges = edges[[not (text[e - 1].isspace() or text[e].isspace()) for e in edges.tolist()]]
+    return np.unique(np.r_[cuts[inside], edges]).astype(np.int64)
+
+
+def training_segmenter(name: str | Segmenter | None) -> Segmenter | None:
+    """The segmenter whose words bound a target tokenizer's merges, or None (merges as the source's
+    pre-tokenizer allows).
+
+    ``auto``: ICU when icu4py is installed, else None with one warning (``tokens`` would make every
+    character of an unspaced run a word, i.e. no merges there at all); ``tokens`` and ``none``: None.
+    """
+    if name is None or not isinstance(name, str):
+        return name
+    if name in ("none", "tokens"):
+        return None
+    if name == "auto":
+        try:
+            return IcuSegmenter()
+        except MissingDependencyError:
+            logger.warning("text written without spaces is not split into words for tokenizer training: that needs "
+                           "the optional package 'icu4py' (not installed): %s. Until then merges may span words there.",
+                           INSTALL_HINT)
+            return None
+    return get_segmenter(name)
+
+
 def word_spans(text: str, segmenter: Segmenter | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of the words of ``text``, sorted; whitespace belongs to no word.
 

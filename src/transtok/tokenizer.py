@@ -417,8 +417,41 @@ def minimum_vocab_size(source_tokenizer) -> int:
     return len(_reserved_tokens(spec)) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
 
 
+# Candidates for the word-boundary mark of training (private use: stable under NFC/NFKC, never a letter).
+_BOUNDARY_MARKS = tuple(chr(c) for c in range(0xE000, 0xE010))
+
+
+def _mark_words(texts: list[str], segmenter) -> tuple[list[str], str | None]:
+    """``texts`` with a private-use mark at every word boundary inside runs of unspaced scripts, and
+    the mark (None when no text has such a boundary: the texts come back unchanged)."""
+    from transtok.segment import inner_boundaries
+
+    mark = next((m for m in _BOUNDARY_MARKS if not any(m in text for text in texts)), None)
+    if mark is None:  # every candidate occurs in the text: leave merges unbounded rather than corrupt it
+        logger.warning("the training text uses every private-use character U+E000..U+E00F; merges are not "
+                       "bounded by words")
+        return texts, None
+    marked, cut = [], 0
+    for text in texts:
+        cuts = inner_boundaries(text, segmenter).tolist()
+        if cuts:
+            cut += len(cuts)
+            text = mark.join(text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]))
+        marked.append(text)
+    return (marked, mark) if cut else (texts, None)
+
+
+def _split_at_mark(backend, mark: str) -> None:
+    """Training only: split pre-tokens at ``mark`` and drop it, before the source's own pre-tokenizer."""
+    from tokenizers import pre_tokenizers
+
+    split = pre_tokenizers.Split(mark, behavior="removed")
+    backend.pre_tokenizer = pre_tokenizers.Sequence([split, backend.pre_tokenizer] if backend.pre_tokenizer
+                                                    else [split])
+
+
 def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, min_frequency: int = 2,
-                    show_progress: bool | None = None):
+                    show_progress: bool | None = None, segmenter=None):
     """Train a target tokenizer of the source tokenizer's family on ``texts``.
 
     Returns a ``PreTrainedTokenizerFast`` with at most ``vocab_size`` tokens, the source's
@@ -426,6 +459,11 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     combining marks) / decoder / post-processor, special-token roles, extra special
     tokens, chat template and padding/length settings. Same texts and source → identical
     ``tokenizer.json``. ``show_progress=None`` shows the trainer's bar when stderr is a terminal.
+
+    ``segmenter`` (a name of :data:`transtok.segment.SEGMENTERS` or a segmenter; see
+    :func:`transtok.segment.training_segmenter`) bounds merges by words in text written without
+    spaces: a learned token never spans two of the segmenter's words there (the source's
+    pre-tokenizer sees a whole clause as one word). Spaced text is unaffected; encoding is unchanged.
     """
     from tokenizers import Tokenizer
 
@@ -473,6 +511,16 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     learned = spec["model"].get("vocab") or {}
     learned = learned.keys() if isinstance(learned, dict) else [piece for piece, _ in learned]
     _split_words_for_training(backend, (piece for piece in learned if piece not in added_contents))
+    if segmenter is not None:
+        from transtok.segment import segmenter_name, training_segmenter
+
+        segmenter = training_segmenter(segmenter)
+        if segmenter is not None:
+            texts, mark = _mark_words(texts, segmenter)
+            if mark is not None:
+                _split_at_mark(backend, mark)
+                logger.info("merges bounded by the %s segmenter's words in text written without spaces",
+                            segmenter_name(segmenter))
     if show_progress is None:  # TQDM_DISABLE: the CLI's -q
         show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
     logger.info("training a %s tokenizer of %s tokens on %s texts (%s characters)", kind, f"{vocab_size:,}",
@@ -502,7 +550,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["added_tokens"] = [{**entry, "id": vocab[entry["content"]]} for entry in added]
     trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
-    trained["pre_tokenizer"] = pre_tokenizer  # undo _split_words_for_training
+    trained["pre_tokenizer"] = pre_tokenizer  # undo _split_words_for_training and _split_at_mark
     target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
     logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     if len(target) < SHORT_VOCAB_WARNING * vocab_size:
