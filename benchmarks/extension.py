@@ -99,7 +99,9 @@ def phase_select(lang: str, split, source_dir: Path, args) -> dict:
         logger.info("%s N=%d: %s", lang, n, grid[str(n)])
         del model
     chosen = min(args.grid, key=lambda n: grid[str(n)]["dev"]["bpb"])
-    return {"grid": grid, "chosen": chosen}
+    from transtok.mapping import EXTEND_SPELLING_WEIGHT
+
+    return {"grid": grid, "chosen": chosen, "spelling_weight": EXTEND_SPELLING_WEIGHT}
 
 
 def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
@@ -198,8 +200,10 @@ def markdown(results: dict, args) -> str:
              f"Budget: {args.budget:,} target-language training tokens per model (seq {args.seq_len}, batch "
              f"{args.batch_size}, lr {args.lr}, linear schedule, seed {args.seed}); replace and the source model "
              "train embeddings + LM head, extend trains only the new rows (stage new-rows). Bits per byte (BPB), "
-             "lower is better; English = the English side of the same held-out books. Timings from a shared "
-             "2-core machine.", ""]
+             "lower is better, block protocol (non-overlapping windows of 512 tokens); English = the English side "
+             "of the same held-out books. The extended model's new rows: trans-tokenization with the extension's "
+             "default spelling share (MappingConfig.spelling_weight 0.25, chosen on the dev books below). Timings "
+             "from a shared 2-core machine.", ""]
     for lang, record in results.items():
         select = record.get("select")
         if select:
@@ -210,7 +214,8 @@ def markdown(results: dict, args) -> str:
                 label = "source" if name == "source" else f"source + {int(name):,}"
                 reach = "-" if name == "source" else f"{row['reachable']:,} / {row['new_tokens']:,}"
                 lines.append(f"| {label} | {row['fertility']:.2f} | {row['dev']['bpb']:.3f} | {reach} |")
-            lines += ["", f"Chosen: N = {select['chosen']:,}.", ""]
+            lines += ["", f"Chosen: N = {select['chosen']:,} (scored with spelling share "
+                          f"{select.get('spelling_weight', 0.0)}: the grid was run before the share was chosen).", ""]
         rows = [(name, record[key]) for name, key in (("source model, own tokenizer", "source"),
                                                       ("replace (new 16k vocabulary)", "replace"),
                                                       ("extend (source + N)", "extend")) if key in record]
