@@ -39,6 +39,15 @@ UNSPACED = {"ja", "zh", "th", "km", "lo", "my"}
 """Languages written without spaces: tokens per whitespace "word" (a clause) means nothing there."""
 
 
+def vocabulary(record: dict) -> int:
+    """The target tokenizer's size: its tokens by provenance (all of them), else the size asked for (a
+    tokenizer trained on a small text can stop short of it)."""
+    for entry in record["methods"].values():
+        if entry.get("provenance"):
+            return sum(entry["provenance"].values())
+    return record["args"]["vocab_size"]
+
+
 def init_table(records) -> list[str]:
     present = [m for m in METHODS if any(m in r["methods"] for _, r in records)]
     lines = ["| language | new vocabulary | tokens per word (source → new) | "
@@ -53,7 +62,7 @@ def init_table(records) -> list[str]:
         focus = r["methods"].get("focus", {}).get("provenance", {})
         fallback = f"{focus['fallback']:,} of {sum(focus.values()):,}" if focus else "-"
         ratio = "n/a (no spaces)" if r["lang"] in UNSPACED else f"{f['source']:.2f} → {f['target']:.2f}"
-        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {r['args']['vocab_size']:,} | {ratio} | "
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} ({r['lang']}) | {vocabulary(r):,} | {ratio} | "
                      + " | ".join(cells) + f" | {fallback} |")
     return lines
 
@@ -107,7 +116,7 @@ def after_table(records) -> list[str]:
         budget = f"{tt.get('tokens_trained', first['args']['budget']):,} tokens = {tt.get('bytes_trained', 0):,} bytes"
         src_bytes = first["methods"].get("source (own tokenizer), equal bytes", {})
         src_b = (f" ({src_bytes['tokens_trained']:,} tokens)" if src_bytes else "")
-        lines.append(f"| {LANGS.get(lang, lang)} | {first['args']['vocab_size']:,} | "
+        lines.append(f"| {LANGS.get(lang, lang)} | {vocabulary(first):,} | "
                      f"{', '.join(str(r['args']['seed']) for r in runs)} | {budget} | "
                      f"{cell('source (own tokenizer)')} | {cell('source (own tokenizer), equal bytes')}{src_b} | "
                      f"{cell('trans-tokenization')} | {cell('fvt')} | {cell('focus')} |")
