@@ -423,6 +423,11 @@ def test_split_regex_keeps_marks_in_words_and_changes_nothing_else():
     assert _with_marks(llama3) == \
         r"(?i:'s|'t)|[^\r\n\p{L}\p{M}\p{N}]?[\p{L}\p{M}]+|\p{N}{1,3}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s+"
     assert _with_marks(r"[\p{L}\p{M}]+") == r"[\p{L}\p{M}]+"
+    # a ByteLevel inside a Sequence (digit splitting first) is repaired in place, the rest kept
+    sequence = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2])
+    nested = keep_marks_in_words(json.loads(sequence.__getstate__()))
+    assert nested["pretokenizers"][0] == {"type": "Digits", "individual_digits": True}
+    assert nested["pretokenizers"][1]["type"] == "Sequence"
 
 
 def test_target_tokenizer_learns_whole_words_of_a_script_with_combining_marks(corpora):
