@@ -41,6 +41,7 @@ from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.extension import extend_tokenizer  # noqa: E402
 from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
+from transtok.mapping import EXTEND_SPELLING_WEIGHT, MappingConfig  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
 from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
@@ -99,16 +100,12 @@ def phase_select(lang: str, split, source_dir: Path, args) -> dict:
         logger.info("%s N=%d: %s", lang, n, grid[str(n)])
         del model
     chosen = min(args.grid, key=lambda n: grid[str(n)]["dev"]["bpb"])
-    from transtok.mapping import EXTEND_SPELLING_WEIGHT
-
     return {"grid": grid, "chosen": chosen, "spelling_weight": EXTEND_SPELLING_WEIGHT}
 
 
 def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
     """The spelling share of the new rows (MappingConfig.spelling_weight), on the DEV books at init:
     target and English bits per byte for each --spelling-grid weight, the source model as reference."""
-    from transtok.mapping import MappingConfig
-
     model, source_tokenizer = load_model(str(source_dir))
     out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
                       "english": _bpb(model, source_tokenizer, split.dev.source)}}
@@ -180,8 +177,6 @@ def phase_extend(lang: str, split, source_dir: Path, work: Path, args, n: int) -
 
 def phase_inits(lang: str, split, source_dir: Path, args, n: int) -> dict:
     """Other initialisations of the same extended tokenizer's new rows, scored at init only."""
-    from transtok.mapping import MappingConfig
-
     source_tokenizer = load_tokenizer(str(source_dir))
     extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
     out = {}

@@ -51,7 +51,8 @@ def vocabulary(record: dict) -> int:
 def init_table(records) -> list[str]:
     present = [m for m in METHODS if any(m in r["methods"] for _, r in records)]
     lines = ["| language | new vocabulary | tokens per word (source → new) | "
-             + " | ".join(NAMES[m] for m in present) + " | FOCUS rows on the mean fallback |", "|---|---|---|" + "---|" * len(present) + "---|"]
+             + " | ".join(NAMES[m] for m in present) + " | FOCUS rows on the mean fallback |",
+             "|---|---|---|" + "---|" * len(present) + "---|"]
     for _, r in records:
         f = r["fertility"]
         best = min(e["init"] for e in r["methods"].values())

@@ -21,16 +21,7 @@ class Split:
 
 def test_init_methods_benchmark_runs_on_a_tiny_model(tmp_path):
     bench = load_benchmark()
-    pairs = factories.cipher_corpus(560)
-    split = Split(pairs)
-    source = factories.byte_level_tokenizer(split.train.source, vocab_size=350)
-    model = factories.tiny_causal_lm("llama", len(source), True, source)
-    model.save_pretrained(tmp_path / "source")
-    source.save_pretrained(tmp_path / "source")
-    data = tmp_path / "work" / "xx" / "data"
-    data.mkdir(parents=True)
-    (data / "train.txt").write_text("\n".join(split.train.target) + "\n")
-    (data / "test.txt").write_text("\n".join(split.test.target) + "\n")
+    split = tiny_setup(tmp_path, bench)
     args = bench.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--budget", "1024",
                              "--seq-len", "32", "--batch-size", "4", "--eval-every", "4", "--warmup", "1",
                              "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),

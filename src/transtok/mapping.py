@@ -322,9 +322,9 @@ def build_mapping(
 
     Per target token t, with aligned distribution A_t over ``n_t`` kept counts: a token present
     verbatim in the source vocabulary gets ``c·e + (1−c)·(μ A_t + (1−μ) e)`` with
-    μ_t = n_t / (n_t + copy_prior) and c = copy_weight; other tokens get ``s·F_t + (1−s)(λ A_t + (1−λ) F_t)``
-    with λ_t = n_t / (n_t + confidence), F = subword spelling and s = spelling_weight; tokens with no evidence fall back to the
-    mean row. Both priors are pseudo-counts: evidence outweighs them once it is more plentiful.
+    μ_t = n_t / (n_t + copy_prior) and c = copy_weight; other tokens get
+    ``s·F_t + (1−s)(λ A_t + (1−λ) F_t)`` with λ_t = n_t / (n_t + confidence), F = subword spelling and
+    s = spelling_weight; tokens with no evidence fall back to the mean row. Both priors are pseudo-counts: evidence outweighs them once it is more plentiful.
     """
     import scipy.sparse as sp
 

@@ -4,8 +4,8 @@
 learned vocabulary: the normalizer, the pre-tokenizer (e.g. Llama-3's split regex, digit
 splitting), the decoder and the post-processor are copied from the source's ``tokenizer.json``,
 and only the model (BPE / WordPiece / Unigram) is trained anew. One repair: a split regex that
-cuts words at combining marks keeps them in their word (:func:`keep_marks_in_words`). The source's added/special tokens
-come first, in the source's order, so that their ids are small and the same in every target
+cuts words at combining marks keeps them in their word (:func:`keep_marks_in_words`). The
+source's added/special tokens come first, in the source's order, so that their ids are small and the same in every target
 tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces.
 
 Training is reproducible (same texts and source → identical ``tokenizer.json``) for BPE and
@@ -293,9 +293,9 @@ def _split_words_for_training(backend, source_pieces: Iterable[str] = ()) -> Non
                 "one by one" if split_digits else "in runs")
 
 
+_MARK = regex.compile(r"\p{M}")  # a combining mark: vowel sign, virama, vowel point
 # GPT-2's split regex, which a ByteLevel pre-tokenizer with use_regex=True applies (tokenizers'
 # byte_level.rs), with combining marks (\p{M}) kept in their word: see keep_marks_in_words.
-_MARK = regex.compile(r"\p{M}")
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+"
 
 
