@@ -52,6 +52,8 @@ MAPPING_SETTINGS = [
     ("confidence 100", {"confidence": 100.0}), ("preserve norm", {"preserve_norm": True}),
     ("copy prior 0", {"copy_prior": 0.0}), ("copy prior 10", {"copy_prior": 10.0}),
     ("copy prior 100", {"copy_prior": 100.0}),
+    ("source discount 0.25", {"source_discount": 0.25}), ("source discount 0.5", {"source_discount": 0.5}),
+    ("source discount 1", {"source_discount": 1.0}),
 ]
 
 
@@ -107,6 +109,8 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
     mapped(target_tokenizer, counts, DEFAULTS, "defaults", "defaults", strides=args.strides)
     if "mapping" in args.groups:
         for setting, overrides in MAPPING_SETTINGS:
+            if args.settings and not any(setting.startswith(prefix) for prefix in args.settings):
+                continue
             mapped(target_tokenizer, counts, dataclasses.replace(DEFAULTS, **overrides), setting, "mapping")
     if "focus" in args.groups:
         for min_count in args.focus_min_counts:
@@ -171,6 +175,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--groups", nargs="*", default=["mapping", "focus", "aligner", "vocab"],
                         choices=["mapping", "focus", "aligner", "vocab", "fvt"],
                         help="fvt: FVT as a reference (also part of focus)")
+    parser.add_argument("--settings", nargs="*", default=[],
+                        help="only the mapping settings whose names start with these (default: all)")
     parser.add_argument("--vocab-size", type=int, default=16_000)
     parser.add_argument("--vocab-sizes", type=int, nargs="*", default=[8_000, 32_000])
     parser.add_argument("--aligner", default="eflomal")

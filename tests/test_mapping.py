@@ -92,6 +92,25 @@ def test_top_k_and_min_count_prune_partners():
     assert mapping.matrix[2, 2] == 0  # count 1 dropped; the spelling takes over
 
 
+def test_source_discount_lets_the_rarer_partner_lead_and_keeps_the_trust():
+    # Target 1 aligns 30x to source 0 (also aligned 70x elsewhere: a function word) and 10x to source 1.
+    counts = evidence()["counts"].tolil()
+    counts[2, 0] = 70.0
+    counts = counts.tocsr()
+    raw, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0, confidence=0)))
+    discounted, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0, confidence=0,
+                                                                                 source_discount=1.0)))
+    assert raw.matrix[1, 0] == pytest.approx(0.75)
+    # 30/100 against 10/10: source 1 now leads, 0.3 : 1.
+    assert discounted.matrix[1, 1] == pytest.approx(1 / 1.3) and discounted.matrix[1, 0] == pytest.approx(0.3 / 1.3)
+    # Trust comes from the raw counts: with confidence 5 both rows trust the alignment equally.
+    a, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0)))
+    b, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0, source_discount=1.0)))
+    assert a.matrix[1, 1] + a.matrix[1, 0] == pytest.approx(b.matrix[1, 1] + b.matrix[1, 0])
+    with pytest.raises(ConfigError, match="--source-discount must be >= 0"):
+        MappingConfig(source_discount=-1)
+
+
 @pytest.mark.parametrize("init", ["fvt", "mean", "random"])
 def test_other_init_methods_keep_the_contract(init):
     mapping, report = build_mapping(**evidence(counts=None, config=MappingConfig(init=init)))

@@ -67,6 +67,10 @@ class MappingConfig:
     """Share of its subword spelling that a spelled (not verbatim) token keeps however much alignment
     evidence there is. None: 0 when the vocabulary is replaced, :data:`EXTEND_SPELLING_WEIGHT` when it
     is extended (resolved by the caller that knows which; :func:`build_mapping` reads None as 0)."""
+    source_discount: float = 0.0
+    """α: each aligned count c(t, s) is divided by s's total aligned count ** α before top-k and sharpening
+    (0: raw counts). Frequent function words then weigh less in rows of tokens that also align to
+    content words."""
     first_piece_weight: float | None = None
     """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
     preserve_norm: bool = False
@@ -85,6 +89,8 @@ class MappingConfig:
             raise ConfigError(f"--sharpen must be > 0 (1 keeps the counts' proportions), got {self.sharpen}")
         if self.confidence < 0:
             raise ConfigError(f"--confidence must be >= 0, got {self.confidence}")
+        if self.source_discount < 0:
+            raise ConfigError(f"--source-discount must be >= 0 (0: raw counts), got {self.source_discount}")
         if self.first_piece_weight is not None and not 0.0 <= self.first_piece_weight <= 1.0:
             raise ConfigError(f"--first-piece-weight must be within [0, 1], got {self.first_piece_weight}")
         if self.copy_prior < 0:
@@ -269,10 +275,19 @@ def alignment_distribution(counts: sp.csr_matrix, config: MappingConfig) -> tupl
     counts = counts.tocsr().astype(np.float64)
     counts.data[counts.data < config.min_count] = 0
     counts.eliminate_zeros()
+    weights = counts
+    if config.source_discount:
+        # A frequent source token (the, and, of) co-aligns with much of a long target token's text (a
+        # clitic chain, a particle); dividing by its total aligned count ** α lets the content word lead.
+        total = np.asarray(counts.sum(axis=0)).ravel()
+        weights = counts.copy()
+        weights.data = weights.data / total[weights.indices] ** config.source_discount
     if config.top_k is not None:
-        counts = _keep_top_k(counts, config.top_k)
-    mass = np.asarray(counts.sum(axis=1)).ravel()
-    sharpened = counts.copy()
+        weights = _keep_top_k(weights, config.top_k)
+    # The trust in a row comes from the raw counts of the partners it keeps, discounted or not.
+    kept = counts.multiply(weights > 0) if config.source_discount else weights
+    mass = np.asarray(kept.sum(axis=1)).ravel()
+    sharpened = weights.copy()
     sharpened.data = sharpened.data ** config.sharpen
     return _row_normalise(sharpened).tocsr(), mass
 
