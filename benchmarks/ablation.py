@@ -142,6 +142,8 @@ def markdown(rows: list[dict], args) -> str:
              f"union, vocabulary {args.vocab_size:,}. 'fallback' = target rows on the mean source row.", ""]
     main = {(r["lang"], r["setting"]): r for r in rows if r["stride"] == args.stride}
     settings = list(dict.fromkeys(r["setting"] for r in rows if r["stride"] == args.stride))
+    # The references first, whatever order runs added rows in (--reuse keeps older rows ahead of new ones).
+    settings.sort(key=lambda name: {"source model, own tokenizer": 0, "defaults": 1}.get(name, 2))
     header = "| setting | " + " | ".join(f"{lang} dev BPB | {lang} Δ vs defaults | {lang} fallback"
                                           for lang in langs) + " |"
     lines += [header, "|---|" + "---|---|---|" * len(langs)]
