@@ -15,7 +15,8 @@ from transtok.cli import main
 from transtok.corpus import ParallelCorpus
 from transtok.errors import ConfigError
 from transtok.extension import extend_tokenizer, extends
-from transtok.mapping import EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig, TokenMapping
+from transtok.mapping import (EXTEND_HEAD_SPELLING_WEIGHT, EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig,
+                              TokenMapping)
 from transtok.pipeline import mapping_from_alignment, run_transplant, save_mapping_dir
 from transtok.surgery import is_tied, transplant
 
@@ -175,46 +176,73 @@ def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, p
     mapping, report = mapping_from_alignment(source, extended, counts, MappingConfig(init=init, preserve_norm=True),
                                              target_texts=[t for _, t in pairs])
     n = len(source)
-    assert mapping.keeps_source_rows and mapping.shape == (len(extended), n)
-    head = mapping.matrix[:n].tocoo()
-    assert (head.row == head.col).all() and (head.data == 1).all() and head.nnz == n
-    assert (mapping.residual[:n] == 0).all() and (mapping.provenance[:n] == PROVENANCE.index("kept")).all()
+    assert mapping.head is not None  # the extension default: separate LM-head rows
+    for rows in (mapping, mapping.head):
+        assert rows.keeps_source_rows and rows.shape == (len(extended), n)
+        head = rows.matrix[:n].tocoo()
+        assert (head.row == head.col).all() and (head.data == 1).all() and head.nnz == n
+        assert (rows.residual[:n] == 0).all() and (rows.provenance[:n] == PROVENANCE.index("kept")).all()
     assert report.provenance["kept"] == n and sum(report.provenance.values()) == len(extended)
     if init == "trans-tokenization":
         assert report.provenance["aligned"] > N_NEW // 2
-        assert mapping.config["spelling_weight"] == EXTEND_SPELLING_WEIGHT > 0  # the extension default
+        # the extension defaults: no spelling in the input rows, half in the head rows
+        assert (mapping.config["spelling_weight"], mapping.head.config["spelling_weight"]) == \
+            (0.0, EXTEND_HEAD_SPELLING_WEIGHT)
+        assert (mapping.matrix[n:] != mapping.head.matrix[n:]).nnz > 0
     weight = torch.randn(n, 16, dtype=torch.bfloat16)
-    mapped = mapping.apply(weight)
-    assert torch.equal(mapped[:n], weight) and torch.isfinite(mapped.float()).all()
-    assert not torch.equal(mapped[n:], torch.zeros_like(mapped[n:]))
+    for rows in (mapping, mapping.head):
+        mapped = rows.apply(weight)
+        assert torch.equal(mapped[:n], weight) and torch.isfinite(mapped.float()).all()
+        assert not torch.equal(mapped[n:], torch.zeros_like(mapped[n:]))
 
 
 def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_setup, source_tokenizer,
                                                                       target_tokenizer):
     source, extended, counts = extended_setup
     extend, _ = mapping_from_alignment(source, extended, counts)
-    own, _ = mapping_from_alignment(source, extended, counts, MappingConfig(spelling_weight=0.0))
+    tied, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=True))
+    own, _ = mapping_from_alignment(source, extended, counts, MappingConfig(spelling_weight=0.3,
+                                                                            head_spelling_weight=0.8))
     replace, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt"))
-    assert (extend.config["spelling_weight"], own.config["spelling_weight"], replace.config["spelling_weight"]) == \
-        (EXTEND_SPELLING_WEIGHT, 0.0, 0.0)
+    assert (extend.config["spelling_weight"], extend.head.config["spelling_weight"]) == \
+        (0.0, EXTEND_HEAD_SPELLING_WEIGHT)
+    assert (tied.config["spelling_weight"], tied.head) == (EXTEND_SPELLING_WEIGHT, None)
+    assert (own.config["spelling_weight"], own.head.config["spelling_weight"]) == (0.3, 0.8)
+    assert (replace.config["spelling_weight"], replace.head) == (0.0, None)
     n = len(source)
-    assert (extend.matrix[n:] != own.matrix[n:]).nnz > 0 and (extend.matrix[:n] != own.matrix[:n]).nnz == 0
+    assert (extend.matrix[n:] != tied.matrix[n:]).nnz > 0 and (extend.matrix[:n] != tied.matrix[:n]).nnz == 0
+    # the head rows are the rows a tied mapping of the same share would give, the input rows likewise
+    half, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=True,
+                                                                             spelling_weight=EXTEND_HEAD_SPELLING_WEIGHT))
+    assert (extend.head.matrix != half.matrix).nnz == 0
+    assert (own.matrix != mapping_from_alignment(source, extended, counts, MappingConfig(
+        tied_head=True, spelling_weight=0.3))[0].matrix).nnz == 0
+    with pytest.raises(ConfigError, match="--head-spelling-weight"):  # a replaced vocabulary has no new head rows
+        mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt",
+                                                                                        head_spelling_weight=0.5))
 
 
-@pytest.mark.parametrize("arch,tie", [("llama", True), ("llama", False), ("gpt2", True), ("qwen2", False)])
-def test_transplant_keeps_old_rows_bit_for_bit(extended_setup, arch, tie):
+@pytest.mark.parametrize("arch,tie,tied_head", [("llama", True, False), ("llama", True, True), ("llama", False, False),
+                                               ("gpt2", True, False), ("gpt2", True, True), ("qwen2", False, True)])
+def test_transplant_keeps_old_rows_bit_for_bit(extended_setup, arch, tie, tied_head):
     source, extended, counts = extended_setup
     model = factories.tiny_causal_lm(arch, len(source), tie, source)
     if not tie:
         torch.nn.init.normal_(model.get_output_embeddings().weight)
     before_in = model.get_input_embeddings().weight.detach().clone()
     before_out = model.get_output_embeddings().weight.detach().clone()
-    mapping, _ = mapping_from_alignment(source, extended, counts)
+    mapping, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=tied_head))
     transplant(model, mapping, extended, source_tokenizer=source)
     n = len(source)
     inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    assert inputs.shape[0] == len(extended) and is_tied(model) == tie
+    assert inputs.shape[0] == len(extended) and is_tied(model) == (tie and tied_head)
+    assert model.config.tie_word_embeddings == (tie and tied_head)
     assert torch.equal(inputs[:n], before_in) and torch.equal(outputs[:n], before_out)
+    # new rows: the input table from the mapping, the head from the head rows (of the source head)
+    assert torch.equal(inputs[n:], mapping.apply(before_in)[n:])
+    assert torch.equal(outputs[n:], mapping.output.apply(before_out)[n:])
+    if not tied_head:
+        assert not torch.equal(outputs[n:], inputs[n:] if tie else mapping.apply(before_out)[n:])
     # English logits are untouched on the source ids (the new rows only add columns)
     ids = torch.tensor([source.encode("the king went to the city.")])
     with torch.no_grad():
