@@ -24,10 +24,12 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from transtok.errors import ArchitectureError, ConfigError, DataError
+
+if TYPE_CHECKING:  # torch loads lazily: the pipeline imports this module's defaults at import time
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     number of positions. Texts are read as :func:`transtok.evaluate.evaluate_perplexity` reads them
     (joined with newlines, no special tokens, windows of ``seq_len`` after a bos/eos prefix); the
     positions are those that predict a text token."""
+    import torch
+
     from transtok.evaluate import _prefix_id, eval_seq_len
 
     text = "\n".join(texts)
@@ -133,6 +137,8 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
 def language_offset(model, tokenizer, source_texts: Sequence[str], target_texts: Sequence[str], delta: float, *,
                     seq_len: int | None = None) -> LanguageOffset:
     """The least-norm v with mean(h_source)·v = −delta and mean(h_target)·v = 0 (module docstring)."""
+    import torch
+
     delta = check_offset(delta)
     source_mean, source_second, source_n = head_inputs_moments(model, tokenizer, source_texts, seq_len=seq_len)
     target_mean, target_second, target_n = head_inputs_moments(model, tokenizer, target_texts, seq_len=seq_len)
@@ -157,6 +163,8 @@ def apply_language_offset(model, tokenizer, source_texts: Sequence[str], target_
                           delta: float = DEFAULT_OFFSET, new_from: int) -> LanguageOffset:
     """Compute the offset on ``model`` (in place) and add it to the LM-head rows of the new tokens,
     ids ``new_from .. len(tokenizer) - 1`` (padding rows untouched). The head must be untied."""
+    import torch
+
     from transtok.surgery import is_tied
 
     if is_tied(model):

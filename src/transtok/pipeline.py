@@ -16,6 +16,7 @@ import numpy as np
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
+from transtok.calibration import DEFAULT_PAIRS
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
@@ -300,10 +301,12 @@ def resolve_offset(delta: float | None, *, head_rows: bool, texts: bool = True) 
 
 
 def _offset_sample(parallel: Sequence[str], pairs: int | None) -> tuple[list[str], list[str]]:
+    """The offset's sample of ``parallel``, cleaned as ``transfer`` cleans by default (so that both
+    verbs draw the same pairs from the same corpus)."""
     from transtok.calibration import DEFAULT_PAIRS, sample_pairs
-    from transtok.corpus import read_parallel
+    from transtok.corpus import clean, read_parallel
 
-    corpus = read_parallel(list(parallel))
+    corpus, _ = clean(read_parallel(list(parallel)))
     return sample_pairs(corpus.source, corpus.target, DEFAULT_PAIRS if pairs is None else pairs)
 
 
@@ -332,7 +335,7 @@ class TransferConfig:
     new_token_offset: float | None = None
     """--mode extend with separate head rows: the language offset δ of the new head rows
     (:mod:`transtok.calibration`); None: :data:`~transtok.calibration.DEFAULT_OFFSET`, 0: none."""
-    offset_pairs: int = 256
+    offset_pairs: int = DEFAULT_PAIRS
     """Pairs of the (cleaned) parallel corpus sampled for the offset."""
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
