@@ -423,7 +423,7 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
             added = {}
             if head_name is not None and shard == layout.shard_of(layout.input_name):
                 # The untied head starts from the tied table, mapped with the head rows.
-                added[head_name] = _mapped(layout, layout.input_name, mapping.output)
+                added[head_name] = _mapped(layout, layout.input_name, mapping.output, into=head_name)
             size = _rewrite_shard(layout.directory / shard, directory / shard, header, new, drop, added)
             del new, added
             stats["bytes_written"] += (directory / shard).stat().st_size
@@ -494,15 +494,15 @@ def offset_head_rows(directory: str | os.PathLike, vector: torch.Tensor, start: 
     return layout.head_name
 
 
-def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping) -> torch.Tensor:
+def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping, *, into: str | None = None) -> torch.Tensor:
     with safe_open(layout.directory / layout.shard_of(name), framework="pt") as handle:
         source = handle.get_tensor(name)
     # Only the source tokenizer's rows are mapped; a padded table's extra rows are never partners.
     tokens = mapping.shape[1]
     mapped = pad_rows(map_rows(mapping, source[:tokens]), source, tokens,
                       padded_vocab_size(source.shape[0], tokens, mapping.shape[0]))
-    logger.info("mapped %s %s -> %s (%s)", name, layout.entry(name)["shape"], list(mapped.shape),
-                layout.entry(name)["dtype"])
+    logger.info("mapped %s %s -> %s%s (%s)", name, layout.entry(name)["shape"], f"{into} " if into else "",
+                list(mapped.shape), layout.entry(name)["dtype"])
     return mapped
 
 
