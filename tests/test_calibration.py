@@ -154,3 +154,14 @@ def test_streaming_transplant_with_offset_equals_in_memory(setup, tmp_path, arch
         plain_head = AutoModelForCausalLM.from_pretrained(tmp_path / "plain").get_output_embeddings().weight
         assert torch.equal(plain_head[len(extended):], head[len(extended):])
         assert torch.equal(plain_head[n:len(extended)], plain)
+
+
+def test_offset_means_ignore_dropout_and_keep_the_training_mode(setup):
+    pairs, source, extended, mapping, _ = setup
+    model = factories.tiny_causal_lm("gpt2", len(source), True, source)  # GPT-2 has dropout 0.1
+    transplant(model, mapping, extended, source_tokenizer=source)
+    english, target = [s for s, _ in pairs[:30]], [t for _, t in pairs[:30]]
+    reference = language_offset(model, extended, english, target, 1.0).vector
+    model.train()
+    assert torch.equal(language_offset(model, extended, english, target, 1.0).vector, reference)
+    assert model.training

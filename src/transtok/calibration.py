@@ -116,6 +116,8 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     total = second = None
     count = 0
     device = next(model.parameters()).device
+    training = model.training
+    model.eval()  # no dropout in the means
     try:
         with torch.no_grad():
             for length in sorted({len(w) for w in windows}, reverse=True):
@@ -131,6 +133,7 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
                     count += states.shape[0]
     finally:
         hook.remove()
+        model.train(training)
     return total / count, second / count, count
 
 
@@ -156,7 +159,9 @@ def language_offset(model, tokenizer, source_texts: Sequence[str], target_texts:
 def offset_rows(rows: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """``rows`` (n, d) + ``vector`` (d,), added in float32 and returned in ``rows``' dtype (the one
     rule both the in-memory and the streaming path use, so that they agree bit for bit)."""
-    return (rows.float() + vector.float()).to(rows.dtype)
+    import torch
+
+    return (rows.float() + vector.to(device=rows.device, dtype=torch.float32)).to(rows.dtype)
 
 
 def apply_language_offset(model, tokenizer, source_texts: Sequence[str], target_texts: Sequence[str], *,
