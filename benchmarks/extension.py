@@ -171,15 +171,16 @@ def phase_head(lang: str, split, source_dir: Path, args, n: int) -> dict:
     mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(tied_head=True))
     model, _ = load_model(str(source_dir))
     transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
-    out["tied"] = {"spelling_weight": mapping.config["spelling_weight"], "target": _bpb(model, extended, split.dev.target),
-                   "english": _bpb(model, extended, split.dev.source)}
+    out["tied"] = {"spelling_weight": mapping.config["spelling_weight"],
+                   "target": _bpb(model, extended, split.dev.target), "english": _bpb(model, extended, split.dev.source)}
     logger.info("%s tied head, share %s: %s", lang, mapping.config["spelling_weight"], out["tied"])
     del model
     sample = _offset_sample(split, args)
     unit = None
     new = slice(len(source_tokenizer), len(extended))
     for share in args.head_grid:
-        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(head_spelling_weight=share))
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
+                                            MappingConfig(head_spelling_weight=share))
         model, _ = load_model(str(source_dir))
         transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
         if unit is None:
@@ -340,11 +341,12 @@ def markdown(results: dict, args) -> str:
                       "Untied: the input rows are trans-tokenization rows (spelling share 0); the head rows take "
                       "the spelling share s (`--head-spelling-weight`); the offset δ (`--new-token-offset`) adds one "
                       "vector to every new head row so that new tokens' logits drop by δ nats on average in English "
-                      f"contexts and stay put in target-language ones (means over {head['grid']['offset_unit']['pairs']} "
-                      "pairs of the training books). Tied: one row per new token for both (`--tied-head`).", "",
+                      "contexts and stay put in target-language ones (means over "
+                      f"{head['grid']['offset_unit']['pairs']} pairs of the training books). Tied: one row per new token for both (`--tied-head`).", "",
                       "| head | s | δ | target dev BPB | English dev BPB | English vs source model |",
                       "|---|---|---|---|---|---|",
-                      f"| source model | - | - | {reference['target']['bpb']:.3f} | {reference['english']['bpb']:.3f} | - |"]
+                      f"| source model | - | - | {reference['target']['bpb']:.3f} | "
+                      f"{reference['english']['bpb']:.3f} | - |"]
 
             def change(row):
                 return f"{100 * (row['english']['bpb'] / reference['english']['bpb'] - 1):+.2f} %"

@@ -50,7 +50,8 @@ def test_extension_benchmark_runs_every_phase_on_a_tiny_model(tmp_path):
     assert set(record["spelling"]["grid"]) == {"source", "0.0", "0.25"}
     record["head"] = bench.phase_head("xx", split, tmp_path / "source", args, record["select"]["chosen"])
     grid = record["head"]["grid"]
-    assert {k for k in grid if k.startswith("head ")} == {f"head {s} offset {d}" for s in (0.5, 0.75) for d in (0.0, 1.0)}
+    assert {k for k in grid if k.startswith("head ")} == {f"head {s} offset {d}" for s in (0.5, 0.75)
+                                                          for d in (0.0, 1.0)}
     assert grid["offset_unit"]["source_shift_mean"] == pytest.approx(-1.0)
     # the offset lowers new tokens in English contexts: English bits per byte can only be scored differently
     assert grid["head 0.5 offset 1.0"]["english"] != grid["head 0.5 offset 0.0"]["english"]

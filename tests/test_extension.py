@@ -212,8 +212,8 @@ def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_s
     n = len(source)
     assert (extend.matrix[n:] != tied.matrix[n:]).nnz > 0 and (extend.matrix[:n] != tied.matrix[:n]).nnz == 0
     # the head rows are the rows a tied mapping of the same share would give, the input rows likewise
-    half, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=True,
-                                                                             spelling_weight=EXTEND_HEAD_SPELLING_WEIGHT))
+    half, _ = mapping_from_alignment(source, extended, counts,
+                                     MappingConfig(tied_head=True, spelling_weight=EXTEND_HEAD_SPELLING_WEIGHT))
     assert (extend.head.matrix != half.matrix).nnz == 0
     assert (own.matrix != mapping_from_alignment(source, extended, counts, MappingConfig(
         tied_head=True, spelling_weight=0.3))[0].matrix).nnz == 0
