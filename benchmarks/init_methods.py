@@ -95,17 +95,40 @@ def train_budget(model_dir: Path, train_file: Path, eval_file: Path, out: Path, 
     ``rate`` bytes per token. The curve's first point is the benchmark's own init figure."""
     from transtok.finetune import FinetuneConfig, finetune
 
-    result = finetune(FinetuneConfig(
+    config = FinetuneConfig(
         model=str(model_dir), train=[str(train_file)], eval=[str(eval_file)], output=str(out), stage="embeddings",
         max_tokens=tokens, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         schedule="linear", seed=args.seed, eval_every=args.eval_every, eval_seq_len=args.eval_seq_len,
-        eval_stride=args.stride, eval_at_start=False, join=args.join, save_every=0, overwrite=True))
+        eval_stride=args.stride, eval_at_start=False, join=args.join, save_every=0, overwrite=True)
+    result = finished_training(config, out) if getattr(args, "reuse_trained", False) else None
+    if result is None:
+        result = finetune(config)
     curve = [(0, init)] + [tuple(p) for p in result.eval_curve if p[0] > 0]
     per_step = args.seq_len * args.batch_size
     return {"curve": curve, "curve_bytes": [(round(t * rate), bpb) for t, bpb in curve],
             "final": curve[-1][1], "tokens_trained": curve[-1][0], "bytes_trained": round(curve[-1][0] * rate),
             "bytes_per_step": round(per_step * rate, 1), "train_bytes_per_token": round(rate, 4),
             "stages": result.stages}
+
+
+def finished_training(config, out: Path):
+    """The result of a training already finished in ``out`` with the same settings (its
+    ``transtok/finetune.json``), so that a rerun that adds methods or comparisons does not train again;
+    None when there is none or any setting differs. The model must not have changed since: the caller
+    rebuilds ``model_dir`` from the same tokenizer and counts."""
+    import dataclasses
+
+    from transtok.finetune import FinetuneResult
+
+    saved_path = out / "transtok" / "finetune.json"
+    if not saved_path.is_file():
+        return None
+    saved = json.loads(saved_path.read_text())
+    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    if any(saved["config"].get(k) != v for k, v in wanted.items() if k != "overwrite"):
+        return None
+    logger.info("training in %s reused (same settings, finished earlier)", out)
+    return FinetuneResult(output=out, history=saved["history"], stages=saved["stages"])
 
 
 def bible_split(lang: str, work: Path, dev_books=DEV_BOOKS):
@@ -398,6 +421,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="reuse the init figures of an earlier run on the same split, tokenizer cache and protocol")
     parser.add_argument("--no-dev", action="store_true",
                         help="train on the dev books too (the split of the earlier results; nothing tuned on dev)")
+    parser.add_argument("--reuse-trained", action="store_true",
+                        help="read back trainings already finished in --work with the same settings instead of "
+                             "training again (a rerun that adds a method or drops --equal-data)")
     parser.add_argument("--rewrite", action="store_true",
                         help="only rewrite results.md and curve.png from the results.json in --out")
     return parser.parse_args(argv)

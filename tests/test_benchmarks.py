@@ -117,6 +117,35 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     assert after[-1].startswith("| xx | 300 | 0, 0 |") and " ± 0.000" in after[-1]
 
 
+def test_reuse_trained_reads_back_finished_trainings_with_the_same_settings(tmp_path, monkeypatch):
+    import transtok.finetune
+
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    common = ["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--seq-len", "16", "--batch-size",
+              "2", "--eval-every", "1000", "--warmup", "1", "--eval-seq-len", "40", "--stride", "20", "--budget", "64",
+              "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--methods", "trans-tokenization"]
+    first = bench.run_language("xx", bench.parse_args(common), tmp_path / "source", split)["methods"]
+    calls = []
+    real = transtok.finetune.finetune
+
+    def counted(config):
+        calls.append(config.output)
+        return real(config)
+
+    monkeypatch.setattr(transtok.finetune, "finetune", counted)
+    again = bench.run_language("xx", bench.parse_args(common + ["--reuse-trained"]), tmp_path / "source",
+                               split)["methods"]
+    assert calls == []
+    for name in ("source (own tokenizer)", "trans-tokenization"):
+        assert again[name]["curve"] == first[name]["curve"] and again[name]["final"] == first[name]["final"]
+    # Another seed is another training; without the flag nothing is read back.
+    bench.run_language("xx", bench.parse_args(common + ["--reuse-trained", "--seed", "1"]), tmp_path / "source", split)
+    assert len(calls) == 2
+    bench.run_language("xx", bench.parse_args(common), tmp_path / "source", split)
+    assert len(calls) == 4
+
+
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
