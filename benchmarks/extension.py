@@ -9,10 +9,16 @@ James .. 3 John; held-out: Jude + Revelation). Per language, in phases that each
   source   the source model with its own tokenizer;
   replace  a new 16k tokenizer (transtok's default recipe), trans-tokenization init, then embeddings
            + LM head trained (stage embeddings);
-  spelling the spelling share of the new rows (--spelling-weight) for each --spelling-grid value,
-           at init on the DEV books, target and English (the extension default is chosen here);
-  extend   the source tokenizer + the chosen N tokens, trans-tokenization init of the new rows, then
-           only the new rows trained (stage new-rows: every source row stays bit-identical).
+  spelling the spelling share of the new rows with a TIED head (--tied-head --spelling-weight) for
+           each --spelling-grid value, at init on the DEV books, target and English;
+  head     the new LM-head rows on their own (untied head; input rows: trans-tokenization, spelling
+           share 0) at init on the DEV books: the tied head with share 0.25 (--tied-head, the old
+           default) against untied head rows with each --head-grid spelling share and each
+           --offset-grid language offset (transtok.calibration; the offset's means come from
+           --offset-pairs pairs of the TRAINING books); the extension defaults are chosen here;
+  extend   the source tokenizer + the chosen N tokens, trans-tokenization init of the new rows with
+           the extension defaults (untied head rows, language offset), then only the new rows
+           trained (stage new-rows: every source row stays bit-identical).
 
 Every model is scored on the held-out books in the target language and in English (the English
 side of the same books), at init and after the same budget of training tokens (target-language
@@ -21,6 +27,7 @@ Results accumulate in --out/results.json (one entry per language and phase); res
 extension.png are rebuilt from it after every phase.
 
     python benchmarks/extension.py --lang es --phase select
+    python benchmarks/extension.py --lang es --phase head
     python benchmarks/extension.py --lang es --phase source replace extend
     python benchmarks/extension.py --rewrite
 """
@@ -36,18 +43,22 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+import torch  # noqa: E402
+
 from transtok.align import align  # noqa: E402
 from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
+from transtok.calibration import (DEFAULT_OFFSET, DEFAULT_PAIRS, apply_language_offset, language_offset,  # noqa: E402
+                                  offset_rows, sample_pairs)
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.extension import extend_tokenizer  # noqa: E402
 from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
-from transtok.mapping import EXTEND_SPELLING_WEIGHT, MappingConfig  # noqa: E402
+from transtok.mapping import EXTEND_SPELLING_WEIGHT, MappingConfig, resolve_config  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
 from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
-PHASES = ("select", "spelling", "source", "replace", "extend", "inits")
+PHASES = ("select", "spelling", "head", "source", "replace", "extend", "inits")
 # initialisations of the new rows compared at init (English and target held-out) by --phase inits
 INIT_VARIANTS = {"fvt": {"init": "fvt"}, "fvt-first-piece": {"init": "fvt", "first_piece_weight": 1.0}}
 
@@ -76,11 +87,22 @@ def _train(model_dir: Path, stage: str, work: Path, args) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def _offset_sample(split, args) -> tuple[list[str], list[str]]:
+    """The language offset's sample: pairs of the TRAINING books (never dev or test)."""
+    return sample_pairs(split.train.source, split.train.target, args.offset_pairs)
+
+
 def _transferred(source_dir: Path, source_tokenizer, target_tokenizer, split, args):
+    """The source model with ``target_tokenizer``, initialised as ``transfer`` does by default (an
+    extended vocabulary: untied head rows and the default language offset)."""
     counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner)
     mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts)
     model, _ = load_model(str(source_dir))
     transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    if mapping.head is not None:
+        offset = apply_language_offset(model, target_tokenizer, *_offset_sample(split, args), delta=DEFAULT_OFFSET,
+                                       new_from=len(source_tokenizer))
+        report.config["offset"] = offset.report()
     return model, report
 
 
@@ -100,12 +122,20 @@ def phase_select(lang: str, split, source_dir: Path, args) -> dict:
         logger.info("%s N=%d: %s", lang, n, grid[str(n)])
         del model
     chosen = min(args.grid, key=lambda n: grid[str(n)]["dev"]["bpb"])
-    return {"grid": grid, "chosen": chosen, "spelling_weight": EXTEND_SPELLING_WEIGHT}
+    return {"grid": grid, "chosen": chosen, "recipe": _recipe()}
+
+
+def _recipe() -> str:
+    """The extension defaults, in words, for the tables."""
+    resolved = resolve_config(MappingConfig(), extended=True)
+    return (f"input rows spelling share {resolved.spelling_weight}, untied head rows spelling share "
+            f"{resolved.head_spelling_weight}, language offset {DEFAULT_OFFSET}")
 
 
 def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
-    """The spelling share of the new rows (MappingConfig.spelling_weight), on the DEV books at init:
-    target and English bits per byte for each --spelling-grid weight, the source model as reference."""
+    """The spelling share of the new rows with a tied head (MappingConfig.spelling_weight,
+    tied_head), on the DEV books at init: target and English bits per byte for each --spelling-grid
+    weight, the source model as reference."""
     model, source_tokenizer = load_model(str(source_dir))
     out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
                       "english": _bpb(model, source_tokenizer, split.dev.source)}}
@@ -113,12 +143,59 @@ def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
     extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
     counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
     for weight in args.spelling_grid:
-        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(spelling_weight=weight))
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
+                                            MappingConfig(spelling_weight=weight, tied_head=True))
         model, _ = load_model(str(source_dir))
         transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
         out[str(weight)] = {"target": _bpb(model, extended, split.dev.target),
                             "english": _bpb(model, extended, split.dev.source)}
         logger.info("%s spelling weight %s: %s", lang, weight, out[str(weight)])
+        del model
+    return {"new_tokens": n, "grid": out}
+
+
+def phase_head(lang: str, split, source_dir: Path, args, n: int) -> dict:
+    """Separate LM-head rows and the language offset, on the DEV books at init: the tied head with
+    spelling share EXTEND_SPELLING_WEIGHT, then untied head rows for each --head-grid share and each
+    --offset-grid offset (input rows: trans-tokenization, share 0).
+
+    The hidden states do not depend on the head rows (only on the input rows and the body, the same
+    for every untied variant), so the offset is computed once, for δ = 1, and scaled: v(δ) = δ·v(1)
+    (v is linear in δ; the library computes v(δ) directly, equal up to float64 rounding)."""
+    model, source_tokenizer = load_model(str(source_dir))
+    out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
+                      "english": _bpb(model, source_tokenizer, split.dev.source)}}
+    del model
+    extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
+    counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
+    mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(tied_head=True))
+    model, _ = load_model(str(source_dir))
+    transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+    out["tied"] = {"spelling_weight": mapping.config["spelling_weight"],
+                   "target": _bpb(model, extended, split.dev.target), "english": _bpb(model, extended, split.dev.source)}
+    logger.info("%s tied head, share %s: %s", lang, mapping.config["spelling_weight"], out["tied"])
+    del model
+    sample = _offset_sample(split, args)
+    unit = None
+    new = slice(len(source_tokenizer), len(extended))
+    for share in args.head_grid:
+        mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
+                                            MappingConfig(head_spelling_weight=share))
+        model, _ = load_model(str(source_dir))
+        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        if unit is None:
+            unit = language_offset(model, extended, *sample, 1.0)
+            out["offset_unit"] = {**unit.report(), "pairs": len(sample[0])}
+        head = model.get_output_embeddings().weight
+        base = head[new].detach().clone()
+        for delta in args.offset_grid:
+            with torch.no_grad():
+                head[new] = offset_rows(base, delta * unit.vector)
+            key = f"head {share} offset {delta}"
+            out[key] = {"head_spelling_weight": share, "offset": delta,
+                        "target": _bpb(model, extended, split.dev.target),
+                        "english": _bpb(model, extended, split.dev.source)}
+            logger.info("%s %s: %s", lang, key, out[key])
         del model
     return {"new_tokens": n, "grid": out}
 
@@ -160,6 +237,8 @@ def phase_extend(lang: str, split, source_dir: Path, work: Path, args, n: int) -
              "fertility": round(fertility(extended, split.test.target), 3), "provenance": report.provenance,
              "reachable": extension.reachable, "reachable_in_text": extension.reachable_in_text,
              "reachable_share": extension.reachable_share, "sample": extension.sample,
+             "recipe": _recipe(), "offset": report.config.get("offset"),
+             "parameters": sum(p.numel() for p in model.parameters()),
              "init": _scores(model, extended, split)}
     del model
     started = time.perf_counter()
@@ -196,9 +275,9 @@ def markdown(results: dict, args) -> str:
              f"{args.batch_size}, lr {args.lr}, linear schedule, seed {args.seed}); replace and the source model "
              "train embeddings + LM head, extend trains only the new rows (stage new-rows). Bits per byte (BPB), "
              "lower is better, block protocol (non-overlapping windows of 512 tokens); English = the English side "
-             "of the same held-out books. The extended model's new rows: trans-tokenization with the extension's "
-             "default spelling share (MappingConfig.spelling_weight 0.25, chosen on the dev books below). Timings "
-             "from a shared 2-core machine.", ""]
+             "of the same held-out books. The extended model's new rows: trans-tokenization with the extension "
+             "defaults of the run (named under each table; chosen on the dev books below). Timings from a shared "
+             "2-core machine.", ""]
     for lang, record in results.items():
         select = record.get("select")
         if select:
@@ -209,8 +288,9 @@ def markdown(results: dict, args) -> str:
                 label = "source" if name == "source" else f"source + {int(name):,}"
                 reach = "-" if name == "source" else f"{row['reachable']:,} / {row['new_tokens']:,}"
                 lines.append(f"| {label} | {row['fertility']:.2f} | {row['dev']['bpb']:.3f} | {reach} |")
-            lines += ["", f"Chosen: N = {select['chosen']:,} (scored with spelling share "
-                          f"{select.get('spelling_weight', 0.0)}: the grid was run before the share was chosen).", ""]
+            recipe = select.get("recipe") or f"tied head, spelling share {select.get('spelling_weight', 0.0)}"
+            lines += ["", f"Chosen: N = {select['chosen']:,} (new rows: {recipe}; the grid was run before "
+                          "the new rows' defaults were chosen).", ""]
         rows = [(name, record[key]) for name, key in (("source model, own tokenizer", "source"),
                                                       ("replace (new 16k vocabulary)", "replace"),
                                                       ("extend (source + N)", "extend")) if key in record]
@@ -230,6 +310,8 @@ def markdown(results: dict, args) -> str:
                 if "source" in record:
                     change = 100 * (e["init"]["english"]["bpb"] / record["source"]["init"]["english"]["bpb"] - 1)
                     lines += ["", f"English at init, extended vs source model: {change:+.2f} %."]
+                lines += ["", "Extended model's new rows: " + e.get("recipe", f"tied head, spelling share "
+                                                                          f"{EXTEND_SPELLING_WEIGHT}") + "."]
                 lines += ["", f"New tokens reachable: {e['reachable']:,} / {e['new_tokens']:,} "
                               f"({e['reachable_in_text']:,} in the final encoding of the training text, the rest "
                               "intermediate merges produced on their own string).", "",
@@ -249,6 +331,32 @@ def markdown(results: dict, args) -> str:
                     change = 100 * (row["english"]["bpb"] / reference["english"]["bpb"] - 1)
                     lines.append(f"| {name} | {row['target']['bpb']:.3f} | {row['english']['bpb']:.3f} | "
                                  f"{change:+.2f} % |")
+            lines.append("")
+        head = record.get("head")
+        if head:
+            reference = head["grid"]["source"]
+            tied = head["grid"]["tied"]
+            lines += [f"## {lang}: separate LM-head rows and the language offset, on the dev books at init (source + "
+                      f"{head['new_tokens']:,})", "",
+                      "Untied: the input rows are trans-tokenization rows (spelling share 0); the head rows take "
+                      "the spelling share s (`--head-spelling-weight`); the offset δ (`--new-token-offset`) adds one "
+                      "vector to every new head row so that new tokens' logits drop by δ nats on average in English "
+                      "contexts and stay put in target-language ones (means over "
+                      f"{head['grid']['offset_unit']['pairs']} pairs of the training books). Tied: one row per new token for both (`--tied-head`).", "",
+                      "| head | s | δ | target dev BPB | English dev BPB | English vs source model |",
+                      "|---|---|---|---|---|---|",
+                      f"| source model | - | - | {reference['target']['bpb']:.3f} | "
+                      f"{reference['english']['bpb']:.3f} | - |"]
+
+            def change(row):
+                return f"{100 * (row['english']['bpb'] / reference['english']['bpb'] - 1):+.2f} %"
+
+            lines.append(f"| tied | {tied['spelling_weight']} | - | {tied['target']['bpb']:.3f} | "
+                         f"{tied['english']['bpb']:.3f} | {change(tied)} |")
+            for name, row in head["grid"].items():
+                if name.startswith("head "):
+                    lines.append(f"| untied | {row['head_spelling_weight']} | {row['offset']} | "
+                                 f"{row['target']['bpb']:.4f} | {row['english']['bpb']:.4f} | {change(row)} |")
             lines.append("")
         if record.get("inits"):
             lines += [f"## {lang}: other initialisations of the extended tokenizer's new rows, at init", "",
@@ -299,6 +407,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, help="N for the extend phase (default: the one chosen on dev)")
     parser.add_argument("--spelling-grid", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help="spelling weights of the new rows to score on dev (phase spelling)")
+    parser.add_argument("--head-grid", nargs="+", type=float, default=[0.25, 0.5, 0.75],
+                        help="spelling shares of the untied head rows to score on dev (phase head)")
+    parser.add_argument("--offset-grid", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5],
+                        help="language offsets of the new head rows to score on dev (phase head)")
+    parser.add_argument("--offset-pairs", type=int, default=DEFAULT_PAIRS,
+                        help="training pairs sampled for the language offset (phases head, select, extend)")
     parser.add_argument("--vocab-size", type=int, default=16_000, help="replace: the new vocabulary's size")
     parser.add_argument("--aligner", default="eflomal")
     parser.add_argument("--budget", type=int, default=102_400)
@@ -356,6 +470,8 @@ def main() -> None:
             record["replace"] = phase_replace(args.lang, split, source_dir, work, args)
         elif phase == "spelling":
             record["spelling"] = phase_spelling(args.lang, split, source_dir, args, _chosen(record, args))
+        elif phase == "head":
+            record["head"] = phase_head(args.lang, split, source_dir, args, _chosen(record, args))
         elif phase == "inits":
             record["inits"] = phase_inits(args.lang, split, source_dir, args, _chosen(record, args))
         else:

@@ -15,7 +15,8 @@ from transtok.cli import main
 from transtok.corpus import ParallelCorpus
 from transtok.errors import ConfigError
 from transtok.extension import extend_tokenizer, extends
-from transtok.mapping import EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig, TokenMapping
+from transtok.mapping import (EXTEND_HEAD_SPELLING_WEIGHT, EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig,
+                              TokenMapping)
 from transtok.pipeline import mapping_from_alignment, run_transplant, save_mapping_dir
 from transtok.surgery import is_tied, transplant
 
@@ -175,46 +176,73 @@ def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, p
     mapping, report = mapping_from_alignment(source, extended, counts, MappingConfig(init=init, preserve_norm=True),
                                              target_texts=[t for _, t in pairs])
     n = len(source)
-    assert mapping.keeps_source_rows and mapping.shape == (len(extended), n)
-    head = mapping.matrix[:n].tocoo()
-    assert (head.row == head.col).all() and (head.data == 1).all() and head.nnz == n
-    assert (mapping.residual[:n] == 0).all() and (mapping.provenance[:n] == PROVENANCE.index("kept")).all()
+    assert mapping.head is not None  # the extension default: separate LM-head rows
+    for rows in (mapping, mapping.head):
+        assert rows.keeps_source_rows and rows.shape == (len(extended), n)
+        head = rows.matrix[:n].tocoo()
+        assert (head.row == head.col).all() and (head.data == 1).all() and head.nnz == n
+        assert (rows.residual[:n] == 0).all() and (rows.provenance[:n] == PROVENANCE.index("kept")).all()
     assert report.provenance["kept"] == n and sum(report.provenance.values()) == len(extended)
     if init == "trans-tokenization":
         assert report.provenance["aligned"] > N_NEW // 2
-        assert mapping.config["spelling_weight"] == EXTEND_SPELLING_WEIGHT > 0  # the extension default
+        # the extension defaults: no spelling in the input rows, half in the head rows
+        assert (mapping.config["spelling_weight"], mapping.head.config["spelling_weight"]) == \
+            (0.0, EXTEND_HEAD_SPELLING_WEIGHT)
+        assert (mapping.matrix[n:] != mapping.head.matrix[n:]).nnz > 0
     weight = torch.randn(n, 16, dtype=torch.bfloat16)
-    mapped = mapping.apply(weight)
-    assert torch.equal(mapped[:n], weight) and torch.isfinite(mapped.float()).all()
-    assert not torch.equal(mapped[n:], torch.zeros_like(mapped[n:]))
+    for rows in (mapping, mapping.head):
+        mapped = rows.apply(weight)
+        assert torch.equal(mapped[:n], weight) and torch.isfinite(mapped.float()).all()
+        assert not torch.equal(mapped[n:], torch.zeros_like(mapped[n:]))
 
 
 def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_setup, source_tokenizer,
                                                                       target_tokenizer):
     source, extended, counts = extended_setup
     extend, _ = mapping_from_alignment(source, extended, counts)
-    own, _ = mapping_from_alignment(source, extended, counts, MappingConfig(spelling_weight=0.0))
+    tied, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=True))
+    own, _ = mapping_from_alignment(source, extended, counts, MappingConfig(spelling_weight=0.3,
+                                                                            head_spelling_weight=0.8))
     replace, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt"))
-    assert (extend.config["spelling_weight"], own.config["spelling_weight"], replace.config["spelling_weight"]) == \
-        (EXTEND_SPELLING_WEIGHT, 0.0, 0.0)
+    assert (extend.config["spelling_weight"], extend.head.config["spelling_weight"]) == \
+        (0.0, EXTEND_HEAD_SPELLING_WEIGHT)
+    assert (tied.config["spelling_weight"], tied.head) == (EXTEND_SPELLING_WEIGHT, None)
+    assert (own.config["spelling_weight"], own.head.config["spelling_weight"]) == (0.3, 0.8)
+    assert (replace.config["spelling_weight"], replace.head) == (0.0, None)
     n = len(source)
-    assert (extend.matrix[n:] != own.matrix[n:]).nnz > 0 and (extend.matrix[:n] != own.matrix[:n]).nnz == 0
+    assert (extend.matrix[n:] != tied.matrix[n:]).nnz > 0 and (extend.matrix[:n] != tied.matrix[:n]).nnz == 0
+    # the head rows are the rows a tied mapping of the same share would give, the input rows likewise
+    half, _ = mapping_from_alignment(source, extended, counts,
+                                     MappingConfig(tied_head=True, spelling_weight=EXTEND_HEAD_SPELLING_WEIGHT))
+    assert (extend.head.matrix != half.matrix).nnz == 0
+    assert (own.matrix != mapping_from_alignment(source, extended, counts, MappingConfig(
+        tied_head=True, spelling_weight=0.3))[0].matrix).nnz == 0
+    with pytest.raises(ConfigError, match="--head-spelling-weight"):  # a replaced vocabulary has no new head rows
+        mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt",
+                                                                                        head_spelling_weight=0.5))
 
 
-@pytest.mark.parametrize("arch,tie", [("llama", True), ("llama", False), ("gpt2", True), ("qwen2", False)])
-def test_transplant_keeps_old_rows_bit_for_bit(extended_setup, arch, tie):
+@pytest.mark.parametrize("arch,tie,tied_head", [("llama", True, False), ("llama", True, True), ("llama", False, False),
+                                               ("gpt2", True, False), ("gpt2", True, True), ("qwen2", False, True)])
+def test_transplant_keeps_old_rows_bit_for_bit(extended_setup, arch, tie, tied_head):
     source, extended, counts = extended_setup
     model = factories.tiny_causal_lm(arch, len(source), tie, source)
     if not tie:
         torch.nn.init.normal_(model.get_output_embeddings().weight)
     before_in = model.get_input_embeddings().weight.detach().clone()
     before_out = model.get_output_embeddings().weight.detach().clone()
-    mapping, _ = mapping_from_alignment(source, extended, counts)
+    mapping, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=tied_head))
     transplant(model, mapping, extended, source_tokenizer=source)
     n = len(source)
     inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    assert inputs.shape[0] == len(extended) and is_tied(model) == tie
+    assert inputs.shape[0] == len(extended) and is_tied(model) == (tie and tied_head)
+    assert model.config.tie_word_embeddings == (tie and tied_head)
     assert torch.equal(inputs[:n], before_in) and torch.equal(outputs[:n], before_out)
+    # new rows: the input table from the mapping, the head from the head rows (of the source head)
+    assert torch.equal(inputs[n:], mapping.apply(before_in)[n:])
+    assert torch.equal(outputs[n:], mapping.output.apply(before_out)[n:])
+    if not tied_head:
+        assert not torch.equal(outputs[n:], inputs[n:] if tie else mapping.apply(before_out)[n:])
     # English logits are untouched on the source ids (the new rows only add columns)
     ids = torch.tensor([source.encode("the king went to the city.")])
     with torch.no_grad():
@@ -423,3 +451,179 @@ def test_cli_map_and_transplant_take_an_extended_tokenizer(transferred, tmp_path
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     original = AutoModelForCausalLM.from_pretrained(root / "source")
     assert torch.equal(model.get_input_embeddings().weight[:len(source)], original.get_input_embeddings().weight)
+
+
+# --- separate LM-head rows: saving, the tied source, the command line ------------------------------
+
+def test_mapping_with_head_rows_saves_loads_and_combines(extended_setup, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from transtok.errors import CorruptFileError
+
+    source, extended, counts = extended_setup
+    mapping, report = mapping_from_alignment(source, extended, counts)
+    mapping.save(tmp_path / "m")
+    loaded = TokenMapping.load(tmp_path / "m")
+    assert loaded.head is not None and loaded.head.keeps_source_rows
+    assert (loaded.head.matrix != mapping.head.matrix).nnz == 0 and (loaded.matrix != mapping.matrix).nnz == 0
+    assert (loaded.head.provenance == loaded.provenance).all()
+    # a mapping directory without head rows (as every one written before them) loads with head None
+    tied, _ = mapping_from_alignment(source, extended, counts, MappingConfig(tied_head=True))
+    tied.save(tmp_path / "tied")
+    assert TokenMapping.load(tmp_path / "tied").head is None
+    assert not any(k.startswith("head.") for k in load_file(str(tmp_path / "tied" / "mapping.safetensors")))
+    # mapping.json announces head rows that the tensors file lacks: a one-line corrupt-file error
+    shutil.copytree(tmp_path / "m", tmp_path / "broken")
+    arrays = {k: v for k, v in load_file(str(tmp_path / "m" / "mapping.safetensors")).items() if k != "head.data"}
+    save_file(arrays, str(tmp_path / "broken" / "mapping.safetensors"))
+    with pytest.raises(CorruptFileError, match="head rows"):
+        TokenMapping.load(tmp_path / "broken")
+    # combined mappings combine their head rows (a mapping without head rows contributes its input rows)
+    both = TokenMapping.combine([mapping, tied], [0.5, 0.5])
+    n = len(source)
+    expected = (0.5 * mapping.head.matrix + 0.5 * tied.matrix)[n:]
+    assert both.head is not None and abs(both.head.matrix[n:] - expected).max() < 1e-6
+    assert abs(both.head.matrix[:n] - mapping.head.matrix[:n]).max() == 0
+
+
+@pytest.fixture(scope="module")
+def transferred_tied(pairs, tmp_path_factory):
+    """A tiny TIED source checkpoint and its default ``transfer --mode extend`` output (untied head,
+    language offset) and its ``--tied-head`` output."""
+    root = tmp_path_factory.mktemp("extend-tied")
+    english = [s for s, _ in pairs]
+    source = factories.byte_level_tokenizer(english, vocab_size=300)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(root / "source")
+    source.save_pretrained(root / "source")
+    (root / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    (root / "english.txt").write_text("\n".join(english[350:]) + "\n", encoding="utf-8")
+    base = ["transfer", "--mode", "extend", "--new-tokens", str(N_NEW), "--source-model", str(root / "source"),
+            "--parallel", str(root / "pairs.tsv"), "--aligner", "fast_align"]
+    assert main([*base, "--offset-pairs", "100", "--output", str(root / "ext")]) == 0
+    assert main([*base, "--tied-head", "--output", str(root / "tied")]) == 0
+    return root
+
+
+def test_cli_transfer_extend_unties_a_tied_head_and_applies_the_offset(transferred_tied, capsys):
+    from safetensors.torch import load_file
+
+    root = transferred_tied
+    original = AutoModelForCausalLM.from_pretrained(root / "source")
+    n = original.config.vocab_size
+    model = AutoModelForCausalLM.from_pretrained(root / "ext")
+    assert not is_tied(model) and model.config.tie_word_embeddings is False
+    assert "lm_head.weight" in load_file(root / "ext" / "model.safetensors")
+    table = original.get_input_embeddings().weight
+    assert torch.equal(model.get_input_embeddings().weight[:n], table)
+    assert torch.equal(model.get_output_embeddings().weight[:n], table)
+    mapping = TokenMapping.load(root / "ext" / "transtok" / "mapping")
+    assert mapping.head is not None and mapping.keeps_source_rows
+    offset = json.loads((root / "ext" / "transtok" / "offset.json").read_text())
+    assert offset["delta"] == 1.0 and offset["pairs"] == 100
+    assert offset["source_shift_mean"] == pytest.approx(-1.0) and offset["target_shift_mean"] == pytest.approx(0.0)
+    config = json.loads((root / "ext" / "transtok" / "config.json").read_text())
+    assert config["new_token_offset"] == 1.0 and config["mapping"]["head_spelling_weight"] == 0.5
+    # the new head rows: head mapping of the tied table, plus one vector
+    shift = model.get_output_embeddings().weight[n:] - mapping.head.apply(table)[n:]
+    assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5) and shift.abs().sum() > 0
+    assert "language offset" in (root / "ext" / "README.md").read_text()
+
+
+def test_cli_transfer_tied_head_keeps_the_head_tied(transferred_tied):
+    root = transferred_tied
+    model = AutoModelForCausalLM.from_pretrained(root / "tied")
+    assert is_tied(model) and model.config.tie_word_embeddings is True
+    assert not (root / "tied" / "transtok" / "offset.json").exists()
+    mapping = TokenMapping.load(root / "tied" / "transtok" / "mapping")
+    assert mapping.head is None and mapping.config["spelling_weight"] == EXTEND_SPELLING_WEIGHT
+
+
+def test_untied_extended_checkpoint_evaluates_and_builds_a_hydra(transferred_tied, tmp_path, capsys):
+    from transtok.hydra import Hydra
+
+    root = transferred_tied
+    scores = {}
+    for name in ("source", "ext", "tied"):
+        assert main(["evaluate", "perplexity", "--model", str(root / name), "--text", str(root / "english.txt"),
+                     "--json", "--seq-len", "64"]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)["bits_per_byte"]
+    assert scores["ext"] == pytest.approx(scores["source"], rel=0.05)
+    assert main(["hydra", "build", "--vocab", f"en={root / 'source'}", "--vocab", f"xx={root / 'ext'}",
+                 "--output", str(tmp_path / "hydra")]) == 0
+    assert "untied head" in capsys.readouterr().out
+    hydra = Hydra.from_pretrained(tmp_path / "hydra")
+    assert set(hydra.names) == {"en", "xx"} and not hydra.tied
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode", "extend", "--new-tokens", "5", "--head-spelling-weight", "1.5"], "--head-spelling-weight must be"),
+    (["--mode", "extend", "--new-tokens", "5", "--tied-head", "--head-spelling-weight", "0.5"], "--tied-head"),
+    (["--mode", "extend", "--new-tokens", "5", "--tied-head", "--new-token-offset", "1"], "--tied-head"),
+    (["--mode", "extend", "--new-tokens", "5", "--new-token-offset", "-1"], "--new-token-offset must be"),
+    (["--mode", "extend", "--new-tokens", "5", "--new-token-offset", "nan"], "--new-token-offset must be"),
+    (["--mode", "extend", "--new-tokens", "5", "--offset-pairs", "0"], "--offset-pairs must be"),
+    (["--target-corpus", "x.txt", "--vocab-size", "9", "--tied-head"], "--tied-head is for --mode extend"),
+    (["--target-corpus", "x.txt", "--vocab-size", "9", "--head-spelling-weight", "0.5"], "is for --mode extend"),
+    (["--target-corpus", "x.txt", "--vocab-size", "9", "--new-token-offset", "1"], "is for --mode extend"),
+])
+def test_cli_head_and_offset_errors_are_one_line(transferred, argv, message, capsys):
+    root = transferred
+    code = main(["transfer", "--source-model", str(root / "source"), "--parallel", str(root / "pairs.tsv"),
+                 "--output", str(root / "never"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (root / "never").exists()
+
+
+def test_cli_map_and_transplant_head_rows_and_offset(transferred, tmp_path, capsys):
+    root = transferred
+    source_dir = str(root / "source")
+    tokenizer = str(root / "ext")
+    assert main(["map", "--source-model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
+                 "--head-spelling-weight", "0.7", "--output", str(tmp_path / "mapping")]) == 0
+    mapping = TokenMapping.load(tmp_path / "mapping")
+    assert mapping.head is not None and mapping.head.config["spelling_weight"] == 0.7
+    assert main(["map", "--source-model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
+                 "--tied-head", "--output", str(tmp_path / "tied-mapping")]) == 0
+    assert TokenMapping.load(tmp_path / "tied-mapping").head is None
+    capsys.readouterr()
+    # an offset needs texts, and head rows
+    for mapping_dir, extra, message in (
+            ("mapping", [], "--parallel"),
+            ("tied-mapping", ["--parallel", str(root / "pairs.tsv")], "separate head rows"),
+            ("mapping", ["--parallel", str(root / "pairs.tsv"), "--offset-pairs", "-2"], "positive number of pairs")):
+        code = main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / mapping_dir),
+                     "--new-token-offset", "1", *extra, "--output", str(tmp_path / "never")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert not (tmp_path / "never").exists()
+    # a replaced vocabulary has no head rows to give a share to
+    assert main(["map", "--source-model", source_dir, "--target-tokenizer", source_dir, "--init", "fvt",
+                 "--head-spelling-weight", "0.5", "--output", str(tmp_path / "never")]) == 2
+    assert "--head-spelling-weight" in capsys.readouterr().err
+    # --parallel alone applies the default offset; without it there is none
+    assert main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / "mapping"),
+                 "--parallel", str(root / "pairs.tsv"), "--output", str(tmp_path / "with")]) == 0
+    assert json.loads((tmp_path / "with" / "transtok" / "offset.json").read_text())["delta"] == 1.0
+    assert main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / "mapping"),
+                 "--output", str(tmp_path / "without")]) == 0
+    assert not (tmp_path / "without" / "transtok" / "offset.json").exists()
+    n = len(PreTrainedTokenizerFast.from_pretrained(source_dir))
+    with_head = AutoModelForCausalLM.from_pretrained(tmp_path / "with").get_output_embeddings().weight
+    without_head = AutoModelForCausalLM.from_pretrained(tmp_path / "without").get_output_embeddings().weight
+    assert torch.equal(with_head[:n], without_head[:n]) and not torch.equal(with_head[n:], without_head[n:])
+
+
+def test_replace_mode_has_no_head_rows_and_keeps_a_tied_head(source_tokenizer, target_tokenizer, cipher_pairs):
+    counts = align(ParallelCorpus.from_pairs(cipher_pairs[:300]), source_tokenizer, target_tokenizer,
+                   aligner="fast_align")
+    default, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, counts)
+    tied, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, MappingConfig(tied_head=True))
+    assert default.head is None and tied.head is None and (default.matrix != tied.matrix).nnz == 0
+    assert default.config["spelling_weight"] == 0.0
+    model = factories.tiny_causal_lm("llama", len(source_tokenizer), True, source_tokenizer)
+    transplant(model, default, target_tokenizer, source_tokenizer=source_tokenizer)
+    assert is_tied(model) and model.config.tie_word_embeddings is True

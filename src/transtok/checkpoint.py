@@ -356,6 +356,31 @@ def map_rows(mapping: TokenMapping, weight: torch.Tensor, *, block_columns: int 
     return out
 
 
+def untied_head_name(config) -> str:
+    """The checkpoint key under which transformers saves the LM head of ``config``'s model once untied.
+
+    Found through transformers alone: the head parameter of the model built on the meta device with
+    ``tie_word_embeddings`` False, renamed as ``save_pretrained`` renames it (e.g. GPT-NeoX's
+    ``lm_head.weight`` is saved as ``embed_out.weight``).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from transtok.surgery import untie_config
+
+    untied = copy.deepcopy(config)
+    untie_config(untied)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(untied)
+    head = model.get_output_embeddings().weight
+    name = _names_by_parameter(model)[id(head)][0]
+    try:  # transformers >= 5 renames some keys on save
+        from transformers.core_model_loading import revert_weight_conversion
+
+        return next(iter(revert_weight_conversion(model, {name: head})))
+    except (ImportError, AttributeError, TypeError, StopIteration):
+        return name
+
+
 def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, target_tokenizer, directory: Path, *,
                           source_tokenizer=None, hardlink: bool = False) -> dict:
     """Write the transplanted checkpoint of ``layout`` into the existing directory ``directory``.
@@ -363,17 +388,27 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     Writes the shards (edited ones rewritten, others copied or, with ``hardlink``, linked), the
     index, config.json, generation_config.json and the target tokenizer. Returns stats (bytes
     written, copied, linked). ``directory`` should be the temporary directory of
-    :func:`transtok.artifacts.atomic_output_dir`.
+    :func:`transtok.artifacts.atomic_output_dir`. A mapping with separate head rows
+    (``mapping.head``) maps the head with them; a tied checkpoint is then untied: the new head is
+    written next to the input embeddings under :func:`untied_head_name` and the config says
+    ``tie_word_embeddings: false``.
 
     Hard links share storage with the source: a later in-place write into a linked shard (e.g.
     ``save_pretrained`` into the output directory) would change the source checkpoint too.
     """
     from transformers import GenerationConfig
 
+    from transtok.surgery import untie_config
+
     _check_vocabularies(layout, mapping, target_tokenizer, source_tokenizer)
     rows = padded_vocab_size(layout.entry(layout.input_name)["shape"][0], mapping.shape[1], mapping.shape[0])
     directory = Path(directory)
     drop = set(layout.stale)
+    untie = layout.tied and mapping.head is not None
+    head_name = untied_head_name(layout.config) if untie else None
+    if head_name is not None and head_name in layout.shards and head_name not in drop:
+        raise UnsupportedCheckpoint(f"{layout.directory} ties its head but stores a tensor named {head_name}, the "
+                                    "name of the untied head")
     stats = {"bytes_written": 0, "bytes_copied": 0, "bytes_linked": 0, "shards": 0}
     touched = {layout.shard_of(n) for n in [*layout.edited, *drop]}
     weight_map: dict[str, str] = {}
@@ -383,10 +418,17 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
         if shard in touched:
             # One shard's new tensors at a time: the embeddings and the head usually live in different
             # shards, so the peak holds one matrix, not both.
-            new = {name: _mapped(layout, name, mapping) for name in layout.edited if layout.shard_of(name) == shard}
-            size = _rewrite_shard(layout.directory / shard, directory / shard, header, new, drop)
-            del new
+            new = {name: _mapped(layout, name, mapping.output if name != layout.input_name else mapping)
+                   for name in layout.edited if layout.shard_of(name) == shard}
+            added = {}
+            if head_name is not None and shard == layout.shard_of(layout.input_name):
+                # The untied head starts from the tied table, mapped with the head rows.
+                added[head_name] = _mapped(layout, layout.input_name, mapping.output, into=head_name)
+            size = _rewrite_shard(layout.directory / shard, directory / shard, header, new, drop, added)
+            del new, added
             stats["bytes_written"] += (directory / shard).stat().st_size
+            if head_name is not None and shard == layout.shard_of(layout.input_name):
+                weight_map[head_name] = shard
         else:
             size = _data_size(header)
             stats["bytes_linked" if _place(layout.directory / shard, directory / shard, hardlink) else
@@ -404,6 +446,11 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     text_config.vocab_size = rows
     config.vocab_size = rows
+    if untie:
+        untie_config(config)
+        hidden = layout.entry(layout.input_name)["shape"][1]
+        logger.info("untied the LM head for its own new rows (%s): +%s parameters (%s rows x %d)", head_name,
+                    f"{rows * hidden:,}", f"{rows:,}", hidden)
     generation = None
     if (layout.directory / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(layout.directory)
@@ -415,19 +462,47 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     if generation is not None:
         generation.save_pretrained(directory)
     target_tokenizer.save_pretrained(directory)
+    stats["untied_head"] = head_name
     logger.info("streamed transplant of %s: %s", layout.directory, stats)
     return stats
 
 
-def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping) -> torch.Tensor:
+def offset_head_rows(directory: str | os.PathLike, vector: torch.Tensor, start: int, stop: int) -> str:
+    """Add ``vector`` (d,) to rows ``start:stop`` of the untied LM head of the checkpoint in ``directory``,
+    rewriting only the shard that holds the head (through a temporary file). Returns the head's name.
+
+    The rows change as :func:`transtok.calibration.offset_rows` changes them in memory, so a
+    streamed checkpoint equals an in-memory one.
+    """
+    from transtok.calibration import offset_rows
+
+    layout = inspect_checkpoint(directory)
+    if layout.tied or layout.head_name is None:
+        raise ArchitectureError(f"{directory} ties its LM head to the input embeddings; a language offset of the new "
+                                "head rows needs an untied head (transplant with separate head rows)")
+    shard = layout.shard_of(layout.head_name)
+    with safe_open(layout.directory / shard, framework="pt") as handle:
+        head = handle.get_tensor(layout.head_name)
+    head[start:stop] = offset_rows(head[start:stop], vector)
+    path = layout.directory / shard
+    scratch = path.with_name(f".{path.name}.offset")
+    try:
+        _rewrite_shard(path, scratch, layout.headers[shard], {layout.head_name: head}, set())
+        os.replace(scratch, path)  # a new file: never writes into a hard-linked shard
+    finally:
+        scratch.unlink(missing_ok=True)
+    return layout.head_name
+
+
+def _mapped(layout: CheckpointLayout, name: str, mapping: TokenMapping, *, into: str | None = None) -> torch.Tensor:
     with safe_open(layout.directory / layout.shard_of(name), framework="pt") as handle:
         source = handle.get_tensor(name)
     # Only the source tokenizer's rows are mapped; a padded table's extra rows are never partners.
     tokens = mapping.shape[1]
     mapped = pad_rows(map_rows(mapping, source[:tokens]), source, tokens,
                       padded_vocab_size(source.shape[0], tokens, mapping.shape[0]))
-    logger.info("mapped %s %s -> %s (%s)", name, layout.entry(name)["shape"], list(mapped.shape),
-                layout.entry(name)["dtype"])
+    logger.info("mapped %s %s -> %s%s (%s)", name, layout.entry(name)["shape"], f"{into} " if into else "",
+                list(mapped.shape), layout.entry(name)["dtype"])
     return mapped
 
 
@@ -457,8 +532,9 @@ def _place(source: Path, destination: Path, hardlink: bool) -> bool:
 
 
 def _rewrite_shard(source: Path, destination: Path, header: dict, replace: dict[str, torch.Tensor],
-                   drop: set[str]) -> int:
-    """Write ``source`` with the tensors in ``replace`` swapped and those in ``drop`` left out.
+                   drop: set[str], add: dict[str, torch.Tensor] | None = None) -> int:
+    """Write ``source`` with the tensors in ``replace`` swapped, those in ``drop`` left out and those
+    in ``add`` appended (stored in their own dtype).
 
     Untouched tensors are copied as byte ranges, so memory stays at one copy block. Tensors keep
     the source's order; the header keeps its ``__metadata__``. Returns the data size in bytes.
@@ -471,6 +547,10 @@ def _rewrite_shard(source: Path, destination: Path, header: dict, replace: dict[
         out_header["__metadata__"] = header["__metadata__"]
     offset = 0
     plan = []
+    codes = {dtype: code for code, dtype in _TORCH_DTYPES.items()}
+    entries += [(name, {"dtype": codes[tensor.dtype], "shape": list(tensor.shape)}) for name, tensor in
+                (add or {}).items()]
+    replace = {**replace, **(add or {})}
     for name, entry in entries:
         if name in replace:
             tensor = replace[name].contiguous()

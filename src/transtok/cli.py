@@ -64,8 +64,16 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
                        help="identity weight verbatim tokens keep whatever the evidence (default: %(default)s)")
     group.add_argument("--spelling-weight", type=float, default=None,
                        help="share of its subword spelling a new token keeps whatever the alignment evidence "
-                            "(default: 0 for a replaced vocabulary, 0.25 for an extended one, chosen on dev: it keeps "
-                            "new tokens from taking the probability of the source tokens they translate)")
+                            "(default: 0 for a replaced vocabulary and for the input rows of an extended one; 0.25 "
+                            "for an extended one with --tied-head, chosen on dev: it keeps new tokens from taking the "
+                            "probability of the source tokens they translate)")
+    group.add_argument("--head-spelling-weight", type=float, default=None, metavar="S",
+                       help="extended vocabulary: spelling share of the new LM-head rows, which get their own "
+                            "mapping (a tied head is untied; default: 0.5, chosen on dev)")
+    group.add_argument("--tied-head", action="store_true",
+                       help="extended vocabulary: one set of new rows for the input table and the LM head (a tied "
+                            "head stays tied, spelling share 0.25, no language offset): fewer parameters, English "
+                            "further from the source model")
     group.add_argument("--preserve-norm", action="store_true",
                        help="rescale averaged rows to the mean norm of their sources")
     group.add_argument("--seed", type=int, default=d.seed, help="seed for random rows and FOCUS's fastText "
@@ -106,7 +114,8 @@ def _mapping_config(args: argparse.Namespace):
 
     return MappingConfig(init=args.init, min_count=args.min_count, top_k=args.top_k, sharpen=args.sharpen,
                          confidence=args.confidence, copy_prior=args.copy_prior, copy_weight=args.copy_weight,
-                         spelling_weight=args.spelling_weight, preserve_norm=args.preserve_norm, seed=args.seed)
+                         spelling_weight=args.spelling_weight, head_spelling_weight=args.head_spelling_weight,
+                         tied_head=args.tied_head, preserve_norm=args.preserve_norm, seed=args.seed)
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -216,15 +225,32 @@ def _add_transplant(sub) -> None:
     p.add_argument("--hardlink", action="store_true",
                    help="hard-link the shards that need no change instead of copying them (fast, no extra disk; "
                         "the output then shares those files with the source: never write into them in place)")
+    group = _add_offset_options(p, default="1.0 when --parallel is given and the mapping has separate head rows, "
+                                           "else 0")
+    group.add_argument("--parallel", nargs="+", metavar="FILE",
+                       help="the training parallel corpus (TSV, JSONL or two text files), read for the language offset")
     _add_output(p)
     p.set_defaults(func=_run_transplant)
+
+
+def _add_offset_options(parser: argparse.ArgumentParser, *, default: str):
+    group = parser.add_argument_group(
+        "language offset (extended vocabulary with separate LM-head rows)",
+        "adds one vector to every new head row so that new tokens' logits drop by OFFSET nats on average in "
+        "source-language contexts and stay put in target-language ones (means over a sample of the parallel corpus)")
+    group.add_argument("--new-token-offset", type=float, default=None, metavar="OFFSET",
+                       help=f"nats; 0 turns it off (default: {default})")
+    group.add_argument("--offset-pairs", type=int, default=None, metavar="N",
+                       help="parallel pairs sampled (seed 0) for the two means (default: 256)")
+    return group
 
 
 def _run_transplant(args) -> int:
     from transtok.pipeline import run_transplant
 
     run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype,
-                   in_memory=args.in_memory, hardlink=args.hardlink)
+                   in_memory=args.in_memory, hardlink=args.hardlink, new_token_offset=args.new_token_offset,
+                   parallel=args.parallel, offset_pairs=args.offset_pairs)
     print(f"wrote {args.output}")
     return 0
 
@@ -254,6 +280,7 @@ def _add_transfer(sub) -> None:
     _add_cleaning_options(p)
     p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
     _add_mapping_options(p)
+    _add_offset_options(p, default="1.0 with --mode extend, 0 with --tied-head")
     _add_output(p)
     p.set_defaults(func=_run_transfer)
 
@@ -267,7 +294,8 @@ def _run_transfer(args) -> int:
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
         mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, segmenter=args.segmenter,
         mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
-        max_pairs=args.max_pairs,
+        new_token_offset=args.new_token_offset,
+        **({} if args.offset_pairs is None else {"offset_pairs": args.offset_pairs}), max_pairs=args.max_pairs,
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report
     if result.extension is not None:
@@ -275,6 +303,10 @@ def _run_transfer(args) -> int:
         print(f"extended {e['source_tokens']:,} source tokens by {e['new_tokens']:,} ({e['reachable']:,} reachable); "
               f"sample: {' | '.join(e['sample'][:12])}")
     print(f"{r.target_tokens:,} target tokens: " + ", ".join(f"{k} {v:,}" for k, v in r.provenance.items()))
+    if result.offset is not None:
+        o = result.offset
+        print(f"language offset {o['delta']:g} of the new head rows: new-token logits {o['source_shift_mean']:+.3f} "
+              f"in source-language contexts, {o['target_shift_mean']:+.3f} in target-language ones")
     print(f"time: {duration(sum(result.seconds.values()))} ({timings(result.seconds)})")
     print(f"wrote {result.output}")
     return 0

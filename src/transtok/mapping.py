@@ -20,7 +20,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from transtok.artifacts import read_sparse
-from transtok.errors import ConfigError, MismatchError
+from transtok.errors import ConfigError, CorruptFileError, MismatchError
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
     import scipy.sparse as sp
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at
 
 logger = logging.getLogger(__name__)
 
+_HEAD = "head."
 INIT_METHODS = ("trans-tokenization", "fvt", "mean", "random", "focus")
 # Codes are saved in mapping files: only ever append.
 PROVENANCE = ("special", "copied", "aligned", "decomposed", "fallback", "focus", "kept")
@@ -39,7 +40,16 @@ to the source tokens it translates: a row made only of its aligned partners (`` 
 `` God``) takes their probability in source-language text (English +14.0 % bits per byte on the
 Spanish dev books, SmolLM2's tied head); a quarter of spelling brings that to +2.2 % for +0.07 bits
 per byte on Spanish; larger shares gain at most 1.2 points more on English for +0.24 on Spanish
-(the knee of the trade-off, chosen on the dev books: benchmarks/results/extension)."""
+(the knee of the trade-off, chosen on the dev books: benchmarks/results/extension). With separate
+LM-head rows (the default when extending, :attr:`MappingConfig.tied_head` False) it applies only to a
+tied head; the input rows then keep no spelling and the head rows take
+:data:`EXTEND_HEAD_SPELLING_WEIGHT`."""
+EXTEND_HEAD_SPELLING_WEIGHT = 0.5
+"""Default :attr:`MappingConfig.head_spelling_weight` of an extended vocabulary with an untied head.
+Reading and predicting no longer share one row: the input rows are pure trans-tokenization (what
+reads the target language best) and the head rows keep half their spelling, which keeps new tokens
+off the probability of the source tokens they translate (Spanish dev books: English +1.20 % at init
+against +2.2 % with the tied share of 0.25; benchmarks/results/extension)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,15 @@ class MappingConfig:
     """α: each aligned count c(t, s) is divided by s's total aligned count ** α before top-k and sharpening
     (0: raw counts). Frequent function words then weigh less in rows of tokens that also align to
     content words."""
+    head_spelling_weight: float | None = None
+    """Vocabulary extension with separate LM-head rows: the spelling share of the new *head* rows (the
+    input rows take :attr:`spelling_weight`). None: :data:`EXTEND_HEAD_SPELLING_WEIGHT` when the
+    vocabulary is extended and :attr:`tied_head` is False, no separate head rows otherwise (resolved by
+    :func:`resolve_config`; :func:`build_mapping` reads None as "no head rows")."""
+    tied_head: bool = False
+    """Vocabulary extension: one set of new rows for the input table and the LM head (a tied source
+    stays tied; spelling share :data:`EXTEND_SPELLING_WEIGHT`), instead of separate head rows (a tied
+    source is untied). Ignored when the vocabulary is replaced."""
     first_piece_weight: float | None = None
     """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
     preserve_norm: bool = False
@@ -99,6 +118,34 @@ class MappingConfig:
             raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
         if self.spelling_weight is not None and not 0.0 <= self.spelling_weight <= 1.0:
             raise ConfigError(f"--spelling-weight must be within [0, 1], got {self.spelling_weight}")
+        if self.head_spelling_weight is not None and not 0.0 <= self.head_spelling_weight <= 1.0:
+            raise ConfigError(f"--head-spelling-weight must be within [0, 1], got {self.head_spelling_weight}")
+        if self.tied_head and self.head_spelling_weight is not None:
+            raise ConfigError(f"--head-spelling-weight {self.head_spelling_weight} gives the LM head rows of their "
+                              "own, --tied-head asks for one set of rows: drop one of the two")
+
+
+def resolve_config(config: MappingConfig, extended: bool) -> MappingConfig:
+    """``config`` with its recipe-dependent defaults filled in.
+
+    Replaced vocabulary: spelling share 0, no separate head rows (a head share given is refused).
+    Extended vocabulary: with :attr:`MappingConfig.tied_head`, spelling share
+    :data:`EXTEND_SPELLING_WEIGHT` and no head rows; otherwise input spelling share 0 and head rows
+    with share :data:`EXTEND_HEAD_SPELLING_WEIGHT`. Explicit values win.
+    """
+    if not extended:
+        if config.head_spelling_weight is not None:
+            raise ConfigError(f"--head-spelling-weight {config.head_spelling_weight} is for an extended vocabulary "
+                              "(its new LM-head rows); the target tokenizer replaces the source's: drop the option")
+        spelling = 0.0 if config.spelling_weight is None else config.spelling_weight
+        return dataclasses.replace(config, spelling_weight=spelling)
+    if config.tied_head:
+        spelling = EXTEND_SPELLING_WEIGHT if config.spelling_weight is None else config.spelling_weight
+        return dataclasses.replace(config, spelling_weight=spelling)
+    return dataclasses.replace(
+        config, spelling_weight=0.0 if config.spelling_weight is None else config.spelling_weight,
+        head_spelling_weight=(EXTEND_HEAD_SPELLING_WEIGHT if config.head_spelling_weight is None
+                              else config.head_spelling_weight))
 
 
 @dataclass(frozen=True)
@@ -117,10 +164,19 @@ class TokenMapping:
     keeps_source_rows: bool = False
     """Vocabulary extension: target ids < V_s are the source's tokens, and :meth:`apply` copies their
     rows bit for bit (see :func:`keep_source_rows`)."""
+    head: TokenMapping | None = None
+    """Separate LM-head rows (vocabulary extension, :attr:`MappingConfig.head_spelling_weight`): a
+    mapping of the same shape and provenance whose rows make the new head (the model's head is untied
+    where it was tied). None: the head takes the same rows as the input table."""
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.matrix.shape
+
+    @property
+    def output(self) -> TokenMapping:
+        """The mapping that makes the LM-head rows: :attr:`head`, else this one."""
+        return self.head if self.head is not None else self
 
     def apply(self, source_weight: torch.Tensor) -> torch.Tensor:
         """Map source rows ``(V_s, d)`` (or a bias ``(V_s,)``) to target rows ``(V_t, d)``.
@@ -172,28 +228,40 @@ class TokenMapping:
         """Write ``mapping.safetensors`` and ``mapping.json`` (byte-identical for equal mappings)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        matrix = self.matrix.tocsr()
-        matrix.sort_indices()
-        save_file({
-            "indptr": matrix.indptr.astype(np.int64), "indices": matrix.indices.astype(np.int64),
-            "data": matrix.data.astype(np.float32), "residual": self.residual.astype(np.float32),
-            "provenance": self.provenance.astype(np.int8),
-        }, str(directory / "mapping.safetensors"))
+        arrays = {**_sparse_arrays(self.matrix, self.residual), "provenance": self.provenance.astype(np.int8)}
+        if self.head is not None:  # the head rows: same file, keys prefixed "head." (old readers ignore them)
+            arrays.update({f"{_HEAD}{k}": v for k, v in _sparse_arrays(self.head.matrix, self.head.residual).items()})
+        save_file(arrays, str(directory / "mapping.safetensors"))
         meta = {"format": "transtok-mapping/1", "shape": list(self.shape), "fallback": self.fallback,
                 "preserve_norm": self.preserve_norm, "seed": self.seed, "source_vocab_hash": self.source_vocab_hash,
                 "target_vocab_hash": self.target_vocab_hash, "config": self.config, "provenance_codes": list(PROVENANCE),
                 "keeps_source_rows": self.keeps_source_rows}
+        if self.head is not None:
+            meta["head"] = {"config": self.head.config}
         (directory / "mapping.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenMapping:
-        meta, arrays, matrix = read_sparse(
-            directory, "mapping.json", "mapping.safetensors", what="mapping", verb="map",
-            fix="rebuild it with 'transtok map' (or the verb that wrote this directory)")
-        return cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
-                   source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
-                   fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
-                   config=meta.get("config", {}), keeps_source_rows=bool(meta.get("keeps_source_rows", False)))
+        import scipy.sparse as sp
+
+        fix = "rebuild it with 'transtok map' (or the verb that wrote this directory)"
+        meta, arrays, matrix = read_sparse(directory, "mapping.json", "mapping.safetensors", what="mapping",
+                                           verb="map", fix=fix)
+        mapping = cls(matrix=matrix, residual=arrays["residual"], provenance=arrays["provenance"],
+                      source_vocab_hash=meta["source_vocab_hash"], target_vocab_hash=meta["target_vocab_hash"],
+                      fallback=meta["fallback"], preserve_norm=meta["preserve_norm"], seed=meta["seed"],
+                      config=meta.get("config", {}), keeps_source_rows=bool(meta.get("keeps_source_rows", False)))
+        if "head" not in meta:  # mappings without head rows, and every mapping written before they existed
+            return mapping
+        try:
+            head = sp.csr_matrix((arrays[f"{_HEAD}data"], arrays[f"{_HEAD}indices"], arrays[f"{_HEAD}indptr"]),
+                                 shape=matrix.shape)
+            head_residual = arrays[f"{_HEAD}residual"]
+        except Exception as exc:  # missing keys, or arrays that do not fit the shape
+            raise CorruptFileError(Path(directory) / "mapping.safetensors", fix,
+                                   f"mapping.json announces head rows: {exc!r}") from exc
+        return dataclasses.replace(mapping, head=dataclasses.replace(
+            mapping, matrix=head, residual=head_residual, config=meta["head"].get("config", {})))
 
     @classmethod
     def combine(cls, mappings: Sequence[TokenMapping], weights: Sequence[float] | None = None) -> TokenMapping:
@@ -215,10 +283,15 @@ class TokenMapping:
         residual = sum(w * m.residual for w, m in zip(weights, mappings)).astype(np.float32)
         best = np.argmax(np.stack([w * (1 - m.residual) for w, m in zip(weights, mappings)]), axis=0)
         provenance = np.choose(best, [m.provenance for m in mappings]).astype(np.int8)
+        head = None
+        if any(m.head is not None for m in mappings):  # head rows where given, else the input rows
+            head = cls.combine([dataclasses.replace(m.output, head=None) for m in mappings], weights)
         combined = cls(matrix=matrix.astype(np.float32), residual=residual, provenance=provenance,
                        source_vocab_hash=first.source_vocab_hash, target_vocab_hash=first.target_vocab_hash,
                        fallback=first.fallback, preserve_norm=first.preserve_norm, seed=first.seed,
                        config={"combined": [m.config for m in mappings], "weights": weights.tolist()})
+        if head is not None:
+            combined = dataclasses.replace(combined, head=dataclasses.replace(head, provenance=provenance))
         return keep_source_rows(combined) if any(m.keeps_source_rows for m in mappings) else combined
 
 
@@ -238,6 +311,14 @@ class MappingReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _sparse_arrays(matrix: sp.csr_matrix, residual: np.ndarray) -> dict[str, np.ndarray]:
+    """The safetensors arrays of a CSR matrix (sorted indices) and its residual."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    return {"indptr": matrix.indptr.astype(np.int64), "indices": matrix.indices.astype(np.int64),
+            "data": matrix.data.astype(np.float32), "residual": residual.astype(np.float32)}
 
 
 def _row_normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -387,33 +468,42 @@ def build_mapping(
     provenance[(f_coef > 0) & (f_coef >= a_coef)] = _DECOMPOSED
     provenance[(a_coef > 0) & (a_coef > f_coef) & (a_coef >= e_coef)] = _ALIGNED
     provenance[(e_coef > 0) & (e_coef > a_coef)] = _COPIED
-    spell = config.spelling_weight or 0.0
-    if spell and config.init not in ("mean", "random"):
-        shared = ~has_exact & has_spelling
-        a_coef = np.where(shared, (1 - spell) * a_coef, a_coef)
-        f_coef = np.where(shared, spell + (1 - spell) * f_coef, f_coef)
 
-    matrix = (sp.diags(a_coef) @ aligned + sp.diags(e_coef) @ identity + sp.diags(f_coef) @ spelling).tocsr()
-    residual = np.clip(1.0 - np.asarray(matrix.sum(axis=1)).ravel(), 0.0, 1.0)
-    residual[residual < 1e-6] = 0.0
+    def rows(spell: float) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The mapping's matrix and residual with spelling share ``spell``."""
+        a, f = a_coef, f_coef
+        if spell and config.init not in ("mean", "random"):
+            shared = ~has_exact & has_spelling
+            a = np.where(shared, (1 - spell) * a_coef, a_coef)
+            f = np.where(shared, spell + (1 - spell) * f_coef, f_coef)
+        matrix = (sp.diags(a) @ aligned + sp.diags(e_coef) @ identity + sp.diags(f) @ spelling).tocsr()
+        residual = np.clip(1.0 - np.asarray(matrix.sum(axis=1)).ravel(), 0.0, 1.0)
+        residual[residual < 1e-6] = 0.0
+        if specials:
+            special_targets = np.array([t for t, _ in specials], dtype=np.int64)
+            special_sources = np.array([s for _, s in specials], dtype=np.int64)
+            keep = np.ones(target_size)
+            keep[special_targets] = 0
+            matrix = (sp.diags(keep) @ matrix + sp.csr_matrix(
+                (np.ones(len(specials)), (special_targets, special_sources)), shape=(target_size, source_size))).tocsr()
+            residual[special_targets] = 0.0
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        return matrix.astype(np.float32), residual.astype(np.float32)
 
     if specials:
-        special_targets = np.array([t for t, _ in specials], dtype=np.int64)
-        special_sources = np.array([s for _, s in specials], dtype=np.int64)
-        keep = np.ones(target_size)
-        keep[special_targets] = 0
-        matrix = (sp.diags(keep) @ matrix + sp.csr_matrix(
-            (np.ones(len(specials)), (special_targets, special_sources)), shape=(target_size, source_size))).tocsr()
-        residual[special_targets] = 0.0
-        provenance[special_targets] = _SPECIAL
-    matrix.eliminate_zeros()
-    matrix.sort_indices()
-
+        provenance[np.array([t for t, _ in specials], dtype=np.int64)] = _SPECIAL
+    matrix, residual = rows(config.spelling_weight or 0.0)
     fallback = "random" if config.init == "random" else "mean"
-    mapping = TokenMapping(matrix=matrix.astype(np.float32), residual=residual.astype(np.float32),
+    mapping = TokenMapping(matrix=matrix, residual=residual,
                            provenance=provenance, source_vocab_hash=source_vocab_hash,
                            target_vocab_hash=target_vocab_hash, fallback=fallback,
                            preserve_norm=config.preserve_norm, seed=config.seed, config=asdict(config))
+    if config.head_spelling_weight is not None:
+        head_matrix, head_residual = rows(config.head_spelling_weight)
+        mapping = dataclasses.replace(mapping, head=dataclasses.replace(
+            mapping, matrix=head_matrix, residual=head_residual,
+            config={**asdict(config), "spelling_weight": config.head_spelling_weight, "role": "head"}))
     return mapping, _report(mapping, has_aligned, config)
 
 
@@ -436,8 +526,9 @@ def keep_source_rows(mapping: TokenMapping) -> TokenMapping:
     residual[:source_size] = 0.0
     provenance = mapping.provenance.astype(np.int8).copy()
     provenance[:source_size] = _KEPT
+    head = None if mapping.head is None else keep_source_rows(dataclasses.replace(mapping.head, head=None))
     return dataclasses.replace(mapping, matrix=matrix, residual=residual, provenance=provenance,
-                               keeps_source_rows=True)
+                               keeps_source_rows=True, head=head)
 
 
 def provenance_counts(provenance: np.ndarray) -> dict[str, int]:

@@ -16,11 +16,12 @@ import numpy as np
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
+from transtok.calibration import DEFAULT_PAIRS
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
-from transtok.mapping import (EXTEND_SPELLING_WEIGHT, PROVENANCE, MappingConfig, MappingReport, TokenMapping,
-                              build_mapping, keep_source_rows, new_rows_report, provenance_counts)
+from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
+                              keep_source_rows, new_rows_report, provenance_counts, resolve_config)
 from transtok.surgery import transplant
 from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
                                  vocab_hash)
@@ -56,20 +57,27 @@ def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: Alignment
     ``--init focus`` takes its evidence from target-language text instead (``target_texts``, or a
     trained fastText model named in ``focus``); its seed is ``config.seed`` unless ``focus`` is given.
     When the target tokenizer extends the source (:func:`transtok.extension.extends`), the source
-    rows are kept as they are and only the new rows come from the evidence.
+    rows are kept as they are and only the new rows come from the evidence; unless
+    ``config.tied_head``, the mapping also carries separate LM-head rows (:func:`resolve_config`).
     """
     from transtok.extension import extends
 
     extended = extends(source_tokenizer, target_tokenizer)
-    if config.spelling_weight is None:
-        config = dataclasses.replace(config, spelling_weight=EXTEND_SPELLING_WEIGHT if extended else 0.0)
+    config = resolve_config(config, extended)
     mapping, report = _build(source_tokenizer, target_tokenizer, counts, config, target_texts=target_texts,
                              focus=focus)
+    if config.head_spelling_weight is not None and mapping.head is None:
+        # Methods whose rows take no spelling share (FOCUS): the head rows are the input rows, untied.
+        mapping = dataclasses.replace(mapping, head=dataclasses.replace(mapping))
     if extended:
         mapping = keep_source_rows(mapping)
         report = new_rows_report(mapping, report)
-        logger.info("the target tokenizer extends the source: %d source rows kept, %d new rows mapped",
-                    mapping.shape[1], mapping.shape[0] - mapping.shape[1])
+        logger.info("the target tokenizer extends the source: %d source rows kept, %d new rows mapped (%s)",
+                    mapping.shape[1], mapping.shape[0] - mapping.shape[1],
+                    "one set of rows for the input table and the LM head, spelling share "
+                    f"{config.spelling_weight}" if mapping.head is None else
+                    f"input rows with spelling share {config.spelling_weight}, separate LM-head rows with "
+                    f"{config.head_spelling_weight}")
     return mapping, report
 
 
@@ -208,17 +216,32 @@ def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingRepo
 
 
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
-                   dtype: str = "auto", in_memory: bool = False, hardlink: bool = False) -> Path:
+                   dtype: str = "auto", in_memory: bool = False, hardlink: bool = False,
+                   new_token_offset: float | None = None, parallel: Sequence[str] | None = None,
+                   offset_pairs: int | None = None) -> Path:
     """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
 
     Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
     other formats, or ``in_memory=True``, load the model and use :func:`transtok.surgery.transplant`.
+
+    A mapping with separate LM-head rows (an extended vocabulary) can also get the language offset
+    of :mod:`transtok.calibration`, computed on a sample of the ``parallel`` corpus:
+    ``new_token_offset`` δ (None: :data:`~transtok.calibration.DEFAULT_OFFSET` when ``parallel`` is
+    given, else none). The streaming path writes the checkpoint, loads it once to compute the
+    offset (the forward pass needs the model) and rewrites only the shard that holds the head.
     """
-    from transtok.checkpoint import UnsupportedCheckpoint, inspect_checkpoint, transplant_checkpoint
+    from transtok.calibration import apply_language_offset, language_offset, log_offset
+    from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, load_causal_lm, offset_head_rows,
+                                     transplant_checkpoint)
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
     mapping = TokenMapping.load(mapping_dir)
+    delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
+    sample = _offset_sample(parallel, offset_pairs) if delta else None
+    if mapping.head is not None and not delta and new_token_offset is None:
+        logger.info("no --parallel text: the new LM-head rows get no language offset (give --parallel FILE for "
+                    "the default of the extension recipe)")
     target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
     layout = None
     if not in_memory:
@@ -226,9 +249,12 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
             layout = inspect_checkpoint(source_model, dtype=dtype)
         except UnsupportedCheckpoint as exc:
             logger.warning("loading the whole model instead of editing the checkpoint: %s", exc)
+    offset = None
     if layout is None:
         model, source_tokenizer = load_model(source_model, dtype=dtype)
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+        if sample is not None:
+            offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=mapping.shape[1])
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
@@ -237,13 +263,51 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
         else:
             transplant_checkpoint(layout, mapping, target_tokenizer, tmp, source_tokenizer=source_tokenizer,
                                   hardlink=hardlink)
+            if sample is not None:
+                written = load_causal_lm(tmp, dtype="auto").eval()
+                offset = language_offset(written, target_tokenizer, *sample, delta)
+                del written
+                offset_head_rows(tmp, offset.vector, mapping.shape[1], mapping.shape[0])
+                log_offset(offset, mapping.shape[0] - mapping.shape[1])
         provenance = tmp / PROVENANCE_DIR
         provenance.mkdir()
         mapping.save(provenance / "mapping")
+        if offset is not None:
+            write_json(provenance / "offset.json", {**offset.report(), "parallel": [str(p) for p in parallel],
+                                                    "pairs": len(sample[0])})
         write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
                                                 "mapping": str(mapping_dir), "transtok_version": __version__,
-                                                "path": "in-memory" if layout is None else "streaming"})
+                                                "path": "in-memory" if layout is None else "streaming",
+                                                "new_token_offset": delta})
     return Path(output)
+
+
+def resolve_offset(delta: float | None, *, head_rows: bool, texts: bool = True) -> float:
+    """The language offset δ to apply: ``delta`` checked, or by default
+    :data:`~transtok.calibration.DEFAULT_OFFSET` when the model gets separate head rows and there is
+    parallel text, else 0. Raises :class:`ConfigError` for an offset that cannot be applied."""
+    from transtok.calibration import DEFAULT_OFFSET, check_offset
+
+    if delta is None:
+        return DEFAULT_OFFSET if head_rows and texts else 0.0
+    delta = check_offset(delta)
+    if delta and not head_rows:
+        raise ConfigError(f"--new-token-offset {delta:g} moves the new LM-head rows only, so it needs separate head "
+                          "rows: an extended vocabulary mapped without --tied-head (or give --new-token-offset 0)")
+    if delta and not texts:
+        raise ConfigError(f"--new-token-offset {delta:g} is computed on parallel text: give --parallel FILE (the "
+                          "training corpus; a sample of its pairs is read), or --new-token-offset 0")
+    return delta
+
+
+def _offset_sample(parallel: Sequence[str], pairs: int | None) -> tuple[list[str], list[str]]:
+    """The offset's sample of ``parallel``, cleaned as ``transfer`` cleans by default (so that both
+    verbs draw the same pairs from the same corpus)."""
+    from transtok.calibration import DEFAULT_PAIRS, sample_pairs
+    from transtok.corpus import clean, read_parallel
+
+    corpus, _ = clean(read_parallel(list(parallel)))
+    return sample_pairs(corpus.source, corpus.target, DEFAULT_PAIRS if pairs is None else pairs)
 
 
 def save_checkpoint(directory: Path, model, tokenizer) -> None:
@@ -268,6 +332,11 @@ class TransferConfig:
     segmenter: str = "auto"
     """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    new_token_offset: float | None = None
+    """--mode extend with separate head rows: the language offset δ of the new head rows
+    (:mod:`transtok.calibration`); None: :data:`~transtok.calibration.DEFAULT_OFFSET`, 0: none."""
+    offset_pairs: int = DEFAULT_PAIRS
+    """Pairs of the (cleaned) parallel corpus sampled for the offset."""
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
     the parallel corpus's target side)."""
@@ -283,7 +352,10 @@ class TransferConfig:
             raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
+        if self.offset_pairs < 1:
+            raise ConfigError(f"--offset-pairs must be a positive number of pairs, got {self.offset_pairs}")
         if self.mode == "extend":
+            resolve_offset(self.new_token_offset, head_rows=not self.mapping.tied_head)
             if self.target_tokenizer is None and (self.new_tokens is None or self.new_tokens <= 0):
                 raise ConfigError(f"--mode extend needs a positive --new-tokens N (tokens added to the source "
                                   f"vocabulary), got {self.new_tokens}; or give an extended --target-tokenizer")
@@ -293,6 +365,11 @@ class TransferConfig:
         if self.new_tokens is not None:
             raise ConfigError("--new-tokens is for --mode extend; with --mode replace give --vocab-size N "
                               "(or add --mode extend)")
+        for flag, given in (("--tied-head", self.mapping.tied_head),
+                            ("--head-spelling-weight", self.mapping.head_spelling_weight is not None),
+                            ("--new-token-offset", bool(self.new_token_offset))):
+            if given:
+                raise ConfigError(f"{flag} is for --mode extend (the new LM-head rows); drop it, or add --mode extend")
         if (self.target_tokenizer is None) == (self.target_corpus is None):
             raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
         if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
@@ -310,6 +387,8 @@ class TransferResult:
     seconds: dict
     extension: dict | None = None
     """The :class:`~transtok.extension.ExtensionReport` (as a dict) of ``--mode extend``."""
+    offset: dict | None = None
+    """The language offset's report (:meth:`transtok.calibration.LanguageOffset.report`), if applied."""
 
 
 def transfer(config: TransferConfig) -> TransferResult:
@@ -344,6 +423,7 @@ def transfer(config: TransferConfig) -> TransferResult:
     else:
         target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
     seconds["tokenizer"] = time.perf_counter() - clock
+    extended = config.mode == "extend" or extends(source_tokenizer, target_tokenizer)
 
     clock = time.perf_counter()
     counts = None
@@ -364,6 +444,19 @@ def transfer(config: TransferConfig) -> TransferResult:
     transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
     seconds["transplant"] = time.perf_counter() - clock
 
+    offset = None
+    delta = resolve_offset(config.new_token_offset, head_rows=mapping.head is not None) if extended else 0.0
+    if delta:
+        from transtok.calibration import apply_language_offset, sample_pairs
+
+        clock = time.perf_counter()
+        sample = sample_pairs(corpus.source, corpus.target, config.offset_pairs)
+        logger.info("language offset %.2f of the new head rows, from %d sampled pairs", delta, len(sample[0]))
+        offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta,
+                                       new_from=len(source_tokenizer)).report()
+        offset["pairs"] = len(sample[0])
+        seconds["offset"] = time.perf_counter() - clock
+
     clock = time.perf_counter()
     logger.info("writing the model (%s parameters) and its provenance to %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", config.output)
@@ -377,19 +470,33 @@ def transfer(config: TransferConfig) -> TransferResult:
         write_json(provenance / "mapping_report.json", report.to_dict())
         if extension is not None:
             write_json(provenance / "extension.json", extension)
+        if offset is not None:
+            write_json(provenance / "offset.json", offset)
         resolved = asdict(config)
+        resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
+        resolved["new_token_offset"] = delta
         resolved.update({"transtok_version": __version__, "python": platform.python_version(),
                          "source_vocab_hash": vocab_hash(source_tokenizer),
                          "target_vocab_hash": vocab_hash(target_tokenizer)})
         write_json(provenance / "config.json", resolved)
-        (tmp / "README.md").write_text(model_card(config, report, counts), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(config, report, counts, head=mapping.head is not None,
+                                                  offset=offset), encoding="utf-8")
     seconds["save"] = time.perf_counter() - clock
     logger.info("transfer done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
-    return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension)
+    return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension, offset)
 
 
-def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None) -> str:
+def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None, *,
+               head: bool = False, offset: dict | None = None) -> str:
     stats = counts.stats if counts else {}
+    head_rows = []
+    if head:
+        head_rows.append("| LM head | untied: the new head rows have their own mapping (spelling share "
+                         f"{resolve_config(config.mapping, True).head_spelling_weight}) |")
+    if offset is not None:
+        head_rows.append(f"| language offset of the new head rows | {offset['delta']:g} nats (new-token logits "
+                         f"{offset['source_shift_mean']:+.3f} in source-language contexts, "
+                         f"{offset['target_shift_mean']:+.3f} in target-language ones) |")
     lines = [
         "---", "library_name: transformers", "tags: [transtok, trans-tokenization]", "---", "",
         f"# {Path(config.output).name}", "",
@@ -404,7 +511,7 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         f"| aligner | {config.aligner if counts else 'none'} |",
         f"| word segmenter (text without spaces) | {stats.get('segmenter', 'none') if counts else 'none'} |",
         f"| target tokens by provenance | {', '.join(f'{k} {v:,}' for k, v in report.provenance.items())} |",
-        f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", "",
+        f"| aligned coverage | {100 * report.aligned_coverage:.1f}% |", *head_rows, "",
         "Load it with `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`. The "
         f"`{PROVENANCE_DIR}/` folder holds the resolved configuration, the mapping (with a readable "
         "`mapping.tsv`) and the alignment counts.", "",

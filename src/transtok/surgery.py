@@ -145,43 +145,62 @@ def check_vocabularies(mapping: TokenMapping, target_tokenizer, source_tokenizer
             f"{vocab_hash(source_tokenizer)}; build the mapping with this model's tokenizer")
 
 
+def untie_config(config) -> None:
+    """Mark ``config`` (and its text config, for composite models) as having an untied LM head."""
+    config.tie_word_embeddings = False
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if text_config is not config and hasattr(text_config, "tie_word_embeddings"):
+        text_config.tie_word_embeddings = False
+
+
 def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokenizer=None):
     """Give ``model`` the target vocabulary, in place, and return it.
 
     Input rows (and LM-head rows and bias when the head is untied) become ``mapping.apply`` of the
-    source rows; a tied model stays tied. A padded source table (more rows than source tokens) gives
-    a padded new table (:func:`padded_vocab_size`, :func:`pad_rows`). ``config.vocab_size`` is the
-    new table's row count; the special-token ids of the config and generation config follow the
-    target tokenizer, and the generation config suppresses the padding ids.
+    source rows; a tied model stays tied. A mapping with separate head rows (``mapping.head``,
+    vocabulary extension) maps the source head (the input table, when tied) with those rows instead,
+    and a tied model is untied: the head gets its own parameter and ``config.tie_word_embeddings``
+    becomes False. A padded source table (more rows than source tokens) gives a padded new table
+    (:func:`padded_vocab_size`, :func:`pad_rows`). ``config.vocab_size`` is the new table's row
+    count; the special-token ids of the config and generation config follow the target tokenizer,
+    and the generation config suppresses the padding ids.
     """
     check_vocabularies(mapping, target_tokenizer, source_tokenizer)
     inputs, outputs = embedding_pair(model)
     tied = is_tied(model)
+    untie = tied and mapping.head is not None
     if inputs.weight.shape[0] < mapping.shape[1]:
         raise MismatchError(f"the mapping expects {mapping.shape[1]} source rows, {type(model).__name__} has "
                             f"{inputs.weight.shape[0]}; build the mapping with this model's tokenizer")
     rows = padded_vocab_size(inputs.weight.shape[0], mapping.shape[1], mapping.shape[0])
     with torch.no_grad():
         new_inputs = map_table(mapping, inputs.weight)
-        new_outputs = None if tied else map_table(mapping, outputs.weight)
+        new_outputs = map_table(mapping.output, outputs.weight) if (untie or not tied) else None
         bias = getattr(outputs, "bias", None)
-        new_bias = map_table(mapping, bias) if bias is not None else None
+        new_bias = map_table(mapping.output, bias) if bias is not None else None
 
         model.resize_token_embeddings(rows, mean_resizing=False)
         inputs, outputs = embedding_pair(model)
         inputs.weight.copy_(new_inputs)
-        if tied:
+        if untie:  # the head gets its own parameter (as hydra.Hydra.build does)
+            untie_config(model.config)
+            outputs.weight = torch.nn.Parameter(new_outputs.to(inputs.weight.dtype),
+                                                requires_grad=inputs.weight.requires_grad)
+        elif tied:
             model.tie_weights()
         else:
             outputs.weight.copy_(new_outputs)
         if new_bias is not None:
             outputs.bias.data = new_bias.to(outputs.bias.dtype)
-    if is_tied(model) != tied:
+    if is_tied(model) != (tied and not untie):
         raise ArchitectureError(f"{type(model).__name__}: resizing changed the tying of the LM head "
-                                f"(tied before: {tied}); please report this model class")
+                                f"(tied before: {tied}, untied on purpose: {untie}); please report this model class")
     model.config.vocab_size = rows
     set_special_token_ids(model, target_tokenizer)
     set_padding_suppression(getattr(model, "generation_config", None), mapping.shape[0], rows)
+    if untie:
+        logger.info("untied the LM head for its own new rows: +%s parameters (%s rows x %d)",
+                    f"{rows * outputs.weight.shape[1]:,}", f"{rows:,}", outputs.weight.shape[1])
     logger.info("transplanted %s to %d target tokens (%d rows, %s head)", type(model).__name__, mapping.shape[0],
-                rows, "tied" if tied else "untied")
+                rows, "tied" if is_tied(model) else "untied")
     return model
