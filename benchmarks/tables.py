@@ -6,7 +6,8 @@ benchmarks/results/tables.md:
 
   * every language at init (held-out bits per byte, sliding windows);
   * block vs sliding-window protocol, where a run recorded both;
-  * after the budget: equal training tokens (compute) and equal training bytes (data), mean ± std over seeds.
+  * after the budget: equal training tokens (compute) and equal training bytes (data), mean ± std over seeds;
+  * zero-shot translation (benchmarks/results/translation/translation.json), chrF and BLEU per system.
 
     python benchmarks/tables.py
 """
@@ -124,6 +125,22 @@ def after_table(records) -> list[str]:
     return lines
 
 
+SYSTEMS = {"a_source_model": "(a) source model, its own tokenizer",
+           "b_hydra_mapped": "(b) Hydra, target vocabulary from the mapping (untrained)",
+           "c_hydra_trained": "(c) Hydra, target vocabulary trained"}
+
+
+def translation_table(saved: dict) -> list[str]:
+    """benchmarks/translation.py's held-out run: chrF and BLEU per system, with what each system is."""
+    lines = ["| system | chrF | BLEU | mean output tokens | empty answers |", "|---|---|---|---|---|"]
+    best = max(r["chrf"] for r in saved["systems"])
+    for r in saved["systems"]:
+        chrf = f"**{r['chrf']:.1f}**" if r["chrf"] == best else f"{r['chrf']:.1f}"
+        lines.append(f"| {SYSTEMS.get(r['system'], r['system'])} | {chrf} | {r['bleu']:.1f} | "
+                     f"{r['mean_output_tokens']:.1f} | {r['empty_hypotheses']} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(RESULTS / "tables.md"))
@@ -148,6 +165,15 @@ def main() -> None:
                  "Equal tokens: every model trains on the same number of tokens (equal compute; the new tokenizer "
                  "then reads more text). Equal bytes: the source model trains on as many bytes of text as the new "
                  "tokenizer's budget covers (equal data).", "", *after_table(afters), ""]
+    translation = RESULTS / "translation" / "translation.json"
+    if translation.is_file():
+        saved = json.loads(translation.read_text())
+        settings = saved["settings"]
+        text += [f"Zero-shot {settings['source_lang']}→{settings['target_lang']} translation of {settings['limit']} "
+                 f"held-out verses (benchmarks/translation.py; repetition penalty {settings['repetition_penalty']}, "
+                 f"no-repeat n-gram {settings['no_repeat_ngram'] or 'off'}, stop at the first line break: "
+                 f"{settings['stop_at_newline']}; sacrebleu {saved['systems'][0]['chrf_signature']}):",
+                 "", *translation_table(saved), ""]
     Path(args.out).write_text("\n".join(text))
     print("\n".join(text))
 

@@ -187,3 +187,14 @@ def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
     assert record["segmenters"]["none"]["units_per_verse"]["source"] == \
         record["segmenters"]["tokens"]["units_per_verse"]["source"]  # English is spaced: unchanged
     assert "| tokens |" in table and "| none |" in table and record["fvt"]["init"] > 0
+
+
+def test_translation_table_names_each_system_and_marks_the_best_chrf():
+    tables = factories.benchmark("tables")
+    row = {"chrf_signature": "nrefs:1", "empty_hypotheses": 0, "mean_output_tokens": 10.0}
+    saved = {"systems": [{**row, "system": "a_source_model", "chrf": 20.0, "bleu": 1.0},
+                         {**row, "system": "b_hydra_mapped", "chrf": 25.0, "bleu": 4.0, "empty_hypotheses": 2}]}
+    lines = tables.translation_table(saved)
+    assert len(lines) == 4
+    assert lines[2].startswith("| (a) source model") and "| 20.0 |" in lines[2]
+    assert "| **25.0** | 4.0 | 10.0 | 2 |" in lines[3]
