@@ -132,16 +132,23 @@ def _recipe() -> str:
             f"{resolved.head_spelling_weight}, language offset {DEFAULT_OFFSET}")
 
 
-def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
-    """The spelling share of the new rows with a tied head (MappingConfig.spelling_weight,
-    tied_head), on the DEV books at init: target and English bits per byte for each --spelling-grid
-    weight, the source model as reference."""
+def _dev_setup(split, source_dir: Path, args, n: int):
+    """What the dev-book phases share: the source model's dev scores (target and English), the tokenizer
+    extended by ``n`` and its alignment counts. Returns (source tokenizer, scores, extended, counts)."""
     model, source_tokenizer = load_model(str(source_dir))
     out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
                       "english": _bpb(model, source_tokenizer, split.dev.source)}}
     del model
     extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
     counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
+    return source_tokenizer, out, extended, counts
+
+
+def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
+    """The spelling share of the new rows with a tied head (MappingConfig.spelling_weight,
+    tied_head), on the DEV books at init: target and English bits per byte for each --spelling-grid
+    weight, the source model as reference."""
+    source_tokenizer, out, extended, counts = _dev_setup(split, source_dir, args, n)
     for weight in args.spelling_grid:
         mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
                                             MappingConfig(spelling_weight=weight, tied_head=True))
@@ -162,12 +169,7 @@ def phase_head(lang: str, split, source_dir: Path, args, n: int) -> dict:
     The hidden states do not depend on the head rows (only on the input rows and the body, the same
     for every untied variant), so the offset is computed once, for δ = 1, and scaled: v(δ) = δ·v(1)
     (v is linear in δ; the library computes v(δ) directly, equal up to float64 rounding)."""
-    model, source_tokenizer = load_model(str(source_dir))
-    out = {"source": {"target": _bpb(model, source_tokenizer, split.dev.target),
-                      "english": _bpb(model, source_tokenizer, split.dev.source)}}
-    del model
-    extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
-    counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
+    source_tokenizer, out, extended, counts = _dev_setup(split, source_dir, args, n)
     mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(tied_head=True))
     model, _ = load_model(str(source_dir))
     transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
