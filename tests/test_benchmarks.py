@@ -198,3 +198,14 @@ def test_translation_table_names_each_system_and_marks_the_best_chrf():
     assert len(lines) == 4
     assert lines[2].startswith("| (a) source model") and "| 20.0 |" in lines[2]
     assert "| **25.0** | 4.0 | 10.0 | 2 |" in lines[3]
+
+
+def test_paste_fills_only_the_named_blocks_and_refuses_a_missing_one():
+    tables = factories.benchmark("tables")
+    readme = "intro\n<!-- tables: generated -->\nold\n<!-- /tables -->\nmiddle\n<!-- translation: x -->\n<!-- /translation -->\n"
+    out = tables.paste(readme, {"tables": ["| a |", ""], "translation": ["", "| b |"]})
+    assert out == "intro\n<!-- tables: generated -->\n| a |\n<!-- /tables -->\nmiddle\n<!-- translation: x -->\n| b |\n" \
+                  "<!-- /translation -->\n"
+    assert tables.paste(out, {"tables": ["| a |"]}) == out  # idempotent
+    with pytest.raises(SystemExit, match="no '<!-- demo"):
+        tables.paste(readme, {"demo": ["x"]})
