@@ -132,12 +132,21 @@ SYSTEMS = {"a_source_model": "(a) source model, its own tokenizer",
 
 def translation_table(saved: dict) -> list[str]:
     """benchmarks/translation.py's held-out run: chrF and BLEU per system, with what each system is."""
-    lines = ["| system | chrF | BLEU | mean output tokens | empty answers |", "|---|---|---|---|---|"]
-    best = max(r["chrf"] for r in saved["systems"])
+    lines = ["| system | chrF | BLEU | chrF β=1 | chrF β=0.5 | answer length / reference length | empty answers |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(r, value, column):
+        best = max(column(other) for other in saved["systems"])
+        return f"**{value:.1f}**" if value == best else f"{value:.1f}"
+
     for r in saved["systems"]:
-        chrf = f"**{r['chrf']:.1f}**" if r["chrf"] == best else f"{r['chrf']:.1f}"
-        lines.append(f"| {SYSTEMS.get(r['system'], r['system'])} | {chrf} | {r['bleu']:.1f} | "
-                     f"{r['mean_output_tokens']:.1f} | {r['empty_hypotheses']} |")
+        by_beta = r.get("chrf_by_beta", {})
+        betas = [cell(r, by_beta[b], lambda o, b=b: o["chrf_by_beta"][b]) if b in by_beta else "-" for b in ("1", "0.5")]
+        ratio = (f"{r['mean_hypothesis_chars'] / r['mean_reference_chars']:.2f}" if "mean_reference_chars" in r
+                 else "-")
+        lines.append(f"| {SYSTEMS.get(r['system'], r['system'])} | {cell(r, r['chrf'], lambda o: o['chrf'])} | "
+                     f"{cell(r, r['bleu'], lambda o: o['bleu'])} | {betas[0]} | {betas[1]} | {ratio} | "
+                     f"{r['empty_hypotheses']} |")
     return lines
 
 

@@ -194,10 +194,14 @@ def test_translation_table_names_each_system_and_marks_the_best_chrf():
     row = {"chrf_signature": "nrefs:1", "empty_hypotheses": 0, "mean_output_tokens": 10.0}
     saved = {"systems": [{**row, "system": "a_source_model", "chrf": 20.0, "bleu": 1.0},
                          {**row, "system": "b_hydra_mapped", "chrf": 25.0, "bleu": 4.0, "empty_hypotheses": 2}]}
+    saved["systems"][0].update(chrf_by_beta={"1": 19.0, "0.5": 18.0}, mean_hypothesis_chars=30.0,
+                               mean_reference_chars=20.0)
+    saved["systems"][1].update(chrf_by_beta={"1": 18.5, "0.5": 21.0}, mean_hypothesis_chars=10.0,
+                               mean_reference_chars=20.0)
     lines = tables.translation_table(saved)
     assert len(lines) == 4
-    assert lines[2].startswith("| (a) source model") and "| 20.0 |" in lines[2]
-    assert "| **25.0** | 4.0 | 10.0 | 2 |" in lines[3]
+    assert lines[2] == "| (a) source model, its own tokenizer | 20.0 | 1.0 | **19.0** | 18.0 | 1.50 | 0 |"
+    assert lines[3].endswith("| **25.0** | **4.0** | 18.5 | **21.0** | 0.50 | 2 |")
 
 
 def test_paste_fills_only_the_named_blocks_and_refuses_a_missing_one():

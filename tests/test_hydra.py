@@ -379,6 +379,9 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     result = json.loads((tmp_path / "result.json").read_text())
     assert [r["system"] for r in result["systems"]] == ["a_source_model", "b_hydra_mapped", "c_hydra_trained"]
     assert all(0 <= r["chrf"] <= 100 and r["segments"] == 4 for r in result["systems"])
+    for r in result["systems"]:  # the length-sensitivity columns: chrF by beta (beta 2 is chrF itself), lengths
+        assert set(r["chrf_by_beta"]) == {"2", "1", "0.5"} and r["chrf_by_beta"]["2"] == r["chrf"]
+        assert r["mean_reference_chars"] > 0 and r["mean_hypothesis_chars"] >= 0
     assert result["training"]["steps"] == 2 and result["training"]["last_loss"] > 0
     for r in result["systems"]:
         assert len((tmp_path / "work" / f"{r['system']}.hyp.txt").read_text(encoding="utf-8").splitlines()) == 4
