@@ -290,9 +290,12 @@ def markdown(results: dict, args) -> str:
                 label = "source" if name == "source" else f"source + {int(name):,}"
                 reach = "-" if name == "source" else f"{row['reachable']:,} / {row['new_tokens']:,}"
                 lines.append(f"| {label} | {row['fertility']:.2f} | {row['dev']['bpb']:.3f} | {reach} |")
-            recipe = select.get("recipe") or f"tied head, spelling share {select.get('spelling_weight', 0.0)}"
-            lines += ["", f"Chosen: N = {select['chosen']:,} (new rows: {recipe}; the grid was run before "
-                          "the new rows' defaults were chosen).", ""]
+            if select.get("recipe"):
+                lines += ["", f"Chosen: N = {select['chosen']:,} (new rows: {select['recipe']}).", ""]
+            else:  # runs from before the new rows' defaults recorded none
+                lines += ["", f"Chosen: N = {select['chosen']:,} (new rows: tied head, spelling share "
+                              f"{select.get('spelling_weight', 0.0)}; the grid was run before the new rows' "
+                              "defaults were chosen).", ""]
         rows = [(name, record[key]) for name, key in (("source model, own tokenizer", "source"),
                                                       ("replace (new 16k vocabulary)", "replace"),
                                                       ("extend (source + N)", "extend")) if key in record]
