@@ -150,6 +150,22 @@ def translation_table(saved: dict) -> list[str]:
     return lines
 
 
+SAME_MODELS = ("vocab_size", "aligner", "segmenter", "stride", "eval_seq_len", "focus_min_count", "seed")
+
+
+def fill_inits(inits, afters) -> None:
+    """Init figures that a language's init run lacks (e.g. FOCUS, scored in its after-budget run) are taken
+    from an after-budget run of the same models and protocol: its init figures are the same measurement."""
+    for _, record in inits:
+        for _, other in afters:
+            if other["lang"] != record["lang"] or any(
+                    other["args"].get(k) != record["args"].get(k) for k in SAME_MODELS):
+                continue
+            for name, entry in other["methods"].items():
+                if name not in record["methods"] and name in METHODS and "init" in entry:
+                    record["methods"][name] = {k: entry[k] for k in ("init", "tokens", "provenance") if k in entry}
+
+
 def sections() -> dict[str, list[str]]:
     """The README's generated blocks by name: 'tables' (every language at init, the protocols, after the
     budget) and 'translation'."""
@@ -157,6 +173,7 @@ def sections() -> dict[str, list[str]]:
     order = list(LANGS)
     inits.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
     afters = load("after_*_seed*/results.json")
+    fill_inits(inits, afters)
     afters.sort(key=lambda pr: (order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99,
                                 int(re.search(r"seed(\d+)", str(pr[0])).group(1))))
     text = ["Held-out bits per byte (Jude + Revelation; lower is better) of SmolLM2-135M-Instruct (the Q4_1 GGUF, "

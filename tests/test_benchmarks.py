@@ -213,3 +213,16 @@ def test_paste_fills_only_the_named_blocks_and_refuses_a_missing_one():
     assert tables.paste(out, {"tables": ["| a |"]}) == out  # idempotent
     with pytest.raises(SystemExit, match="no '<!-- demo"):
         tables.paste(readme, {"demo": ["x"]})
+
+
+def test_init_table_takes_missing_init_figures_only_from_a_run_of_the_same_models():
+    tables = factories.benchmark("tables")
+    args = {"vocab_size": 300, "aligner": "eflomal", "segmenter": "auto", "stride": 128, "eval_seq_len": 512,
+            "focus_min_count": 3, "seed": 0}
+    init = {"lang": "xx", "args": args, "methods": {"trans-tokenization": {"init": 1.0}}}
+    after = {"lang": "xx", "args": args, "methods": {"trans-tokenization": {"init": 1.0, "final": 0.9},
+                                                     "focus": {"init": 2.0, "final": 1.5, "provenance": {"fallback": 1}}}}
+    other_seed = {"lang": "xx", "args": {**args, "seed": 1}, "methods": {"fvt": {"init": 3.0}}}
+    tables.fill_inits([(None, init)], [(None, after), (None, other_seed)])
+    assert init["methods"]["focus"] == {"init": 2.0, "provenance": {"fallback": 1}}
+    assert init["methods"]["trans-tokenization"] == {"init": 1.0} and "fvt" not in init["methods"]
