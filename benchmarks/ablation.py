@@ -54,6 +54,7 @@ MAPPING_SETTINGS = [
     ("copy prior 100", {"copy_prior": 100.0}),
     ("source discount 0.25", {"source_discount": 0.25}), ("source discount 0.5", {"source_discount": 0.5}),
     ("source discount 1", {"source_discount": 1.0}),
+    ("spelling share 0.1", {"spelling_weight": 0.1}), ("spelling share 0.25", {"spelling_weight": 0.25}),
 ]
 
 
