@@ -252,7 +252,7 @@ class Hydra:
         """
         import torch
 
-        from transtok.surgery import embedding_pair, is_tied
+        from transtok.surgery import embedding_pair, is_tied, untie_config
 
         if not vocabularies:
             raise ConfigError("a Hydra needs at least one vocabulary")
@@ -288,7 +288,7 @@ class Hydra:
             if not tied:
                 if was_tied:  # untie: the head gets its own parameter
                     outputs.weight = torch.nn.Parameter(head)
-                    body.config.tie_word_embeddings = False
+                    untie_config(body.config)
                 else:
                     outputs.weight.copy_(head)
             if bias is not None:
