@@ -143,6 +143,8 @@ def language_offset(model, tokenizer, source_texts: Sequence[str], target_texts:
     import torch
 
     delta = check_offset(delta)
+    logger.info("language offset: mean LM-head inputs over %d source-language and %d target-language texts "
+                "(one forward pass each)", len(source_texts), len(target_texts))
     source_mean, source_second, source_n = head_inputs_moments(model, tokenizer, source_texts, seq_len=seq_len)
     target_mean, target_second, target_n = head_inputs_moments(model, tokenizer, target_texts, seq_len=seq_len)
     means = torch.stack([source_mean, target_mean])  # (2, d)
