@@ -19,6 +19,7 @@ under --work, so that reruns (other seeds, budgets) reuse them.
     python benchmarks/init_methods.py --langs es ru --out benchmarks/results/init_methods
     python benchmarks/init_methods.py --langs es --budget 0 --extra-strides 512 256 --out ...
     python benchmarks/init_methods.py --langs es --budget 102400 --equal-data --seed 1 --out ...
+    python benchmarks/init_methods.py ... --equal-data --trained-from OUT/results.json --out OUT  # add equal bytes
 """
 from __future__ import annotations
 
@@ -140,10 +141,10 @@ def bible_split(lang: str, work: Path, dev_books=DEV_BOOKS):
 
 
 def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None = None, aligner=None,
-             steps: dict | None = None):
-    """The target tokenizer and alignment counts of ``lang``, cached under ``--work/LANG/cache`` by
-    (vocabulary size, aligner): the ablation and reruns with other seeds or budgets reuse them.
-    eflomal samples from system entropy, so a cache is one draw of its counts."""
+             steps: dict | None = None, with_counts: bool = True):
+    """The target tokenizer and alignment counts of ``lang`` (None without ``with_counts``), cached under
+    ``--work/LANG/cache`` by (vocabulary size, aligner): the ablation and reruns with other seeds or budgets
+    reuse them. eflomal samples from system entropy, so a cache is one draw of its counts."""
     from transformers import AutoTokenizer
 
     from transtok.tokenizer import train_tokenizer as train
@@ -165,6 +166,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
                                      segmenter=None if words == "none" else words)
         target_tokenizer.save_pretrained(root / "tokenizer")
     counts_dir = root / f"align-{label}"
+    if not with_counts:
+        return target_tokenizer, None
     if (counts_dir / "alignment.json").is_file():
         counts = AlignmentCounts.load(counts_dir)
     else:
@@ -173,6 +176,29 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
                            segmenter=getattr(args, "segmenter", None))
         counts.save(counts_dir)
     return target_tokenizer, counts
+
+
+# Settings a finished training depends on: --trained-from reuses trainings only from a run with all of them equal.
+TRAINING_SETTINGS = ("vocab_size", "aligner", "segmenter", "tokenizer_segmenter", "stride", "eval_seq_len",
+                     "focus_min_count", "seed", "budget", "budget_bytes", "seq_len", "batch_size", "lr", "warmup",
+                     "join", "no_dev")
+
+
+def previous_trainings(args, lang: str) -> tuple[dict, dict[str, dict]]:
+    """(the record of ``lang``, its entries by method) from --trained-from, a results.json of a run with the
+    same TRAINING_SETTINGS, so that a rerun that adds a comparison (--equal-data) on a fresh machine trains
+    only what is new; ({}, {}) without --trained-from."""
+    if not getattr(args, "trained_from", None):
+        return {}, {}
+    saved = json.loads(Path(args.trained_from).read_text())
+    old = saved["args"]
+    differ = [k for k in TRAINING_SETTINGS if old.get(k, False if k == "no_dev" else None) != getattr(args, k, None)]
+    if differ:
+        raise SystemExit(f"--trained-from {args.trained_from}: trained with other settings "
+                         f"({', '.join(f'{k}={old.get(k)!r}, here {getattr(args, k, None)!r}' for k in differ)}); "
+                         "use the same settings or train again without --trained-from")
+    record = next((r for r in saved["results"] if r["lang"] == lang), {})
+    return record, dict(record.get("methods", {}))
 
 
 SEED_DEPENDENT = ("focus", "random")  # their mapping depends on --seed (fastText, random draws)
@@ -215,16 +241,30 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
     train_file, test_file = work / "data" / "train.txt", work / "data" / "test.txt"
     with measured(steps, "load_source"):
         source_model, source_tokenizer = load_model(str(source_dir))
-    target_tokenizer, counts = prepared(lang, split, source_tokenizer, args, steps=steps)
+    earlier, trained = previous_trainings(args, lang)
+    trains = bool(args.budget or args.budget_bytes)
+    def reusable(name: str, trained_here: bool) -> bool:  # in --trained-from, and trained there if it is here
+        return name in trained and (not trained_here or trained[name].get("final") is not None)
+
+    # Methods done in --trained-from are copied from it: neither mapped nor trained again.
+    copied = {m for m in args.methods if reusable(m, trains and m in args.train_methods)}
+    target_tokenizer, counts = prepared(lang, split, source_tokenizer, args, steps=steps,
+                                        with_counts="trans-tokenization" in set(args.methods) - copied)
     record["fertility"] = {"source": fertility(source_tokenizer, test), "target": fertility(target_tokenizer, test)}
-    record["alignment"] = counts.stats
-    pairs = max(counts.stats.get("pairs_aligned", 0), 1)
-    if "source_units" in counts.stats:
-        record["units_per_verse"] = {"source": counts.stats["source_units"] / pairs,
-                                     "target": counts.stats["target_units"] / pairs}
+    record["alignment"] = counts.stats if counts is not None else earlier.get("alignment", {})
+    stats = record["alignment"]
+    pairs = max(stats.get("pairs_aligned", 0), 1)
+    if "source_units" in stats:
+        record["units_per_verse"] = {"source": stats["source_units"] / pairs, "target": stats["target_units"] / pairs}
     rates = {"source": bytes_per_token(source_tokenizer, split.train.target),
              "target": bytes_per_token(target_tokenizer, split.train.target)}
     record["train_bytes_per_token"] = rates
+    if trained:
+        before = earlier.get("train_bytes_per_token", {})
+        if any(abs(before.get(side, -1) - rates[side]) > 1e-6 for side in rates):
+            raise SystemExit(f"--trained-from {args.trained_from}: {lang}'s tokenizers encode the training text at "
+                             f"{before} bytes per token there, {rates} here; another tokenizer cache, train again")
+        record["trained_from"] = str(args.trained_from)
 
     reuse = previous_inits(args, lang)
 
@@ -242,19 +282,27 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
                 other = evaluate_perplexity(model, tokenizer, test, seq_len=window, stride=min(stride, window))
                 entry["init_by_stride"][str(other.stride)] = other.bits_per_byte
 
+    source_name, bytes_name = "source (own tokenizer)", "source (own tokenizer), equal bytes"
+    train_source = trains and "source" in args.train_methods
     source_entry: dict = {}
-    with measured(steps, "evaluate_source"):
-        score(source_model, source_tokenizer, source_entry, extra=bool(args.extra_strides), name="source (own tokenizer)")
+    if reusable(source_name, train_source):
+        source_entry = dict(trained[source_name])
+        logger.info("%s %s: copied from %s", lang, source_name, args.trained_from)
+    else:
+        with measured(steps, "evaluate_source"):
+            score(source_model, source_tokenizer, source_entry, extra=bool(args.extra_strides), name=source_name)
     del source_model
-    record["methods"]["source (own tokenizer)"] = source_entry
+    record["methods"][source_name] = source_entry
     source_tokens = token_budget(args, rates["source"])
     target_tokens = token_budget(args, rates["target"])
-    trains = bool(args.budget or args.budget_bytes)
-    if trains and "source" in args.train_methods:
+    if train_source and "final" not in source_entry:
         with measured(steps, "train_source"):
             source_entry.update(train_budget(source_dir, train_file, test_file, work / "trained-source", args,
                                              tokens=source_tokens, rate=rates["source"], init=source_entry["init"]))
-    if trains and args.equal_data and not args.budget_bytes:
+    if trains and args.equal_data and not args.budget_bytes and reusable(bytes_name, True):
+        record["methods"][bytes_name] = dict(trained[bytes_name])
+        logger.info("%s %s: copied from %s", lang, bytes_name, args.trained_from)
+    elif trains and args.equal_data and not args.budget_bytes:
         # Equal data: the source model reads as many bytes of training text as the new tokenizer's budget.
         per_step = args.seq_len * args.batch_size
         tokens = max(1, round(target_tokens * rates["target"] / rates["source"] / per_step)) * per_step
@@ -265,6 +313,10 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         record["methods"]["source (own tokenizer), equal bytes"] = entry
 
     for method in args.methods:
+        if method in copied:
+            record["methods"][method] = dict(trained[method])
+            logger.info("%s %s: copied from %s", lang, method, args.trained_from)
+            continue
         entry: dict = {}
         with measured(steps, f"map_{method}"):
             # FOCUS trains its fastText model on the target side of the same training pairs.
@@ -424,6 +476,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reuse-trained", action="store_true",
                         help="read back trainings already finished in --work with the same settings instead of "
                              "training again (a rerun that adds a method or drops --equal-data)")
+    parser.add_argument("--trained-from", metavar="RESULTS_JSON",
+                        help="copy the methods already trained in an earlier run with the same settings (its "
+                             "results.json) instead of mapping and training them again, e.g. to add --equal-data "
+                             "to a finished run on a fresh machine")
     parser.add_argument("--rewrite", action="store_true",
                         help="only rewrite results.md and curve.png from the results.json in --out")
     return parser.parse_args(argv)

@@ -146,6 +146,47 @@ def test_reuse_trained_reads_back_finished_trainings_with_the_same_settings(tmp_
     assert len(calls) == 4
 
 
+def test_trained_from_adds_equal_bytes_without_mapping_or_training_again(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import transtok.finetune
+
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    common = ["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--seq-len", "16", "--batch-size",
+              "2", "--eval-every", "1000", "--warmup", "1", "--eval-seq-len", "40", "--stride", "20", "--budget", "64",
+              "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--methods", "trans-tokenization"]
+    args = bench.parse_args(common)
+    first = bench.run_language("xx", args, tmp_path / "source", split)
+    bench.write_outputs([first], args)
+    # A fresh machine: the trained models and the alignment are gone, the tokenizer is trained again.
+    for path in (tmp_path / "work" / "xx").iterdir():
+        if path.name != "data":
+            shutil.rmtree(path)
+    calls = []
+    real = transtok.finetune.finetune
+
+    def counted(config):
+        calls.append(Path(config.output).name)
+        return real(config)
+
+    monkeypatch.setattr(transtok.finetune, "finetune", counted)
+    saved = str(tmp_path / "out" / "results.json")
+    again = bench.run_language("xx", bench.parse_args(common + ["--equal-data", "--trained-from", saved]),
+                               tmp_path / "source", split)
+    assert calls == ["trained-source-bytes"], "only the new comparison trains"
+    assert "align" not in again["steps"] and again["alignment"] == first["alignment"]
+    for name in ("source (own tokenizer)", "trans-tokenization"):
+        assert again["methods"][name] == json.loads(json.dumps(first["methods"][name]))
+    by_bytes = again["methods"]["source (own tokenizer), equal bytes"]
+    assert by_bytes["tokens_trained"] > first["methods"]["source (own tokenizer)"]["tokens_trained"]
+    # A run with other training settings is not reused: the error names the setting.
+    with pytest.raises(SystemExit, match="seed=0, here 1"):
+        bench.run_language("xx", bench.parse_args(common + ["--seed", "1", "--trained-from", saved]),
+                           tmp_path / "source", split)
+
+
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
