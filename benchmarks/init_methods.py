@@ -181,7 +181,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
 # Settings a finished training depends on: --trained-from reuses trainings only from a run with all of them equal.
 TRAINING_SETTINGS = ("vocab_size", "aligner", "segmenter", "tokenizer_segmenter", "stride", "eval_seq_len",
                      "focus_min_count", "seed", "budget", "budget_bytes", "seq_len", "batch_size", "lr", "warmup",
-                     "join", "no_dev")
+                     "join", "no_dev", "eval_split")
+OLDER_DEFAULTS = {"no_dev": False, "eval_split": "test"}  # settings that results files written before them lack
 
 
 def previous_trainings(args, lang: str) -> tuple[dict, dict[str, dict]]:
@@ -192,7 +193,7 @@ def previous_trainings(args, lang: str) -> tuple[dict, dict[str, dict]]:
         return {}, {}
     saved = json.loads(Path(args.trained_from).read_text())
     old = saved["args"]
-    differ = [k for k in TRAINING_SETTINGS if old.get(k, False if k == "no_dev" else None) != getattr(args, k, None)]
+    differ = [k for k in TRAINING_SETTINGS if old.get(k, OLDER_DEFAULTS.get(k)) != getattr(args, k, None)]
     if differ:
         raise SystemExit(f"--trained-from {args.trained_from}: trained with other settings "
                          f"({', '.join(f'{k}={old.get(k)!r}, here {getattr(args, k, None)!r}' for k in differ)}); "
@@ -213,8 +214,9 @@ def previous_inits(args, lang: str) -> dict[str, dict]:
         return {}
     saved = json.loads(Path(args.init_from).read_text())
     old = argparse.Namespace(**saved["args"])
-    if (getattr(old, "stride", None), getattr(old, "eval_seq_len", None)) != (args.stride, args.eval_seq_len):
-        raise SystemExit(f"--init-from {args.init_from}: another evaluation protocol; score the models again")
+    if (getattr(old, "stride", None), getattr(old, "eval_seq_len", None), getattr(old, "eval_split", "test")) != \
+            (args.stride, args.eval_seq_len, args.eval_split):
+        raise SystemExit(f"--init-from {args.init_from}: another evaluation protocol or split; score the models again")
     same_tokenizer = (old.vocab_size, old.aligner) == (args.vocab_size, args.aligner)
     out = {}
     for record in saved["results"]:
@@ -237,8 +239,10 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
                               "dev_verses": len(getattr(split, "dev", ()) or ())},
                     "protocol": {"seq_len": args.eval_seq_len, "stride": args.stride}}
     steps = record["steps"]
-    test = split.test.target
-    train_file, test_file = work / "data" / "train.txt", work / "data" / "test.txt"
+    # The held-out books, or with --eval-split dev the dev books (to choose a training setting such as --join).
+    test = getattr(split, args.eval_split).target
+    train_file, test_file = work / "data" / "train.txt", work / "data" / f"{args.eval_split}.txt"
+    record["eval_split"] = args.eval_split
     with measured(steps, "load_source"):
         source_model, source_tokenizer = load_model(str(source_dir))
     earlier, trained = previous_trainings(args, lang)
@@ -359,9 +363,12 @@ def markdown(results: list[dict], args) -> str:
         budget = f"{args.budget:,} training tokens for every method (equal compute)"
         if getattr(args, "equal_data", False):
             budget += "; 'equal bytes' = the source model on the bytes the new tokenizer's budget covers"
-    lines = ["# Initialisation methods (SmolLM2-135M-Instruct Q4_1 GGUF, dequantised; held-out Jude + Revelation)",
+    scored = ("dev books James .. 3 John" if getattr(args, "eval_split", "test") == "dev"
+              else "held-out Jude + Revelation")
+    lines = [f"# Initialisation methods (SmolLM2-135M-Instruct Q4_1 GGUF, dequantised; {scored})",
              "", f"Bits per byte, lower is better: {protocol}. Budget: {budget}; embeddings + LM head only, "
-             f"seq {args.seq_len}, batch {args.batch_size}, lr {args.lr}, seed {args.seed}.", ""]
+             f"seq {args.seq_len}, batch {args.batch_size}, lr {args.lr}, lines joined by {args.join}, "
+             f"seed {args.seed}.", ""]
     for record in results:
         f = record["fertility"]
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
@@ -471,6 +478,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/results/init_methods")
     parser.add_argument("--init-from", metavar="RESULTS_JSON",
                         help="reuse the init figures of an earlier run on the same split, tokenizer cache and protocol")
+    parser.add_argument("--eval-split", default="test", choices=["test", "dev"],
+                        help="score on the held-out books (test, default) or on the dev books, where training "
+                             "settings such as --join are chosen")
     parser.add_argument("--no-dev", action="store_true",
                         help="train on the dev books too (the split of the earlier results; nothing tuned on dev)")
     parser.add_argument("--reuse-trained", action="store_true",

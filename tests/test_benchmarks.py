@@ -63,6 +63,7 @@ def tiny_setup(tmp_path, bench):
     data.mkdir(parents=True)
     (data / "train.txt").write_text("\n".join(split.train.target) + "\n")
     (data / "test.txt").write_text("\n".join(split.test.target) + "\n")
+    (data / "dev.txt").write_text("\n".join(split.dev.target) + "\n")
     return split
 
 
@@ -185,6 +186,31 @@ def test_trained_from_adds_equal_bytes_without_mapping_or_training_again(tmp_pat
     with pytest.raises(SystemExit, match="seed=0, here 1"):
         bench.run_language("xx", bench.parse_args(common + ["--seed", "1", "--trained-from", saved]),
                            tmp_path / "source", split)
+
+
+def test_eval_split_dev_scores_and_trains_against_the_dev_books(tmp_path):
+    from transtok.evaluate import evaluate_perplexity
+    from transtok.pipeline import load_model
+
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    args = bench.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--seq-len", "16",
+                             "--batch-size", "2", "--eval-every", "1", "--warmup", "1", "--eval-seq-len", "40",
+                             "--stride", "20", "--budget", "32", "--eval-split", "dev", "--join", "eos",
+                             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                             "--methods", "trans-tokenization", "--train-methods", "trans-tokenization"])
+    record = bench.run_language("xx", args, tmp_path / "source", split)
+    model, tokenizer = load_model(str(tmp_path / "source"))
+    dev = evaluate_perplexity(model, tokenizer, split.dev.target, seq_len=40, stride=20)
+    test = evaluate_perplexity(model, tokenizer, split.test.target, seq_len=40, stride=20)
+    source = record["methods"]["source (own tokenizer)"]
+    assert source["init"] == dev.bits_per_byte != test.bits_per_byte and record["eval_split"] == "dev"
+    # The training curve is scored on the dev books too: its first trained point is a dev figure.
+    trained = json.loads((tmp_path / "work" / "xx" / "trained-trans-tokenization" / "transtok" /
+                          "finetune.json").read_text())
+    assert trained["config"]["eval"][0].endswith("dev.txt") and trained["config"]["join"] == "eos"
+    assert "dev books" in bench.write_outputs([record], args) and "joined by eos" in (tmp_path / "out" /
+                                                                                         "results.md").read_text()
 
 
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
