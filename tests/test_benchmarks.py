@@ -213,6 +213,27 @@ def test_eval_split_dev_scores_and_trains_against_the_dev_books(tmp_path):
                                                                                          "results.md").read_text()
 
 
+def test_word_losses_charge_every_token_to_a_word_and_add_up_to_the_perplexity(tmp_path):
+    import math
+
+    from transtok.evaluate import evaluate_perplexity
+    from transtok.pipeline import load_model
+
+    words = factories.benchmark("word_losses")
+    assert words.word_index("  ab c\n de  ") == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    model, tokenizer = load_model(str(tmp_path / "source"))
+    text = "\n".join(split.dev.target)
+    ids, offsets, nats = words.token_losses(model, tokenizer, text, seq_len=40, stride=10)
+    expected = evaluate_perplexity(model, tokenizer, split.dev.target, seq_len=40, stride=10)
+    assert len(ids) == expected.tokens and not any(math.isnan(n) for n in nats)
+    bits = words.word_bits(text, offsets, nats)
+    assert len(bits) == len(words.words_of(text)) == len(text.split())
+    assert math.isclose(sum(bits), expected.nll_bits, rel_tol=1e-4)
+    assert "".join(words.words_of(text)) == text
+
+
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
