@@ -141,10 +141,11 @@ def bible_split(lang: str, work: Path, dev_books=DEV_BOOKS):
 
 
 def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None = None, aligner=None,
-             steps: dict | None = None, with_counts: bool = True):
+             steps: dict | None = None, with_counts: bool = True, draw: int = 0):
     """The target tokenizer and alignment counts of ``lang`` (None without ``with_counts``), cached under
     ``--work/LANG/cache`` by (vocabulary size, aligner): the ablation and reruns with other seeds or budgets
-    reuse them. eflomal samples from system entropy, so a cache is one draw of its counts."""
+    reuse them. eflomal samples from system entropy, so a cache is one draw of its counts; ``draw`` > 0
+    caches another draw beside it (how far two draws differ)."""
     from transformers import AutoTokenizer
 
     from transtok.tokenizer import train_tokenizer as train
@@ -155,6 +156,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
                             else f"-{aligner.symmetrization}")
     if getattr(args, "segmenter", None) not in (None, "none"):
         label += f"-{args.segmenter}"
+    if draw:
+        label += f"-draw{draw}"
     steps = {} if steps is None else steps
     words = getattr(args, "tokenizer_segmenter", "none")
     root = Path(args.work) / lang / "cache" / (f"vocab{vocab_size}" + ("" if words == "none" else f"-words-{words}"))

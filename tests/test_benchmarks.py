@@ -256,6 +256,15 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
                                  "--reuse"])
     more = {(r["setting"], r["stride"]): r for r in ablation.run_language("xx", again, tmp_path / "source", split, rows)}
     assert more[("defaults", 10)] is settings[("defaults", 10)] and ("FVT", 10) in more
+    # Another draw of an aligner is cached beside the first, not over it.
+    from transformers import AutoTokenizer
+
+    source_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "source")
+    _, first = bench.prepared("xx", split, source_tokenizer, args)
+    _, second = bench.prepared("xx", split, source_tokenizer, args, draw=1)
+    cache = sorted(p.name for p in (tmp_path / "work" / "xx" / "cache" / "vocab300").glob("align-*"))
+    assert cache == ["align-fast_align-auto", "align-fast_align-auto-draw1", "align-fast_align-intersection-auto"]
+    assert second.stats["links"] == first.stats["links"], "fast_align is deterministic: the same links again"
 
 
 def test_segmentation_benchmark_runs_on_a_tiny_model(tmp_path):
