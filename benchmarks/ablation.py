@@ -7,6 +7,7 @@ Revelation. One setting is changed at a time from the defaults of MappingConfig:
   * mapping-only settings (top-k, sharpen, confidence, copy prior) reuse the alignment counts;
   * the aligner and its symmetrization, and the vocabulary size, re-align (tokenizers and counts are
     cached under --work, shared with init_methods.py);
+  * the unigram prior of the LM head (transtok.calibration, from the training books' target side);
   * FOCUS's fastText min_count (its rows seen less often fall back to the mean row) and FVT as references;
   * --strides also scores the source model and the default mapping with other evaluation strides;
   * --tokenizer-segmenter trains the new tokenizers with merges bounded by a segmenter's words in text written
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import init_methods as bench  # noqa: E402
 from transtok.align import EflomalAligner, FastAlignAligner  # noqa: E402
+from transtok.calibration import apply_unigram_prior  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
@@ -101,11 +103,13 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
         score(source_model, source_tokenizer, "source model, own tokenizer", "reference", stride)
 
     def mapped(target_tokenizer, counts, config: MappingConfig, setting: str, group: str,
-               focus: FocusConfig | None = None, strides=()) -> None:
+               focus: FocusConfig | None = None, strides=(), prior: float = 0.0) -> None:
         mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config,
                                                  target_texts=split.train.target, focus=focus)
         model, _ = load_model(str(source_dir))
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+        if prior:  # from the training books' target side only
+            apply_unigram_prior(model, target_tokenizer, split.train.target, strength=prior)
         for stride in [args.stride, *strides]:
             score(model, target_tokenizer, setting, group, stride, fallback=report.provenance.get("fallback", 0),
                   provenance=report.provenance)
@@ -125,6 +129,13 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
         mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
     elif "fvt" in args.groups:
         mapped(target_tokenizer, None, MappingConfig(init="fvt"), "FVT", "reference")
+    if "prior" in args.groups:
+        for strength in args.priors:
+            mapped(target_tokenizer, counts, DEFAULTS, f"unigram prior {strength:g}", "prior", prior=strength)
+        if "fvt" in args.groups:
+            for strength in args.priors:
+                mapped(target_tokenizer, None, MappingConfig(init="fvt"), f"FVT, unigram prior {strength:g}",
+                       "reference", prior=strength)
     if "aligner" in args.groups:
         for name, aligner, draw in aligners(args.aligners):
             tokenizer, other_counts = bench.prepared(lang, split, source_tokenizer, args, aligner=aligner, draw=draw)
@@ -181,8 +192,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
     parser.add_argument("--groups", nargs="*", default=["mapping", "focus", "aligner", "vocab"],
-                        choices=["mapping", "focus", "aligner", "vocab", "fvt"],
-                        help="fvt: FVT as a reference (also part of focus)")
+                        choices=["mapping", "focus", "aligner", "vocab", "fvt", "prior"],
+                        help="fvt: FVT as a reference (also part of focus; with prior, FVT with each prior too); "
+                             "prior: the unigram prior of the head (transtok.calibration) at --priors")
+    parser.add_argument("--priors", type=float, nargs="*", default=[0.25, 0.5, 1.0],
+                        help="unigram prior strengths of the prior group")
     parser.add_argument("--settings", nargs="*", default=[],
                         help="only the mapping settings whose names start with these (default: all)")
     parser.add_argument("--vocab-size", type=int, default=16_000)

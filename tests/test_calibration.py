@@ -165,3 +165,68 @@ def test_offset_means_ignore_dropout_and_keep_the_training_mode(setup):
     model.train()
     assert torch.equal(language_offset(model, extended, english, target, 1.0).vector, reference)
     assert model.training
+
+
+# --- the unigram prior of a replaced vocabulary's head ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def replaced():
+    """A tiny tied llama transplanted to a cipher-language tokenizer, and the target training texts."""
+    pairs = factories.cipher_corpus(400, seed=5)
+    source = factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=300)
+    target = factories.byte_level_tokenizer([t for _, t in pairs], vocab_size=280)
+    counts = align(ParallelCorpus.from_pairs(pairs), source, target, aligner="fast_align")
+    mapping, _ = mapping_from_alignment(source, target, counts)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    transplant(model, mapping, target, source_tokenizer=source)
+    return model, target, [t for _, t in pairs]
+
+
+def _unigram_gap(model, tokenizer, texts) -> float:
+    """KL(target text's token frequencies || the model's mean prediction on the texts), nats."""
+    from transtok.calibration import PRIOR_SMOOTHING, mean_prediction
+
+    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+    counts = torch.bincount(torch.tensor(ids), minlength=len(tokenizer))[:len(tokenizer)].double()
+    f = (counts + PRIOR_SMOOTHING) / (counts.sum() + PRIOR_SMOOTHING * len(tokenizer))
+    q, _, _ = mean_prediction(model, tokenizer, texts)
+    return float((f * (f.log() - q.log())).sum())
+
+
+def test_unigram_prior_unties_moves_only_head_rows_and_fits_the_token_frequencies(replaced):
+    from transtok.calibration import apply_unigram_prior, mean_prediction
+
+    model, tokenizer, texts = replaced
+    model = copy.deepcopy(model)
+    assert is_tied(model)
+    inputs_before = model.get_input_embeddings().weight.detach().clone()
+    head_before = model.get_output_embeddings().weight.detach().clone()
+    gap_before = _unigram_gap(model, tokenizer, texts)
+    q, mean_h, positions = mean_prediction(model, tokenizer, texts[:50])
+    assert abs(float(q.sum()) - 1) < 1e-6 and positions > 0 and mean_h.shape == (head_before.shape[1],)
+
+    prior = apply_unigram_prior(model, tokenizer, texts, strength=1.0, sample=len(texts))
+    assert not is_tied(model) and not model.config.tie_word_embeddings
+    assert torch.equal(model.get_input_embeddings().weight, inputs_before), "the inputs do not move"
+    head = model.get_output_embeddings().weight.detach()
+    assert not torch.equal(head[:len(tokenizer)], head_before[:len(tokenizer)])
+    assert torch.equal(head[len(tokenizer):], head_before[len(tokenizer):]), "padding rows stay"
+    # v has mean(h)·v = 1: b_t is each logit's change on average; the model's marginal moves to the text's.
+    assert float(mean_h.new_tensor(prior.vector) @ mean_prediction(copy.deepcopy(replaced[0]), tokenizer,
+                                                                   texts)[1]) == pytest.approx(1.0, rel=1e-6)
+    assert prior.bias.abs().max() <= 5.0 + 1e-9
+    assert _unigram_gap(model, tokenizer, texts) < 0.7 * gap_before
+
+
+def test_unigram_prior_zero_changes_nothing_and_bad_strengths_are_config_errors(replaced):
+    from transtok.calibration import apply_unigram_prior, check_prior
+
+    model, tokenizer, texts = replaced
+    model = copy.deepcopy(model)
+    logits = model(input_ids=torch.tensor([[1, 2, 3]])).logits
+    apply_unigram_prior(model, tokenizer, texts, strength=0.0, sample=20)
+    assert torch.allclose(model(input_ids=torch.tensor([[1, 2, 3]])).logits, logits, atol=1e-6)
+    for bad in (-1, float("nan"), True, "0.5"):
+        with pytest.raises(ConfigError, match="--unigram-prior"):
+            check_prior(bad)
+    with pytest.raises(Exception, match="blank"):
+        apply_unigram_prior(model, tokenizer, ["", " "], strength=0.5)

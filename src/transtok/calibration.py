@@ -193,3 +193,131 @@ def log_offset(offset: LanguageOffset, rows: int) -> None:
                 f"{rows:,}", offset.delta, r["vector_norm"], r["source_shift_mean"], r["source_shift_std"],
                 f"{r['source_positions']:,}", r["target_shift_mean"], r["target_shift_std"],
                 f"{r['target_positions']:,}")
+
+
+# --- Unigram prior of a transferred model's LM head -------------------------------------------------------------
+DEFAULT_PRIOR = 0.5
+"""Strength of the unigram prior (0 = off); chosen on the dev books (benchmarks/results/calibration)."""
+DEFAULT_PRIOR_TEXTS = 1024
+"""Target-language training texts sampled (seed :data:`DEFAULT_SEED`) for the model's mean prediction."""
+PRIOR_SMOOTHING = 0.5
+"""Add-k smoothing of the target token counts (tokens unseen in the text still get a finite prior)."""
+PRIOR_CLIP = 5.0
+"""The largest logit change in nats, either way (a token seen once should not jump by 10 nats)."""
+
+
+@dataclass
+class UnigramPrior:
+    """The per-token logit changes and the direction they are added along (float64)."""
+
+    strength: float
+    bias: torch.Tensor
+    """(V,) b: nats added, on average over target-language contexts, to each token's logit."""
+    vector: torch.Tensor
+    """(d,) v with mean(h)·v = 1, so that adding b_t·v to head row t adds b_t to its logit on average."""
+    positions: int
+    texts: int
+
+    def report(self) -> dict:
+        return {"strength": self.strength, "positions": self.positions, "texts": self.texts,
+                "bias_mean_abs": float(self.bias.abs().mean()), "bias_min": float(self.bias.min()),
+                "bias_max": float(self.bias.max())}
+
+
+def check_prior(strength: float) -> float:
+    """``strength`` as a float, or a :class:`ConfigError` when it is not a finite number >= 0."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
+            or strength < 0:
+        raise ConfigError(f"--unigram-prior must be a finite number >= 0 (0 turns it off), got {strength!r}")
+    return float(strength)
+
+
+def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
+                    batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The model's mean next-token distribution (V,) over the first ``len(tokenizer)`` ids, the mean LM-head
+    input (d,), both float64, and the number of positions, over ``texts`` read as evaluation reads them
+    (joined with newlines, windows of ``seq_len`` after a bos/eos prefix; positions that predict a text token)."""
+    import torch
+
+    from transtok.evaluate import _prefix_id, eval_seq_len
+
+    text = "\n".join(texts)
+    if not text.strip():
+        raise DataError("the unigram prior needs target-language text; the sample is empty")
+    seq_len = seq_len or eval_seq_len(model)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix, vocab = _prefix_id(tokenizer), len(tokenizer)
+    windows = [[prefix, *ids[start:start + seq_len]] for start in range(0, len(ids), seq_len)]
+    head = model.get_output_embeddings()
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
+    probs = states = None
+    count = 0
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for length in sorted({len(w) for w in windows}, reverse=True):
+                same = [w for w in windows if len(w) == length]
+                for start in range(0, len(same), batch_size):
+                    batch = torch.tensor(same[start:start + batch_size], device=device)
+                    captured.clear()
+                    logits = model(input_ids=batch).logits[:, :-1, :vocab]
+                    p = torch.softmax(logits.float(), dim=-1).double().sum((0, 1)).cpu()
+                    h = captured[-1][:, :-1].double().sum((0, 1)).cpu()
+                    probs = p if probs is None else probs + p
+                    states = h if states is None else states + h
+                    count += logits.shape[0] * logits.shape[1]
+    finally:
+        hook.remove()
+        model.train(training)
+    return probs / count, states / count, count
+
+
+def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
+                  sample: int = DEFAULT_PRIOR_TEXTS, seed: int = DEFAULT_SEED,
+                  seq_len: int | None = None) -> UnigramPrior:
+    """Per-token logit changes that move the model's mean prediction towards the target text's unigram
+    distribution: b = strength · clip(log f − log q, ±PRIOR_CLIP), f = smoothed token frequencies of all
+    ``texts``, q = the model's mean next-token distribution on ``sample`` of them. A transferred row
+    averages source rows of other frequencies (Arabic من from *from*, *of*, *the*; a word piece from its
+    spelling), so the new vocabulary's marginal is off; this is one step of fitting it."""
+    import torch
+
+    strength = check_prior(strength)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError("the unigram prior needs target-language text; every line is blank")
+    vocab = len(tokenizer)
+    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+    counts = torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab)[:vocab].double()
+    frequency = (counts + PRIOR_SMOOTHING) / (counts.sum() + PRIOR_SMOOTHING * vocab)
+    picked = sorted(random.Random(seed).sample(range(len(texts)), min(sample, len(texts))))
+    logger.info("unigram prior: token frequencies of %s texts (%s tokens), the model's mean prediction on %s of them",
+                f"{len(texts):,}", f"{len(ids):,}", f"{len(picked):,}")
+    mean_p, mean_h, positions = mean_prediction(model, tokenizer, [texts[i] for i in picked], seq_len=seq_len)
+    bias = strength * (frequency.log() - mean_p.clamp_min(1e-30).log()).clamp(-PRIOR_CLIP, PRIOR_CLIP)
+    return UnigramPrior(strength, bias, mean_h / (mean_h @ mean_h), positions, len(picked))
+
+
+def apply_unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
+                        sample: int = DEFAULT_PRIOR_TEXTS) -> UnigramPrior:
+    """Compute the prior on ``model`` and add b_t·v to LM-head row t for every token of ``tokenizer``
+    (in place; padding rows untouched). A tied head is untied first (its rows are also the input
+    embeddings, which the prior must not move): +V·d parameters."""
+    import torch
+
+    from transtok.surgery import untie_head
+
+    untie_head(model)
+    prior = unigram_prior(model, tokenizer, texts, strength=strength, sample=sample)
+    head = model.get_output_embeddings().weight
+    vocab = len(tokenizer)
+    with torch.no_grad():
+        change = prior.bias[:, None] * prior.vector[None, :]  # (V, d) float64
+        head[:vocab] = (head[:vocab].double() + change.to(head.device)).to(head.dtype)
+    r = prior.report()
+    logger.info("unigram prior (strength %.2f) on %s head rows: logits move by %.3f nats on average (|b|), "
+                "from %.2f to %.2f", strength, f"{vocab:,}", r["bias_mean_abs"], r["bias_min"], r["bias_max"])
+    return prior

@@ -153,6 +153,22 @@ def untie_config(config) -> None:
         text_config.tie_word_embeddings = False
 
 
+def untie_head(model) -> bool:
+    """Give a tied LM head its own parameter, a copy of the input rows, in place; False when it was not tied."""
+    if not is_tied(model):
+        return False
+    inputs, outputs = embedding_pair(model)
+    untie_config(model.config)
+    with torch.no_grad():
+        outputs.weight = torch.nn.Parameter(inputs.weight.detach().clone(), requires_grad=inputs.weight.requires_grad)
+    if is_tied(model):
+        raise ArchitectureError(f"{type(model).__name__}: the LM head is still tied after untying; please report "
+                                "this model class")
+    logger.info("untied the LM head: +%s parameters (%s rows x %d)", f"{outputs.weight.numel():,}",
+                f"{outputs.weight.shape[0]:,}", outputs.weight.shape[1])
+    return True
+
+
 def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokenizer=None):
     """Give ``model`` the target vocabulary, in place, and return it.
 
