@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+from transtok.calibration import apply_unigram_prior  # noqa: E402
 from transtok.assets import DEV_BOOKS, parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
 from transtok.align import AlignmentCounts, align, get_aligner  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
@@ -184,8 +185,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
 # Settings a finished training depends on: --trained-from reuses trainings only from a run with all of them equal.
 TRAINING_SETTINGS = ("vocab_size", "aligner", "segmenter", "tokenizer_segmenter", "stride", "eval_seq_len",
                      "focus_min_count", "seed", "budget", "budget_bytes", "seq_len", "batch_size", "lr", "warmup",
-                     "join", "no_dev", "eval_split")
-OLDER_DEFAULTS = {"no_dev": False, "eval_split": "test"}  # settings that results files written before them lack
+                     "join", "no_dev", "eval_split", "unigram_prior")
+OLDER_DEFAULTS = {"no_dev": False, "eval_split": "test", "unigram_prior": 0.0}  # settings that results files written before them lack
 
 
 def previous_trainings(args, lang: str) -> tuple[dict, dict[str, dict]]:
@@ -220,7 +221,8 @@ def previous_inits(args, lang: str) -> dict[str, dict]:
     if (getattr(old, "stride", None), getattr(old, "eval_seq_len", None), getattr(old, "eval_split", "test")) != \
             (args.stride, args.eval_seq_len, args.eval_split):
         raise SystemExit(f"--init-from {args.init_from}: another evaluation protocol or split; score the models again")
-    same_tokenizer = (old.vocab_size, old.aligner) == (args.vocab_size, args.aligner)
+    same_tokenizer = (old.vocab_size, old.aligner, getattr(old, "unigram_prior", 0.0)) == \
+        (args.vocab_size, args.aligner, getattr(args, "unigram_prior", 0.0))
     out = {}
     for record in saved["results"]:
         if record["lang"] != lang:
@@ -335,6 +337,9 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         with measured(steps, f"transplant_{method}"):
             model, _ = load_model(str(source_dir))
             transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+            if args.unigram_prior:  # from the training books' target side only; every method gets it
+                entry["unigram_prior"] = apply_unigram_prior(model, target_tokenizer, split.train.target,
+                                                             strength=args.unigram_prior).report()
             model_dir = work / f"init-{method}"
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)
@@ -371,7 +376,9 @@ def markdown(results: list[dict], args) -> str:
     lines = [f"# Initialisation methods (SmolLM2-135M-Instruct Q4_1 GGUF, dequantised; {scored})",
              "", f"Bits per byte, lower is better: {protocol}. Budget: {budget}; embeddings + LM head only, "
              f"seq {args.seq_len}, batch {args.batch_size}, lr {args.lr}, lines joined by {args.join}, "
-             f"seed {args.seed}.", ""]
+             f"seed {args.seed}." + (f" Every mapped method's head has the unigram prior of strength "
+                                     f"{args.unigram_prior:g} (transtok.calibration)."
+                                     if getattr(args, "unigram_prior", 0) else ""), ""]
     for record in results:
         f = record["fertility"]
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
@@ -481,6 +488,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/results/init_methods")
     parser.add_argument("--init-from", metavar="RESULTS_JSON",
                         help="reuse the init figures of an earlier run on the same split, tokenizer cache and protocol")
+    parser.add_argument("--unigram-prior", type=float, default=0.0, metavar="S",
+                        help="give every mapped method's head the unigram prior of strength S "
+                             "(transtok.calibration; from the training books' target side; 0 = off)")
     parser.add_argument("--eval-split", default="test", choices=["test", "dev"],
                         help="score on the held-out books (test, default) or on the dev books, where training "
                              "settings such as --join are chosen")

@@ -234,6 +234,23 @@ def test_word_losses_charge_every_token_to_a_word_and_add_up_to_the_perplexity(t
     assert "".join(words.words_of(text)) == text
 
 
+def test_unigram_prior_applies_to_every_mapped_method_and_is_not_reused_across_strengths(tmp_path):
+    bench = load_benchmark()
+    split = tiny_setup(tmp_path, bench)
+    common = ["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--eval-seq-len", "40", "--stride",
+              "20", "--budget", "0", "--work", str(tmp_path / "work"), "--methods", "trans-tokenization", "fvt"]
+    plain_args = bench.parse_args(common + ["--out", str(tmp_path / "plain")])
+    plain = bench.run_language("xx", plain_args, tmp_path / "source", split)
+    bench.write_outputs([plain], plain_args)
+    prior = bench.run_language("xx", bench.parse_args(common + ["--unigram-prior", "1", "--init-from",
+                                                                str(tmp_path / "plain" / "results.json")]),
+                               tmp_path / "source", split)["methods"]
+    for method in ("trans-tokenization", "fvt"):
+        assert prior[method]["unigram_prior"]["strength"] == 1.0
+        assert prior[method]["init"] != plain["methods"][method]["init"], "scored again, not reused"
+    assert prior["source (own tokenizer)"]["init"] == plain["methods"]["source (own tokenizer)"]["init"]
+
+
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)

@@ -54,6 +54,30 @@ def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys)
     assert not [p for p in workspace.iterdir() if ".partial-" in p.name]
 
 
+def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
+    plain, prior = workspace / "transfer", workspace / "transfer-prior"
+    if not plain.exists():
+        pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
+    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-tokenizer", plain, "--aligner", "fast_align", "--unigram-prior", 1,
+               "--output", prior) == 0
+    a, b = AutoModelForCausalLM.from_pretrained(plain), AutoModelForCausalLM.from_pretrained(prior)
+    assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
+    assert not torch.equal(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
+    record = json.loads((prior / "transtok/unigram_prior.json").read_text())
+    assert record["strength"] == 1.0 and record["positions"] > 0
+    assert json.loads((prior / "transtok/config.json").read_text())["unigram_prior"] == 1.0
+    # Bad strengths and the wrong mode are one-line errors, exit 2, nothing written.
+    for extra in (["--unigram-prior", -1], ["--unigram-prior", "nan"], ["--mode", "extend", "--new-tokens", 20,
+                                                                        "--unigram-prior", 0.5]):
+        out = workspace / "prior-bad"
+        args = ["transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+                "--aligner", "fast_align", "--output", out, *extra]
+        if "--mode" not in extra:
+            args += ["--target-tokenizer", plain]
+        assert run(*args) == 2 and not out.exists()
+
+
 def test_step_by_step_equals_transfer_and_is_deterministic(workspace):
     tokenizer_dir = workspace / "transfer"  # the tokenizer written by the transfer test
     if not tokenizer_dir.exists():

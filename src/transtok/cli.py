@@ -281,6 +281,9 @@ def _add_transfer(sub) -> None:
     p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
     _add_mapping_options(p)
     _add_offset_options(p, default="1.0 with --mode extend, 0 with --tied-head")
+    p.add_argument("--unigram-prior", type=float, default=0.0, metavar="S",
+                   help="--mode replace: move each LM-head row's logit towards the parallel corpus's target-side token "
+                        "frequencies, strength S (1 = one full step; unties a tied head; 0 = off, the default)")
     _add_output(p)
     p.set_defaults(func=_run_transfer)
 
@@ -294,7 +297,7 @@ def _run_transfer(args) -> int:
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
         mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, segmenter=args.segmenter,
         mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
-        new_token_offset=args.new_token_offset,
+        new_token_offset=args.new_token_offset, unigram_prior=args.unigram_prior,
         **({} if args.offset_pairs is None else {"offset_pairs": args.offset_pairs}), max_pairs=args.max_pairs,
         dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
     r = result.report

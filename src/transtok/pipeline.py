@@ -337,6 +337,9 @@ class TransferConfig:
     (:mod:`transtok.calibration`); None: :data:`~transtok.calibration.DEFAULT_OFFSET`, 0: none."""
     offset_pairs: int = DEFAULT_PAIRS
     """Pairs of the (cleaned) parallel corpus sampled for the offset."""
+    unigram_prior: float = 0.0
+    """--mode replace: strength of the head's unigram prior from the parallel corpus's target side
+    (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); 0: none."""
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
     the parallel corpus's target side)."""
@@ -354,7 +357,12 @@ class TransferConfig:
             raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
         if self.offset_pairs < 1:
             raise ConfigError(f"--offset-pairs must be a positive number of pairs, got {self.offset_pairs}")
+        from transtok.calibration import check_prior
+        check_prior(self.unigram_prior)
         if self.mode == "extend":
+            if self.unigram_prior:
+                raise ConfigError("--unigram-prior is for --mode replace (it moves every head row; an extended model "
+                                  "keeps its source rows and has --new-token-offset); drop it, or use --mode replace")
             resolve_offset(self.new_token_offset, head_rows=not self.mapping.tied_head)
             if self.target_tokenizer is None and (self.new_tokens is None or self.new_tokens <= 0):
                 raise ConfigError(f"--mode extend needs a positive --new-tokens N (tokens added to the source "
@@ -457,6 +465,14 @@ def transfer(config: TransferConfig) -> TransferResult:
         offset["pairs"] = len(sample[0])
         seconds["offset"] = time.perf_counter() - clock
 
+    prior = None
+    if config.unigram_prior and not extended:
+        from transtok.calibration import apply_unigram_prior
+
+        clock = time.perf_counter()
+        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=config.unigram_prior).report()
+        seconds["prior"] = time.perf_counter() - clock
+
     clock = time.perf_counter()
     logger.info("writing the model (%s parameters) and its provenance to %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", config.output)
@@ -472,6 +488,8 @@ def transfer(config: TransferConfig) -> TransferResult:
             write_json(provenance / "extension.json", extension)
         if offset is not None:
             write_json(provenance / "offset.json", offset)
+        if prior is not None:
+            write_json(provenance / "unigram_prior.json", prior)
         resolved = asdict(config)
         resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
         resolved["new_token_offset"] = delta
