@@ -7,6 +7,7 @@ benchmarks/results/tables.md:
   * every language at init (held-out bits per byte, sliding windows);
   * block vs sliding-window protocol, where a run recorded both;
   * after the budget: equal training tokens (compute) and equal training bytes (data), mean ± std over seeds;
+  * the unigram prior of the head at init (benchmarks/results/init_prior_<lang>/), with and without;
   * zero-shot translation (benchmarks/results/translation/translation.json), chrF and BLEU per system.
 
     python benchmarks/tables.py --readme README.md      # also fills the README's generated blocks
@@ -125,6 +126,25 @@ def after_table(records) -> list[str]:
     return lines
 
 
+def prior_table(inits, priors) -> list[str]:
+    """Held-out bits per byte at init with and without the unigram prior of the head, per language: the
+    plain figures from init_<lang>, the prior's from init_prior_<lang> (same split, tokenizer cache, protocol)."""
+    plain = {r["lang"]: r for _, r in inits}
+    lines = ["| language | source model | trans-tokenization | **+ unigram prior** | FVT | FVT + unigram prior |",
+             "|---|---|---|---|---|---|"]
+    for _, r in priors:
+        base = plain.get(r["lang"], {}).get("methods", {})
+
+        def cell(methods, name):
+            value = methods.get(name, {}).get("init")
+            return "-" if value is None else f"{value:.3f}"
+
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} | {cell(r['methods'], 'source (own tokenizer)')} | "
+                     f"{cell(base, 'trans-tokenization')} | {cell(r['methods'], 'trans-tokenization')} | "
+                     f"{cell(base, 'fvt')} | {cell(r['methods'], 'fvt')} |")
+    return lines
+
+
 SYSTEMS = {"a_source_model": "(a) source model, its own tokenizer",
            "b_hydra_mapped": "(b) Hydra, target vocabulary from the mapping (untrained)",
            "c_hydra_trained": "(c) Hydra, target vocabulary trained"}
@@ -190,6 +210,14 @@ def sections() -> dict[str, list[str]]:
                  "then reads more text). Equal bytes: the source model trains on as many bytes of text as the new "
                  "tokenizer's budget covers (equal data).", "", *after_table(afters), ""]
     out = {"tables": text}
+    priors = load("init_prior_??/results.json")
+    if priors:
+        priors.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
+        strength = {pr[1]["args"]["unigram_prior"] for pr in priors}
+        out["prior"] = [
+            f"Held-out bits per byte at init with the unigram prior of strength {', '.join(f'{s:g}' for s in strength)} "
+            "on the head of every mapped method (from the training books' target side; the same split, tokenizers "
+            "and windows as the table above):", "", *prior_table(inits, priors), ""]
     translation = RESULTS / "translation" / "translation.json"
     if translation.is_file():
         saved = json.loads(translation.read_text())

@@ -116,6 +116,14 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     assert any("gap (source − trans-tokenization)" in line for line in protocol) and "block (512)" not in protocol[0]
     after = tables.after_table(tables.load("after_*_seed*/results.json"))
     assert after[-1].startswith("| xx | 300 | 0, 0 |") and " ± 0.000" in after[-1]
+    with_prior = json.loads(json.dumps(first))
+    with_prior["args"]["unigram_prior"] = 1.0
+    with_prior["results"][0]["methods"]["trans-tokenization"]["init"] = 0.123
+    (tmp_path / "results" / "init_prior_xx").mkdir()
+    (tmp_path / "results" / "init_prior_xx" / "results.json").write_text(json.dumps(with_prior))
+    blocks = tables.sections()
+    assert blocks["prior"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} | "
+                                   f"{tt['init']:.3f} | 0.123 | - | - |") and "strength 1 " in blocks["prior"][0]
 
 
 def test_reuse_trained_reads_back_finished_trainings_with_the_same_settings(tmp_path, monkeypatch):
