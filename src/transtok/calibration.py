@@ -93,28 +93,26 @@ def sample_pairs(source: Sequence[str], target: Sequence[str], n: int = DEFAULT_
     return [source[i] for i in keep], [target[i] for i in keep]
 
 
-def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
-                        batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean (d,) and second moment (d, d), float64, of the LM head's input over ``texts``, and the
-    number of positions. Texts are read as :func:`transtok.evaluate.evaluate_perplexity` reads them
-    (joined with newlines, no special tokens, windows of ``seq_len`` after a bos/eos prefix); the
-    positions are those that predict a text token."""
+def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None, batch_size: int, empty: str):
+    """Yield ``(logits, head_inputs)`` of each batch of ``texts`` read as
+    :func:`transtok.evaluate.evaluate_perplexity` reads them (joined with newlines, no special tokens, windows of
+    ``seq_len`` after a bos/eos prefix), cut to the positions that predict a text token (the last position of
+    a window predicts the token after it); eval mode, no gradients, the training mode restored after.
+    ``empty``: the DataError message when the texts are blank."""
     import torch
 
     from transtok.evaluate import _prefix_id, eval_seq_len
 
     text = "\n".join(texts)
     if not text.strip():
-        raise DataError("the offset sample is empty; give parallel text with non-blank lines on both sides")
+        raise DataError(empty)
     seq_len = seq_len or eval_seq_len(model)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     prefix = _prefix_id(tokenizer)
     windows = [[prefix, *ids[start:start + seq_len]] for start in range(0, len(ids), seq_len)]
-    head = model.get_output_embeddings()
     captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
-    total = second = None
-    count = 0
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: captured.append(args[0].detach()))
     device = next(model.parameters()).device
     training = model.training
     model.eval()  # no dropout in the means
@@ -123,17 +121,29 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
             for length in sorted({len(w) for w in windows}, reverse=True):
                 same = [w for w in windows if len(w) == length]
                 for start in range(0, len(same), batch_size):
-                    batch = torch.tensor(same[start:start + batch_size], device=device)
                     captured.clear()
-                    model(input_ids=batch)
-                    # the last position predicts the token after the window: not a scored context
-                    states = captured[-1][:, :-1].reshape(-1, captured[-1].shape[-1]).double().cpu()
-                    total = states.sum(0) if total is None else total + states.sum(0)
-                    second = states.T @ states if second is None else second + states.T @ states
-                    count += states.shape[0]
+                    logits = model(input_ids=torch.tensor(same[start:start + batch_size], device=device)).logits
+                    yield logits[:, :-1], captured[-1][:, :-1]
     finally:
         hook.remove()
         model.train(training)
+
+
+def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
+                        batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean (d,) and second moment (d, d), float64, of the LM head's input over ``texts``, and the
+    number of positions. Texts are read as :func:`transtok.evaluate.evaluate_perplexity` reads them
+    (joined with newlines, no special tokens, windows of ``seq_len`` after a bos/eos prefix); the
+    positions are those that predict a text token."""
+    total = second = None
+    count = 0
+    for _, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
+                                  empty="the offset sample is empty; give parallel text with non-blank lines on "
+                                        "both sides"):
+        states = inputs.reshape(-1, inputs.shape[-1]).double().cpu()
+        total = states.sum(0) if total is None else total + states.sum(0)
+        second = states.T @ states if second is None else second + states.T @ states
+        count += states.shape[0]
     return total / count, second / count, count
 
 
@@ -239,39 +249,15 @@ def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | No
     (joined with newlines, windows of ``seq_len`` after a bos/eos prefix; positions that predict a text token)."""
     import torch
 
-    from transtok.evaluate import _prefix_id, eval_seq_len
-
-    text = "\n".join(texts)
-    if not text.strip():
-        raise DataError("the unigram prior needs target-language text; the sample is empty")
-    seq_len = seq_len or eval_seq_len(model)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    prefix, vocab = _prefix_id(tokenizer), len(tokenizer)
-    windows = [[prefix, *ids[start:start + seq_len]] for start in range(0, len(ids), seq_len)]
-    head = model.get_output_embeddings()
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
     probs = states = None
     count = 0
-    device = next(model.parameters()).device
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for length in sorted({len(w) for w in windows}, reverse=True):
-                same = [w for w in windows if len(w) == length]
-                for start in range(0, len(same), batch_size):
-                    batch = torch.tensor(same[start:start + batch_size], device=device)
-                    captured.clear()
-                    logits = model(input_ids=batch).logits[:, :-1, :vocab]
-                    p = torch.softmax(logits.float(), dim=-1).double().sum((0, 1)).cpu()
-                    h = captured[-1][:, :-1].double().sum((0, 1)).cpu()
-                    probs = p if probs is None else probs + p
-                    states = h if states is None else states + h
-                    count += logits.shape[0] * logits.shape[1]
-    finally:
-        hook.remove()
-        model.train(training)
+    for logits, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
+                                       empty="the unigram prior needs target-language text; the sample is empty"):
+        p = torch.softmax(logits[..., :len(tokenizer)].float(), dim=-1).double().sum((0, 1)).cpu()
+        h = inputs.double().sum((0, 1)).cpu()
+        probs = p if probs is None else probs + p
+        states = h if states is None else states + h
+        count += logits.shape[0] * logits.shape[1]
     return probs / count, states / count, count
 
 
