@@ -217,7 +217,7 @@ def sections() -> dict[str, list[str]]:
         out["prior"] = [
             f"Held-out bits per byte at init with the unigram prior of strength {', '.join(f'{s:g}' for s in strength)} "
             "on the head of every mapped method (from the training books' target side; the same split, tokenizers "
-            "and windows as the table above):", "", *prior_table(inits, priors), ""]
+            "and windows as the six-language table):", "", *prior_table(inits, priors), ""]
     translation = RESULTS / "translation" / "translation.json"
     if translation.is_file():
         saved = json.loads(translation.read_text())
