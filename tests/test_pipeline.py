@@ -76,6 +76,17 @@ def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
         if "--mode" not in extra:
             args += ["--target-tokenizer", plain]
         assert run(*args) == 2 and not out.exists()
+    # A --target-tokenizer that extends the source is caught too (replace mode would detect and keep the rows).
+    from transtok.extension import extend_tokenizer
+
+    source = AutoTokenizer.from_pretrained(workspace / "source")
+    extended, _ = extend_tokenizer([line.split("\t")[1] for line in (workspace / "pairs.tsv").read_text().splitlines()],
+                                   source, 20)
+    extended.save_pretrained(workspace / "extended-tokenizer")
+    out = workspace / "prior-extended"
+    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-tokenizer", workspace / "extended-tokenizer", "--aligner", "fast_align",
+               "--unigram-prior", 1, "--output", out) == 2 and not out.exists()
 
 
 def test_step_by_step_equals_transfer_and_is_deterministic(workspace):

@@ -432,6 +432,9 @@ def transfer(config: TransferConfig) -> TransferResult:
         target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
     seconds["tokenizer"] = time.perf_counter() - clock
     extended = config.mode == "extend" or extends(source_tokenizer, target_tokenizer)
+    if extended and config.unigram_prior:  # a --target-tokenizer that extends the source: caught before aligning
+        raise ConfigError(f"--unigram-prior is for a replaced vocabulary, and --target-tokenizer "
+                          f"{config.target_tokenizer} extends the source's; drop --unigram-prior")
 
     clock = time.perf_counter()
     counts = None
@@ -466,7 +469,7 @@ def transfer(config: TransferConfig) -> TransferResult:
         seconds["offset"] = time.perf_counter() - clock
 
     prior = None
-    if config.unigram_prior and not extended:
+    if config.unigram_prior:
         from transtok.calibration import apply_unigram_prior
 
         clock = time.perf_counter()
