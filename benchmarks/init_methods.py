@@ -44,7 +44,7 @@ from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
 from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
-from transtok.surgery import transplant  # noqa: E402
+from transtok.surgery import transplant, untie_head  # noqa: E402
 
 logger = logging.getLogger("init_methods")
 
@@ -185,8 +185,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
 # Settings a finished training depends on: --trained-from reuses trainings only from a run with all of them equal.
 TRAINING_SETTINGS = ("vocab_size", "aligner", "segmenter", "tokenizer_segmenter", "stride", "eval_seq_len",
                      "focus_min_count", "seed", "budget", "budget_bytes", "seq_len", "batch_size", "lr", "warmup",
-                     "join", "no_dev", "eval_split", "unigram_prior")
-OLDER_DEFAULTS = {"no_dev": False, "eval_split": "test", "unigram_prior": 0.0}  # settings that results files written before them lack
+                     "join", "no_dev", "eval_split", "unigram_prior", "untie_head")
+OLDER_DEFAULTS = {"no_dev": False, "eval_split": "test", "unigram_prior": 0.0, "untie_head": False}  # settings that results files written before them lack
 
 
 def previous_trainings(args, lang: str) -> tuple[dict, dict[str, dict]]:
@@ -337,6 +337,8 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         with measured(steps, f"transplant_{method}"):
             model, _ = load_model(str(source_dir))
             transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+            if getattr(args, "untie_head", False):  # the prior's extra head parameters, without the prior
+                untie_head(model)
             if args.unigram_prior:  # from the training books' target side only; every method gets it
                 entry["unigram_prior"] = apply_unigram_prior(model, target_tokenizer, split.train.target,
                                                              strength=args.unigram_prior).report()
@@ -378,7 +380,9 @@ def markdown(results: list[dict], args) -> str:
              f"seq {args.seq_len}, batch {args.batch_size}, lr {args.lr}, lines joined by {args.join}, "
              f"seed {args.seed}." + (f" Every mapped method's head has the unigram prior of strength "
                                      f"{args.unigram_prior:g} (transtok.calibration)."
-                                     if getattr(args, "unigram_prior", 0) else ""), ""]
+                                     if getattr(args, "unigram_prior", 0) else "")
+             + (" Every mapped method's LM head is untied (its own trainable rows)."
+                if getattr(args, "untie_head", False) else ""), ""]
     for record in results:
         f = record["fertility"]
         lines += [f"## {record['lang']}: tokens per word {f['source']:.2f} (source) → {f['target']:.2f} (new)", "",
@@ -491,6 +495,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--unigram-prior", type=float, default=0.0, metavar="S",
                         help="give every mapped method's head the unigram prior of strength S "
                              "(transtok.calibration; from the training books' target side; 0 = off)")
+    parser.add_argument("--untie-head", action="store_true",
+                        help="give every mapped method's tied LM head its own trainable rows (what the unigram prior "
+                             "does to a tied head), to tell the prior's effect from the extra parameters'")
     parser.add_argument("--eval-split", default="test", choices=["test", "dev"],
                         help="score on the held-out books (test, default) or on the dev books, where training "
                              "settings such as --join are chosen")

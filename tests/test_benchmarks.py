@@ -242,7 +242,7 @@ def test_word_losses_charge_every_token_to_a_word_and_add_up_to_the_perplexity(t
     assert "".join(words.words_of(text)) == text
 
 
-def test_unigram_prior_applies_to_every_mapped_method_and_is_not_reused_across_strengths(tmp_path):
+def test_unigram_prior_and_untied_head_apply_to_every_mapped_method_and_are_not_reused_across_strengths(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
     common = ["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--eval-seq-len", "40", "--stride",
@@ -257,6 +257,17 @@ def test_unigram_prior_applies_to_every_mapped_method_and_is_not_reused_across_s
         assert prior[method]["unigram_prior"]["strength"] == 1.0
         assert prior[method]["init"] != plain["methods"][method]["init"], "scored again, not reused"
     assert prior["source (own tokenizer)"]["init"] == plain["methods"]["source (own tokenizer)"]["init"]
+    # --untie-head: the prior's extra head parameters without the prior; the same model, so the same figure.
+    from transtok.pipeline import load_model
+    from transtok.surgery import is_tied
+
+    untied = bench.run_language("xx", bench.parse_args(common + ["--untie-head"]), tmp_path / "source",
+                                split)["methods"]
+    for method in ("trans-tokenization", "fvt"):
+        assert abs(untied[method]["init"] - plain["methods"][method]["init"]) < 1e-6
+        assert "unigram_prior" not in untied[method]
+        assert not is_tied(load_model(str(tmp_path / "work" / "xx" / f"init-{method}"))[0])
+    assert is_tied(load_model(str(tmp_path / "source"))[0]), "the source model is tied: the flag is not a no-op"
 
 
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
