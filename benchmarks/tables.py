@@ -98,21 +98,28 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def after_table(records) -> list[str]:
+def after_table(records, priors=()) -> list[str]:
+    """One row per language of after_<lang>_seed<k> runs; with ``priors`` (prior_after_<lang>_seed<k> runs:
+    the same settings plus the unigram prior) a column of trans-tokenization with the prior."""
     by_lang: dict[str, list[dict]] = {}
     for path, r in records:
         by_lang.setdefault(r["lang"], []).append(r)
-    lines = ["| language | new vocabulary | seeds | budget | " + " | ".join(
-        ["source model, equal tokens", "source model, equal bytes", "**trans-tokenization**", "FVT", "FOCUS"]) + " |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    prior_runs: dict[str, list[dict]] = {}
+    for path, r in priors:
+        prior_runs.setdefault(r["lang"], []).append(r)
+    names = ["source model, equal tokens", "source model, equal bytes", "**trans-tokenization**"]
+    names += ["trans-tokenization + unigram prior"] if priors else []
+    lines = ["| language | new vocabulary | seeds | budget | " + " | ".join(names + ["FVT", "FOCUS"]) + " |",
+             "|---|---|---|---|" + "---|" * (len(names) + 2)]
     for lang, runs in by_lang.items():
-        def cell(name):
-            values = [r["methods"][name]["final"] for r in runs if r["methods"].get(name, {}).get("final")]
-            if not values:
+        def cell(name, runs=runs):
+            have = [r for r in runs if r["methods"].get(name, {}).get("final")]
+            if not have:
                 return "-"
-            n = "" if len(values) == len(runs) else f" (seed{'s' if len(values) > 1 else ''} "\
-                f"{', '.join(str(r['args']['seed']) for r in runs if r['methods'].get(name, {}).get('final'))})"
-            return mean_std(values) + n
+            seeds = [r["args"]["seed"] for r in have]
+            n = "" if seeds == [r["args"]["seed"] for r in by_lang[lang]] else \
+                f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+            return mean_std([r["methods"][name]["final"] for r in have]) + n
 
         first = runs[0]
         tt = first["methods"].get("trans-tokenization", {})
@@ -122,7 +129,9 @@ def after_table(records) -> list[str]:
         lines.append(f"| {LANGS.get(lang, lang)} | {vocabulary(first):,} | "
                      f"{', '.join(str(r['args']['seed']) for r in runs)} | {budget} | "
                      f"{cell('source (own tokenizer)')} | {cell('source (own tokenizer), equal bytes')}{src_b} | "
-                     f"{cell('trans-tokenization')} | {cell('fvt')} | {cell('focus')} |")
+                     f"{cell('trans-tokenization')} | "
+                     + (f"{cell('trans-tokenization', prior_runs.get(lang, []))} | " if priors else "")
+                     + f"{cell('fvt')} | {cell('focus')} |")
     return lines
 
 
@@ -194,8 +203,13 @@ def sections() -> dict[str, list[str]]:
     inits.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
     afters = load("after_*_seed*/results.json")
     fill_inits(inits, afters)
-    afters.sort(key=lambda pr: (order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99,
-                                int(re.search(r"seed(\d+)", str(pr[0])).group(1))))
+
+    def by_lang_seed(pr):
+        return (order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99,
+                int(re.search(r"seed(\d+)", str(pr[0])).group(1)))
+
+    afters.sort(key=by_lang_seed)
+    prior_afters = sorted(load("prior_after_*_seed*/results.json"), key=by_lang_seed)
     text = ["Held-out bits per byte (Jude + Revelation; lower is better) of SmolLM2-135M-Instruct (the Q4_1 GGUF, "
             "dequantised) transferred to each language, before any training; windows of 512 tokens moved by 128; "
             "'new vocabulary' = the size of the target tokenizer.",
@@ -208,7 +222,12 @@ def sections() -> dict[str, list[str]]:
         text += ["After the training budget (embeddings + LM head; mean ± std over seeds where there are several). "
                  "Equal tokens: every model trains on the same number of tokens (equal compute; the new tokenizer "
                  "then reads more text). Equal bytes: the source model trains on as many bytes of text as the new "
-                 "tokenizer's budget covers (equal data).", "", *after_table(afters), ""]
+                 "tokenizer's budget covers (equal data)."
+                 + (" With the unigram prior: trans-tokenization with the prior of strength "
+                    f"{', '.join(sorted({format(pr[1]['args']['unigram_prior'], 'g') for pr in prior_afters}))} "
+                    "on its head "
+                    "(benchmarks/results/prior_after_<lang>_seed<k>/; the same settings otherwise)."
+                    if prior_afters else ""), "", *after_table(afters, prior_afters), ""]
     out = {"tables": text}
     priors = load("init_prior_??/results.json")
     if priors:

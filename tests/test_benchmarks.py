@@ -124,6 +124,21 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     blocks = tables.sections()
     assert blocks["prior"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} | "
                                    f"{tt['init']:.3f} | 0.123 | - | - |") and "strength 1 " in blocks["prior"][0]
+    # An after-budget run with the prior (prior_after_<lang>_seed<k>) is a column of the after table, with its
+    # seeds named where they differ from the row's; without one the column is absent.
+    assert "unigram prior" not in "".join(line for line in blocks["tables"] if line.startswith("| language"))
+    with_prior["results"][0]["methods"]["trans-tokenization"]["final"] = 0.456
+    (tmp_path / "results" / "prior_after_xx_seed1").mkdir()
+    (tmp_path / "results" / "prior_after_xx_seed1" / "results.json").write_text(json.dumps(with_prior))
+    after = [line for line in tables.sections()["tables"] if line.startswith("| xx |")][-1].split(" | ")
+    header = next(line for line in tables.sections()["tables"] if "source model, equal tokens" in line).split(" | ")
+    assert after[header.index("trans-tokenization + unigram prior")] == "0.456 (seed 0)"
+    assert after[header.index("**trans-tokenization**")] == mean_std_of(first, "trans-tokenization")
+
+
+def mean_std_of(saved: dict, method: str) -> str:
+    """The after table's cell of several copies of one run: its final figure ± 0."""
+    return f"{saved['results'][0]['methods'][method]['final']:.3f} ± 0.000"
 
 
 def test_reuse_trained_reads_back_finished_trainings_with_the_same_settings(tmp_path, monkeypatch):
