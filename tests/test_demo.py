@@ -45,6 +45,15 @@ def test_demo_prints_the_before_after_table(tiny_assets, capsys):
     assert main(["demo", "--lang", "xx", "--output", str(out), "--vocab-size", "320", "--aligner", "fast_align"]) == 2
 
 
+def test_demo_vocabulary_defaults_to_the_source_models_size(tiny_assets, capsys):
+    import json
+
+    out = tiny_assets / "demo-default"
+    assert main(["demo", "--lang", "xx", "--output", str(out), "--aligner", "fast_align"]) == 0
+    config = json.loads((out / "transtok" / "config.json").read_text())
+    assert config["vocab_size"] == 350 and config["unigram_prior"] == 1.0  # the source's size; the prior on
+
+
 def test_cached_split_is_reused_until_the_verse_cleaning_changes(tiny_assets, monkeypatch):
     import json
 

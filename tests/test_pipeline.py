@@ -50,23 +50,28 @@ def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys)
         assert (out / name).is_file(), name
     report = json.loads((out / "transtok/mapping_report.json").read_text())
     assert sum(report["provenance"].values()) == len(tokenizer)
+    # A replaced vocabulary gets the unigram prior of the head by default (strength 1, chosen on dev).
+    assert json.loads((out / "transtok/config.json").read_text())["unigram_prior"] == 1.0
+    assert json.loads((out / "transtok/unigram_prior.json").read_text())["strength"] == 1.0
+    assert "unigram prior of the LM head | strength 1" in (out / "README.md").read_text()
     assert report["provenance"]["aligned"] > 50  # most of the 256 byte tokens never occur; words do
     assert not [p for p in workspace.iterdir() if ".partial-" in p.name]
 
 
 def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
-    plain, prior = workspace / "transfer", workspace / "transfer-prior"
-    if not plain.exists():
+    prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
+    if not prior.exists():
         pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
     assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--target-tokenizer", plain, "--aligner", "fast_align", "--unigram-prior", 1,
-               "--output", prior) == 0
+               "--target-tokenizer", prior, "--aligner", "fast_align", "--unigram-prior", 0,
+               "--output", plain) == 0
     a, b = AutoModelForCausalLM.from_pretrained(plain), AutoModelForCausalLM.from_pretrained(prior)
     assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
     assert not torch.equal(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
     record = json.loads((prior / "transtok/unigram_prior.json").read_text())
     assert record["strength"] == 1.0 and record["positions"] > 0
-    assert json.loads((prior / "transtok/config.json").read_text())["unigram_prior"] == 1.0
+    assert json.loads((plain / "transtok/config.json").read_text())["unigram_prior"] == 0.0
+    assert not (plain / "transtok/unigram_prior.json").exists()
     # Bad strengths and the wrong mode are one-line errors, exit 2, nothing written.
     for extra in (["--unigram-prior", -1], ["--unigram-prior", "nan"], ["--mode", "extend", "--new-tokens", 20,
                                                                         "--unigram-prior", 0.5]):
@@ -99,12 +104,26 @@ def test_step_by_step_equals_transfer_and_is_deterministic(workspace):
         assert run("map", "--alignment", workspace / "al", "--output", workspace / name) == 0
     for name in ("mapping.safetensors", "mapping.json", "mapping_report.json", "mapping.tsv"):
         assert (workspace / "m1" / name).read_bytes() == (workspace / "m2" / name).read_bytes()
+    # With the training corpus, transplant gives the head transfer's default unigram prior; without it, none.
     assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
-               "--output", workspace / "model") == 0
+               "--parallel", workspace / "pairs.tsv", "--output", workspace / "model") == 0
     a = AutoModelForCausalLM.from_pretrained(workspace / "model")
     b = AutoModelForCausalLM.from_pretrained(tokenizer_dir)
     torch.testing.assert_close(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
     torch.testing.assert_close(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
+    assert json.loads((workspace / "model/transtok/config.json").read_text())["unigram_prior"] == 1.0
+    plain = workspace / "transfer-no-prior"
+    if not plain.exists():
+        pytest.skip("needs test_transfer_unigram_prior_moves_only_the_head_and_records_it")
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+               "--output", workspace / "model-no-prior") == 0
+    a = AutoModelForCausalLM.from_pretrained(workspace / "model-no-prior")
+    torch.testing.assert_close(a.get_output_embeddings().weight,
+                               AutoModelForCausalLM.from_pretrained(plain).get_output_embeddings().weight)
+    # An explicit prior without the text it counts is a one-line error.
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+               "--unigram-prior", 1, "--output", workspace / "model-bad") == 2
+    assert not (workspace / "model-bad").exists()
 
 
 def test_existing_output_is_refused_without_overwrite(workspace, capsys):
@@ -182,3 +201,19 @@ def test_align_segments_unspaced_text_as_asked(workspace, capsys):
             "--parallel", workspace / "zh.tsv", "--segmenter", "mecab", "--output", workspace / "never")
     assert exit_info.value.code == 2
     assert "invalid choice: 'mecab'" in capsys.readouterr().err
+
+
+def test_readme_python_example_runs_as_written(workspace, monkeypatch):
+    """The README's 'The same in Python' block, on the tiny model and corpus instead of the hub model."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## The same in Python\n\n```python\n(.*?)```", readme, flags=re.S).group(1)
+    assert '"HuggingFaceTB/SmolLM2-135M-Instruct"' in code and '"en-es.tsv"' in code
+    code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(workspace / "source")))
+    monkeypatch.chdir(workspace)
+    (workspace / "en-es.tsv").write_bytes((workspace / "pairs.tsv").read_bytes())
+    exec(compile(code, "README.md", "exec"), {})
+    model = AutoModelForCausalLM.from_pretrained(workspace / "smollm2-es")
+    assert model.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(workspace / "smollm2-es"))

@@ -1,4 +1,5 @@
-"""Language offset of an extended model's new LM-head rows: a logit prior learned from parallel text.
+"""Calibration of a transferred LM head: the language offset of an extended model's new rows, and the
+unigram prior of a replaced vocabulary's rows (:func:`apply_unigram_prior`, the default of ``transfer``).
 
 A new target-language token is initialised next to the source tokens it translates (`` Dios``
 from `` God``), so in source-language text it takes part of their probability. A model without an
@@ -16,6 +17,10 @@ after the bos (else eos) token; every position that predicts a text token counts
 
 The hidden states are the input of the LM head itself (a forward pre-hook on
 ``get_output_embeddings()``), so ``logit = h·row`` holds exactly, whatever the architecture.
+
+The unigram prior uses the same pass: a replaced row averages source rows of other frequencies, so the
+model's mean prediction q over target text misses the text's token frequencies f; adding
+b_t·mu_t/|mu_t|² to head row t, b_t = clip(log f_t − log q_t, ±5), moves token t's logit by b_t on average.
 """
 from __future__ import annotations
 
@@ -93,13 +98,15 @@ def sample_pairs(source: Sequence[str], target: Sequence[str], n: int = DEFAULT_
     return [source[i] for i in keep], [target[i] for i in keep]
 
 
-def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None, batch_size: int, empty: str):
+def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None, batch_size: int, empty: str,
+                 desc: str = "forward passes"):
     """Yield ``(logits, head_inputs)`` of each batch of ``texts`` read as
     :func:`transtok.evaluate.evaluate_perplexity` reads them (joined with newlines, no special tokens, windows of
     ``seq_len`` after a bos/eos prefix), cut to the positions that predict a text token (the last position of
     a window predicts the token after it); eval mode, no gradients, the training mode restored after.
-    ``empty``: the DataError message when the texts are blank."""
+    ``empty``: the DataError message when the texts are blank; ``desc``: the progress bar's label."""
     import torch
+    from tqdm.auto import tqdm
 
     from transtok.evaluate import _prefix_id, eval_seq_len
 
@@ -117,13 +124,13 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
     training = model.training
     model.eval()  # no dropout in the means
     try:
+        batches = [same[start:start + batch_size] for length in sorted({len(w) for w in windows}, reverse=True)
+                   for same in [[w for w in windows if len(w) == length]] for start in range(0, len(same), batch_size)]
         with torch.no_grad():
-            for length in sorted({len(w) for w in windows}, reverse=True):
-                same = [w for w in windows if len(w) == length]
-                for start in range(0, len(same), batch_size):
-                    captured.clear()
-                    logits = model(input_ids=torch.tensor(same[start:start + batch_size], device=device)).logits
-                    yield logits[:, :-1], captured[-1][:, :-1]
+            for batch in tqdm(batches, desc=desc, unit="batch", disable=None):
+                captured.clear()
+                logits = model(input_ids=torch.tensor(batch, device=device)).logits
+                yield logits[:, :-1], captured[-1][:, :-1]
     finally:
         hook.remove()
         model.train(training)
@@ -139,7 +146,7 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     count = 0
     for _, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
                                   empty="the offset sample is empty; give parallel text with non-blank lines on "
-                                        "both sides"):
+                                        "both sides", desc="language offset"):
         states = inputs.reshape(-1, inputs.shape[-1]).double().cpu()
         total = states.sum(0) if total is None else total + states.sum(0)
         second = states.T @ states if second is None else second + states.T @ states
@@ -206,8 +213,10 @@ def log_offset(offset: LanguageOffset, rows: int) -> None:
 
 
 # --- Unigram prior of a transferred model's LM head -------------------------------------------------------------
-DEFAULT_PRIOR = 0.5
-"""Strength of the unigram prior (0 = off); chosen on the dev books (benchmarks/results/calibration)."""
+DEFAULT_PRIOR = 1.0
+"""Strength of the unigram prior that a replaced vocabulary gets by default (0 = off). Chosen on the dev
+books: at init among 0.5, 1 and 2 in Arabic and Spanish (benchmarks/results/ablation_prior/), and against
+no prior after the training budget in Spanish (benchmarks/results/prior_dev_after_es/)."""
 DEFAULT_PRIOR_TEXTS = 1024
 """Target-language training texts sampled (seed :data:`DEFAULT_SEED`) for the model's mean prediction."""
 PRIOR_SMOOTHING = 0.5
@@ -242,6 +251,40 @@ def check_prior(strength: float) -> float:
     return float(strength)
 
 
+def _resolved(value: float | None, check, default: float, needs: Sequence[tuple[bool, str]]) -> float:
+    """``value`` checked by ``check``, or ``default`` when None (callers pass 0 where a need is unmet);
+    a non-zero value whose needs are not all met is a :class:`ConfigError` with that need's message."""
+    if value is None:
+        return default
+    value = check(value)
+    for met, message in needs:
+        if value and not met:
+            raise ConfigError(message.format(value=value))
+    return value
+
+
+def resolve_offset(delta: float | None, *, head_rows: bool, texts: bool = True) -> float:
+    """The language offset δ to apply: ``delta`` checked, or by default :data:`DEFAULT_OFFSET` when the
+    model gets separate head rows and there is parallel text, else 0. Raises :class:`ConfigError` for an
+    offset that cannot be applied."""
+    return _resolved(delta, check_offset, DEFAULT_OFFSET if head_rows and texts else 0.0, [
+        (head_rows, "--new-token-offset {value:g} moves the new LM-head rows only, so it needs separate head rows: "
+                    "an extended vocabulary mapped without --tied-head (or give --new-token-offset 0)"),
+        (texts, "--new-token-offset {value:g} is computed on parallel text: give --parallel FILE (the training "
+                "corpus; a sample of its pairs is read), or --new-token-offset 0")])
+
+
+def resolve_prior(strength: float | None, *, replaced: bool, texts: bool = True) -> float:
+    """The unigram prior's strength to apply: ``strength`` checked, or by default :data:`DEFAULT_PRIOR`
+    for a replaced vocabulary with target text to count, else 0. Raises :class:`ConfigError` for a
+    prior that cannot be applied."""
+    return _resolved(strength, check_prior, DEFAULT_PRIOR if replaced and texts else 0.0, [
+        (replaced, "--unigram-prior {value:g} is for a replaced vocabulary (it moves every head row; an extended "
+                   "model keeps its source rows and has --new-token-offset); drop it"),
+        (texts, "--unigram-prior {value:g} counts target-language tokens: give --parallel FILE (the training "
+                "corpus; its target side is read), or --unigram-prior 0")])
+
+
 def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
                     batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The model's mean next-token distribution (V,) over the first ``len(tokenizer)`` ids, the mean LM-head
@@ -252,7 +295,8 @@ def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | No
     probs = states = None
     count = 0
     for logits, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
-                                       empty="the unigram prior needs target-language text; the sample is empty"):
+                                       empty="the unigram prior needs target-language text; the sample is empty",
+                                       desc="unigram prior"):
         p = torch.softmax(logits[..., :len(tokenizer)].float(), dim=-1).double().sum((0, 1)).cpu()
         h = inputs.double().sum((0, 1)).cpu()
         probs = p if probs is None else probs + p

@@ -228,7 +228,9 @@ def _add_transplant(sub) -> None:
     group = _add_offset_options(p, default="1.0 when --parallel is given and the mapping has separate head rows, "
                                            "else 0")
     group.add_argument("--parallel", nargs="+", metavar="FILE",
-                       help="the training parallel corpus (TSV, JSONL or two text files), read for the language offset")
+                       help="the training parallel corpus (TSV, JSONL or two text files), read for the language offset "
+                            "of an extended vocabulary or the unigram prior of a replaced one")
+    _add_prior_option(p, default="1 when --parallel is given and the vocabulary is replaced, else 0")
     _add_output(p)
     p.set_defaults(func=_run_transplant)
 
@@ -245,12 +247,19 @@ def _add_offset_options(parser: argparse.ArgumentParser, *, default: str):
     return group
 
 
+def _add_prior_option(parser: argparse.ArgumentParser, *, default: str) -> None:
+    parser.add_argument("--unigram-prior", type=float, default=None, metavar="S",
+                        help="replaced vocabulary: move each LM-head row's logit towards the token frequencies of the "
+                             "parallel corpus's target side, strength S (1 = one full step; unties a tied head, "
+                             f"+V x d parameters; 0 turns it off; default: {default})")
+
+
 def _run_transplant(args) -> int:
     from transtok.pipeline import run_transplant
 
     run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype,
                    in_memory=args.in_memory, hardlink=args.hardlink, new_token_offset=args.new_token_offset,
-                   parallel=args.parallel, offset_pairs=args.offset_pairs)
+                   parallel=args.parallel, offset_pairs=args.offset_pairs, unigram_prior=args.unigram_prior)
     print(f"wrote {args.output}")
     return 0
 
@@ -281,9 +290,7 @@ def _add_transfer(sub) -> None:
     p.add_argument("--dtype", default="auto", help="load/save dtype (default: %(default)s)")
     _add_mapping_options(p)
     _add_offset_options(p, default="1.0 with --mode extend, 0 with --tied-head")
-    p.add_argument("--unigram-prior", type=float, default=0.0, metavar="S",
-                   help="--mode replace: move each LM-head row's logit towards the parallel corpus's target-side token "
-                        "frequencies, strength S (1 = one full step; unties a tied head; 0 = off, the default)")
+    _add_prior_option(p, default="1 with --mode replace, 0 with --mode extend")
     _add_output(p)
     p.set_defaults(func=_run_transfer)
 
@@ -416,7 +423,9 @@ def _add_demo(sub) -> None:
                                                  "'transtok assets list' shows all)")
     p.add_argument("--output", metavar="DIR", help="where to write the model (default: ./transtok-demo-LANG)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--vocab-size", type=int, default=16_000, help="target vocabulary size (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="target vocabulary size (default: the source model's, 49,152, chosen on the dev books; the "
+                        "tokenizer stops earlier where the Bible supports fewer merges)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
     _add_segmenter(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -54,10 +54,12 @@ def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: int = 16_000,
+def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: int | None = None,
              aligner: str = "eflomal", segmenter: str = "auto", mapping: MappingConfig | None = None,
              overwrite: bool = False, workdir: str | Path | None = None) -> DemoResult:
-    """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books."""
+    """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books.
+    ``vocab_size`` None: the source model's (chosen on the dev books; a Bible supports fewer merges in
+    most languages, and the tokenizer stops there)."""
     from transtok.assets import cached_assets, cached_split, smollm2_checkpoint
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity, fertility
     from transtok.pipeline import TransferConfig, load_model, transfer
@@ -71,6 +73,10 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
                     "the fp32 checkpoint (once; later runs start from the cache)", state["cache_dir"])
     source_dir = smollm2_checkpoint()
     data = cached_split("en", lang, workdir)
+    if vocab_size is None:
+        from transtok.tokenizer import load_tokenizer
+
+        vocab_size = len(load_tokenizer(str(source_dir)))
     seconds["assets"] = time.perf_counter() - clock
 
     result = transfer(TransferConfig(

@@ -16,7 +16,7 @@ import numpy as np
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
-from transtok.calibration import DEFAULT_PAIRS
+from transtok.calibration import DEFAULT_PAIRS, resolve_offset, resolve_prior
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
@@ -218,7 +218,7 @@ def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingRepo
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
                    dtype: str = "auto", in_memory: bool = False, hardlink: bool = False,
                    new_token_offset: float | None = None, parallel: Sequence[str] | None = None,
-                   offset_pairs: int | None = None) -> Path:
+                   offset_pairs: int | None = None, unigram_prior: float | None = None) -> Path:
     """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
 
     Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
@@ -229,10 +229,15 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     ``new_token_offset`` δ (None: :data:`~transtok.calibration.DEFAULT_OFFSET` when ``parallel`` is
     given, else none). The streaming path writes the checkpoint, loads it once to compute the
     offset (the forward pass needs the model) and rewrites only the shard that holds the head.
+
+    A replaced vocabulary gets the head's unigram prior of ``transfer`` from the target side of
+    ``parallel`` (``unigram_prior``; None: :data:`~transtok.calibration.DEFAULT_PRIOR` when ``parallel``
+    is given, else none); it unties a tied head, so that path loads the model in memory.
     """
     from transtok.calibration import apply_language_offset, language_offset, log_offset
     from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, load_causal_lm, offset_head_rows,
                                      transplant_checkpoint)
+    from transtok.extension import extends
     from transtok.tokenizer import load_tokenizer
 
     check_output_dir(output, overwrite=overwrite)
@@ -243,18 +248,34 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
         logger.info("no --parallel text: the new LM-head rows get no language offset (give --parallel FILE for "
                     "the default of the extension recipe)")
     target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
+    # The mapping's copy of the source tokenizer ('transtok map' writes one), else the source model's.
+    source_copy = Path(mapping_dir) / SOURCE_TOKENIZER_DIR
+    replaced = not extends(load_tokenizer(str(source_copy if source_copy.is_dir() else source_model)),
+                           target_tokenizer)
+    strength = resolve_prior(unigram_prior, replaced=replaced, texts=bool(parallel))
+    if replaced and not strength and unigram_prior is None:
+        logger.info("no --parallel text: the LM head gets no unigram prior (give --parallel FILE, the training "
+                    "corpus, for the default of 'transfer')")
+    prior_texts = _cleaned(parallel).target if strength else None  # read before loading: a bad file fails fast
+    if strength and not in_memory:
+        logger.info("the unigram prior needs a forward pass and unties a tied head: loading the whole model")
+        in_memory = True
     layout = None
     if not in_memory:
         try:
             layout = inspect_checkpoint(source_model, dtype=dtype)
         except UnsupportedCheckpoint as exc:
             logger.warning("loading the whole model instead of editing the checkpoint: %s", exc)
-    offset = None
+    offset = prior = None
     if layout is None:
         model, source_tokenizer = load_model(source_model, dtype=dtype)
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
         if sample is not None:
             offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=mapping.shape[1])
+        if strength:
+            from transtok.calibration import apply_unigram_prior
+
+            prior = apply_unigram_prior(model, target_tokenizer, prior_texts, strength=strength).report()
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
@@ -275,38 +296,27 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
         if offset is not None:
             write_json(provenance / "offset.json", {**offset.report(), "parallel": [str(p) for p in parallel],
                                                     "pairs": len(sample[0])})
+        if prior is not None:
+            write_json(provenance / "unigram_prior.json", {**prior, "parallel": [str(p) for p in parallel]})
         write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
                                                 "mapping": str(mapping_dir), "transtok_version": __version__,
                                                 "path": "in-memory" if layout is None else "streaming",
-                                                "new_token_offset": delta})
+                                                "new_token_offset": delta, "unigram_prior": strength})
     return Path(output)
 
 
-def resolve_offset(delta: float | None, *, head_rows: bool, texts: bool = True) -> float:
-    """The language offset δ to apply: ``delta`` checked, or by default
-    :data:`~transtok.calibration.DEFAULT_OFFSET` when the model gets separate head rows and there is
-    parallel text, else 0. Raises :class:`ConfigError` for an offset that cannot be applied."""
-    from transtok.calibration import DEFAULT_OFFSET, check_offset
+def _cleaned(parallel: Sequence[str]):
+    """``parallel`` read and cleaned as ``transfer`` cleans by default, so that ``transplant`` reads the
+    same pairs (the offset's sample, the prior's target side) from the same corpus."""
+    from transtok.corpus import clean, read_parallel
 
-    if delta is None:
-        return DEFAULT_OFFSET if head_rows and texts else 0.0
-    delta = check_offset(delta)
-    if delta and not head_rows:
-        raise ConfigError(f"--new-token-offset {delta:g} moves the new LM-head rows only, so it needs separate head "
-                          "rows: an extended vocabulary mapped without --tied-head (or give --new-token-offset 0)")
-    if delta and not texts:
-        raise ConfigError(f"--new-token-offset {delta:g} is computed on parallel text: give --parallel FILE (the "
-                          "training corpus; a sample of its pairs is read), or --new-token-offset 0")
-    return delta
+    return clean(read_parallel(list(parallel)))[0]
 
 
 def _offset_sample(parallel: Sequence[str], pairs: int | None) -> tuple[list[str], list[str]]:
-    """The offset's sample of ``parallel``, cleaned as ``transfer`` cleans by default (so that both
-    verbs draw the same pairs from the same corpus)."""
-    from transtok.calibration import DEFAULT_PAIRS, sample_pairs
-    from transtok.corpus import clean, read_parallel
+    from transtok.calibration import sample_pairs
 
-    corpus, _ = clean(read_parallel(list(parallel)))
+    corpus = _cleaned(parallel)
     return sample_pairs(corpus.source, corpus.target, DEFAULT_PAIRS if pairs is None else pairs)
 
 
@@ -337,9 +347,10 @@ class TransferConfig:
     (:mod:`transtok.calibration`); None: :data:`~transtok.calibration.DEFAULT_OFFSET`, 0: none."""
     offset_pairs: int = DEFAULT_PAIRS
     """Pairs of the (cleaned) parallel corpus sampled for the offset."""
-    unigram_prior: float = 0.0
+    unigram_prior: float | None = None
     """--mode replace: strength of the head's unigram prior from the parallel corpus's target side
-    (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); 0: none."""
+    (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); None:
+    :data:`~transtok.calibration.DEFAULT_PRIOR` for a replaced vocabulary, none for an extended one; 0: none."""
     focus: FocusConfig | None = None
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
     the parallel corpus's target side)."""
@@ -358,7 +369,8 @@ class TransferConfig:
         if self.offset_pairs < 1:
             raise ConfigError(f"--offset-pairs must be a positive number of pairs, got {self.offset_pairs}")
         from transtok.calibration import check_prior
-        check_prior(self.unigram_prior)
+        if self.unigram_prior is not None:
+            check_prior(self.unigram_prior)
         if self.mode == "extend":
             if self.unigram_prior:
                 raise ConfigError("--unigram-prior is for --mode replace (it moves every head row; an extended model "
@@ -469,11 +481,12 @@ def transfer(config: TransferConfig) -> TransferResult:
         seconds["offset"] = time.perf_counter() - clock
 
     prior = None
-    if config.unigram_prior:
+    strength = resolve_prior(config.unigram_prior, replaced=not extended)
+    if strength:
         from transtok.calibration import apply_unigram_prior
 
         clock = time.perf_counter()
-        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=config.unigram_prior).report()
+        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=strength).report()
         seconds["prior"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -496,19 +509,20 @@ def transfer(config: TransferConfig) -> TransferResult:
         resolved = asdict(config)
         resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
         resolved["new_token_offset"] = delta
+        resolved["unigram_prior"] = strength
         resolved.update({"transtok_version": __version__, "python": platform.python_version(),
                          "source_vocab_hash": vocab_hash(source_tokenizer),
                          "target_vocab_hash": vocab_hash(target_tokenizer)})
         write_json(provenance / "config.json", resolved)
         (tmp / "README.md").write_text(model_card(config, report, counts, head=mapping.head is not None,
-                                                  offset=offset), encoding="utf-8")
+                                                  offset=offset, prior=prior), encoding="utf-8")
     seconds["save"] = time.perf_counter() - clock
     logger.info("transfer done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
     return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension, offset)
 
 
 def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None, *,
-               head: bool = False, offset: dict | None = None) -> str:
+               head: bool = False, offset: dict | None = None, prior: dict | None = None) -> str:
     stats = counts.stats if counts else {}
     head_rows = []
     if head:
@@ -518,6 +532,10 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         head_rows.append(f"| language offset of the new head rows | {offset['delta']:g} nats (new-token logits "
                          f"{offset['source_shift_mean']:+.3f} in source-language contexts, "
                          f"{offset['target_shift_mean']:+.3f} in target-language ones) |")
+    if prior is not None:
+        head_rows.append(f"| unigram prior of the LM head | strength {prior['strength']:g}: logits moved by "
+                         f"{prior['bias_mean_abs']:.3f} nats on average towards the target text's token "
+                         "frequencies (the head is untied) |")
     lines = [
         "---", "library_name: transformers", "tags: [transtok, trans-tokenization]", "---", "",
         f"# {Path(config.output).name}", "",
