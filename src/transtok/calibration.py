@@ -124,8 +124,10 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
     training = model.training
     model.eval()  # no dropout in the means
     try:
-        batches = [same[start:start + batch_size] for length in sorted({len(w) for w in windows}, reverse=True)
-                   for same in [[w for w in windows if len(w) == length]] for start in range(0, len(same), batch_size)]
+        batches = []  # windows of one length per batch (the last window may be shorter)
+        for length in sorted({len(w) for w in windows}, reverse=True):
+            same = [w for w in windows if len(w) == length]
+            batches += [same[start:start + batch_size] for start in range(0, len(same), batch_size)]
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, unit="batch", disable=None):
                 captured.clear()

@@ -444,9 +444,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
     seconds["tokenizer"] = time.perf_counter() - clock
     extended = config.mode == "extend" or extends(source_tokenizer, target_tokenizer)
-    if extended and config.unigram_prior:  # a --target-tokenizer that extends the source: caught before aligning
-        raise ConfigError(f"--unigram-prior is for a replaced vocabulary, and --target-tokenizer "
-                          f"{config.target_tokenizer} extends the source's; drop --unigram-prior")
+    # Resolved before aligning: an explicit prior with a --target-tokenizer that extends the source fails here.
+    strength = resolve_prior(config.unigram_prior, replaced=not extended)
 
     clock = time.perf_counter()
     counts = None
@@ -481,7 +480,6 @@ def transfer(config: TransferConfig) -> TransferResult:
         seconds["offset"] = time.perf_counter() - clock
 
     prior = None
-    strength = resolve_prior(config.unigram_prior, replaced=not extended)
     if strength:
         from transtok.calibration import apply_unigram_prior
 
