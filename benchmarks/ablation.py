@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import init_methods as bench  # noqa: E402
 from transtok.align import EflomalAligner, FastAlignAligner  # noqa: E402
-from transtok.calibration import apply_unigram_prior  # noqa: E402
+from transtok.calibration import DEFAULT_PRIOR_TEXTS, apply_unigram_prior  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
@@ -103,13 +103,14 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
         score(source_model, source_tokenizer, "source model, own tokenizer", "reference", stride)
 
     def mapped(target_tokenizer, counts, config: MappingConfig, setting: str, group: str,
-               focus: FocusConfig | None = None, strides=(), prior: float = 0.0) -> None:
+               focus: FocusConfig | None = None, strides=(), prior: float = 0.0,
+               prior_sample: int = DEFAULT_PRIOR_TEXTS) -> None:
         mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config,
                                                  target_texts=split.train.target, focus=focus)
         model, _ = load_model(str(source_dir))
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
         if prior:  # from the training books' target side only
-            apply_unigram_prior(model, target_tokenizer, split.train.target, strength=prior)
+            apply_unigram_prior(model, target_tokenizer, split.train.target, strength=prior, sample=prior_sample)
         for stride in [args.stride, *strides]:
             score(model, target_tokenizer, setting, group, stride, fallback=report.provenance.get("fallback", 0),
                   provenance=report.provenance)
@@ -132,6 +133,9 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
     if "prior" in args.groups:
         for strength in args.priors:
             mapped(target_tokenizer, counts, DEFAULTS, f"unigram prior {strength:g}", "prior", prior=strength)
+            for sample in (n for n in args.prior_samples if n != DEFAULT_PRIOR_TEXTS):
+                mapped(target_tokenizer, counts, DEFAULTS, f"unigram prior {strength:g}, q from {sample:,} lines",
+                       "prior", prior=strength, prior_sample=sample)
         if "fvt" in args.groups:
             for strength in args.priors:
                 mapped(target_tokenizer, None, MappingConfig(init="fvt"), f"FVT, unigram prior {strength:g}",
@@ -197,6 +201,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "prior: the unigram prior of the head (transtok.calibration) at --priors")
     parser.add_argument("--priors", type=float, nargs="*", default=[0.25, 0.5, 1.0],
                         help="unigram prior strengths of the prior group")
+    parser.add_argument("--prior-samples", type=int, nargs="*", default=[DEFAULT_PRIOR_TEXTS],
+                        help="lines the prior's mean prediction q is taken over (its cost), each strength with each")
     parser.add_argument("--settings", nargs="*", default=[],
                         help="only the mapping settings whose names start with these (default: all)")
     parser.add_argument("--vocab-size", type=int, default=16_000)

@@ -303,10 +303,13 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     assert "| top-k 1 |" in table and "stride 40" in table
     # --reuse scores only what is new (FVT here) and keeps the rows already scored.
     again = ablation.parse_args(["--langs", "xx", "--vocab-size", "300", "--aligner", "fast_align", "--groups", "fvt",
-                                 "--eval-seq-len", "40", "--stride", "10", "--work", str(tmp_path / "work"),
-                                 "--reuse"])
+                                 "prior", "--priors", "1", "--prior-samples", "3", "1024", "--eval-seq-len", "40",
+                                 "--stride", "10", "--work", str(tmp_path / "work"), "--reuse"])
     more = {(r["setting"], r["stride"]): r for r in ablation.run_language("xx", again, tmp_path / "source", split, rows)}
     assert more[("defaults", 10)] is settings[("defaults", 10)] and ("FVT", 10) in more
+    # The prior's q from 3 lines is another estimate than from all of them (the cost-vs-quality setting).
+    full, few = more[("unigram prior 1", 10)]["dev_bpb"], more[("unigram prior 1, q from 3 lines", 10)]["dev_bpb"]
+    assert full != few and full != more[("defaults", 10)]["dev_bpb"]
     # Another draw of an aligner is cached beside the first, not over it.
     from transformers import AutoTokenizer
 
