@@ -109,11 +109,14 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
                                                  target_texts=split.train.target, focus=focus)
         model, _ = load_model(str(source_dir))
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+        extra = {}
         if prior:  # from the training books' target side only
+            started = time.perf_counter()
             apply_unigram_prior(model, target_tokenizer, split.train.target, strength=prior, sample=prior_sample)
+            extra = {"prior_seconds": round(time.perf_counter() - started, 1), "prior_sample": prior_sample}
         for stride in [args.stride, *strides]:
             score(model, target_tokenizer, setting, group, stride, fallback=report.provenance.get("fallback", 0),
-                  provenance=report.provenance)
+                  provenance=report.provenance, **extra)
         del model
 
     target_tokenizer, counts = bench.prepared(lang, split, source_tokenizer, args)

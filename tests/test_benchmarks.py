@@ -310,6 +310,7 @@ def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     # The prior's q from 3 lines is another estimate than from all of them (the cost-vs-quality setting).
     full, few = more[("unigram prior 1", 10)]["dev_bpb"], more[("unigram prior 1, q from 3 lines", 10)]["dev_bpb"]
     assert full != few and full != more[("defaults", 10)]["dev_bpb"]
+    assert more[("unigram prior 1, q from 3 lines", 10)]["prior_sample"] == 3
     # Another draw of an aligner is cached beside the first, not over it.
     from transformers import AutoTokenizer
 
