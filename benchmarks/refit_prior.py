@@ -42,8 +42,8 @@ def score(name: str, model_dir: str, train: list[str], dev: list[str], args) -> 
     prior = apply_unigram_prior(model, tokenizer, train, strength=args.strength)
     seconds = time.perf_counter() - start
     after = evaluate_perplexity(model, tokenizer, dev, seq_len=args.eval_seq_len, stride=args.stride)
-    return {"model": name, "path": model_dir, "dev_bpb": before.bits_per_byte,
-            "dev_bpb_refit": after.bits_per_byte, "refit_seconds": round(seconds, 1),
+    return {"model": name, "path": model_dir, "split": args.split, "bpb": before.bits_per_byte,
+            "bpb_refit": after.bits_per_byte, "refit_seconds": round(seconds, 1),
             "signature": after.signature, "prior": prior.report()}
 
 
@@ -62,10 +62,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    split = bench.bible_split(args.lang, Path(args.work) / args.lang)
-    train, scored = split.train.target, getattr(split, args.split).target
     if args.model is None and args.no_source:
         parser.error("nothing to score: give --model, or drop --no-source")
+    split = bench.bible_split(args.lang, Path(args.work) / args.lang)
+    train, scored = split.train.target, getattr(split, args.split).target
     rows = [score(args.label, args.model, train, scored, args)] if args.model else []
     if not args.no_source:
         rows.append(score("source model, own tokenizer, untrained", str(smollm2_checkpoint()), train, scored, args))
@@ -77,7 +77,7 @@ def main() -> None:
              f"{args.eval_seq_len} moved by {args.stride})", "",
              f"| model | {args.split} BPB | with the prior (re)fitted | refit seconds | mean abs logit change |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['dev_bpb']:.3f} | {r['dev_bpb_refit']:.3f} | {r['refit_seconds']} | "
+    lines += [f"| {r['model']} | {r['bpb']:.3f} | {r['bpb_refit']:.3f} | {r['refit_seconds']} | "
               f"{r['prior']['bias_mean_abs']:.2f} |" for r in rows]
     (out / "refit.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
