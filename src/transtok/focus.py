@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from transtok.errors import ConfigError, DataError, require
 from transtok.mapping import PROVENANCE, MappingReport, TokenMapping
+from transtok.progress import bar as progress_bar
 from transtok.vocabulary import byte_fallback_ids, exact_matches, special_pairs, token_bytes, vocab_hash
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
@@ -118,8 +118,8 @@ def train_token_fasttext(target_tokenizer, target_texts: Iterable[str], config: 
         path = Path(tmp) / "tokenized.txt"
         lines = 0
         with path.open("w", encoding="utf-8") as handle:
-            for line in tqdm(tokenized_lines(target_tokenizer, target_texts), desc="tokenizing target text",
-                             unit=" lines", disable=None):
+            for line in progress_bar(tokenized_lines(target_tokenizer, target_texts),
+                                     desc="tokenizing target text", unit=" lines"):
                 handle.write(line + "\n")
                 lines += bool(line.strip())
         if lines == 0:
@@ -167,7 +167,7 @@ def focus_weights(anchor_vectors: np.ndarray, new_vectors: np.ndarray) -> sp.csr
     _, _, entmax, fastdist = _deepfocus()
     anchors = np.ascontiguousarray(anchor_vectors, dtype=np.float32)
     blocks = []
-    for start in tqdm(range(0, len(new_vectors), _CHUNK_ROWS), desc="FOCUS weights", disable=None):
+    for start in progress_bar(range(0, len(new_vectors), _CHUNK_ROWS), desc="FOCUS weights"):
         block = np.ascontiguousarray(new_vectors[start:start + _CHUNK_ROWS], dtype=np.float32)
         similarity = torch.from_numpy(fastdist.cosine_matrix_to_matrix(block, anchors))
         blocks.append(sp.csr_matrix(entmax.sparsemax(similarity, dim=-1).numpy()))

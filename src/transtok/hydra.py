@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.errors import ArchitectureError, ConfigError, DataError, MismatchError
+from transtok.progress import bar as progress_bar
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI reads this module's defaults at parse time
     import torch
@@ -316,7 +315,7 @@ class Hydra:
         torch_dtype = _torch_dtype(dtype)
         names = list(checkpoints)
         body, vocabularies, reference = None, [], {}
-        for name in tqdm(names, desc="loading vocabularies", disable=None):
+        for name in progress_bar(names, desc="loading vocabularies"):
             path = str(checkpoints[name])
             model = load_causal_lm(path, dtype=torch_dtype).eval()
             tokenizer = _load_tokenizer(path)
@@ -471,7 +470,7 @@ class Hydra:
         generate_kwargs.setdefault("do_sample", False)
         results: list[list[int]] = []
         batches = range(0, len(prompts), batch_size)
-        for start in tqdm(batches, desc=f"generating ({self.output})", disable=None):
+        for start in progress_bar(batches, desc=f"generating ({self.output})"):
             batch = [list(p) for p in prompts[start:start + batch_size]]
             width = max(map(len, batch))
             input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
