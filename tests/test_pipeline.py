@@ -58,6 +58,24 @@ def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys)
     assert not [p for p in workspace.iterdir() if ".partial-" in p.name]
 
 
+def test_transfer_without_vocab_size_takes_the_source_size_capped_by_the_text(workspace, tmp_path, caplog):
+    import logging
+
+    # 400 source tokens; 4 short lines support far fewer merges: no error, no "trained only" warning.
+    (tmp_path / "few.txt").write_text("".join(f"{t}\n" for _, t in factories.cipher_corpus(4)), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="transtok"):
+        assert run("-q", "transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+                   "--target-corpus", tmp_path / "few.txt", "--aligner", "fast_align", "--unigram-prior", 0,
+                   "--output", tmp_path / "out") == 0
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    saved = json.loads((tmp_path / "out/transtok/config.json").read_text())
+    assert saved["vocab_size"] == len(tokenizer) < 400 and saved["vocab_size_asked"] is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "trained only" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("target vocabulary: ")]
+    assert said == [f"target vocabulary: {len(tokenizer):,} tokens (the source model's size, 400; the text supports "
+                    "no more merges)"]
+
+
 def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
     prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
     if not prior.exists():

@@ -282,7 +282,9 @@ def _add_transfer(sub) -> None:
                                                                 "made by 'train-tokenizer --extend' (extend)")
     target.add_argument("--target-corpus", nargs="+", metavar="FILE",
                         help="target-language text to train one on (extend: default the parallel corpus's target side)")
-    p.add_argument("--vocab-size", type=int, help="target vocabulary size (--mode replace, with --target-corpus)")
+    p.add_argument("--vocab-size", type=int,
+                   help="target vocabulary size (--mode replace, with --target-corpus; default: the source model's, "
+                        "chosen on the dev books, or fewer where the text supports fewer merges)")
     p.add_argument("--new-tokens", type=int, metavar="N", help="tokens to add to the source vocabulary (--mode extend)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
     _add_segmenter(p)

@@ -73,10 +73,6 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
                     "the fp32 checkpoint (once; later runs start from the cache)", state["cache_dir"])
     source_dir = smollm2_checkpoint()
     data = cached_split("en", lang, workdir)
-    if vocab_size is None:
-        from transtok.tokenizer import load_tokenizer
-
-        vocab_size = len(load_tokenizer(str(source_dir)))
     seconds["assets"] = time.perf_counter() - clock
 
     result = transfer(TransferConfig(

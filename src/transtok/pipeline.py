@@ -335,6 +335,8 @@ class TransferConfig:
     target_tokenizer: str | None = None
     target_corpus: list[str] | None = None
     vocab_size: int | None = None
+    """--mode replace with --target-corpus: target vocabulary size; None: the source model's (fewer when
+    the text supports fewer merges)."""
     mode: str = "replace"
     """replace: a new vocabulary of --vocab-size tokens; extend: the source's plus --new-tokens."""
     new_tokens: int | None = None
@@ -391,9 +393,10 @@ class TransferConfig:
             if given:
                 raise ConfigError(f"{flag} is for --mode extend (the new LM-head rows); drop it, or add --mode extend")
         if (self.target_tokenizer is None) == (self.target_corpus is None):
-            raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE (with --vocab-size)")
-        if self.target_corpus is not None and (self.vocab_size is None or self.vocab_size <= 0):
-            raise ConfigError(f"--target-corpus needs a positive --vocab-size, got {self.vocab_size}")
+            raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE")
+        if self.target_corpus is not None and self.vocab_size is not None and self.vocab_size <= 0:
+            raise ConfigError(f"--vocab-size must be a positive number of tokens, got {self.vocab_size}; or leave it "
+                              "out for the source model's size")
         if self.target_tokenizer is not None and self.vocab_size is not None:
             raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
                               f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
@@ -441,7 +444,13 @@ def transfer(config: TransferConfig) -> TransferResult:
         target_tokenizer, report = extend_tokenizer(target_texts, source_tokenizer, config.new_tokens)
         extension = report.to_dict()
     else:
-        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, config.vocab_size)
+        # The source model's size unless told otherwise (chosen on the dev books); a small text supports
+        # fewer merges and the trainer stops there.
+        asked = config.vocab_size or len(source_tokenizer)
+        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size)
+        logger.info("target vocabulary: %s tokens (%s%s)", f"{len(target_tokenizer):,}",
+                    f"--vocab-size {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
+                    "" if len(target_tokenizer) >= asked else "; the text supports no more merges")
     seconds["tokenizer"] = time.perf_counter() - clock
     extended = config.mode == "extend" or extends(source_tokenizer, target_tokenizer)
     # Resolved before aligning: an explicit prior with a --target-tokenizer that extends the source fails here.
@@ -508,6 +517,9 @@ def transfer(config: TransferConfig) -> TransferResult:
         resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
         resolved["new_token_offset"] = delta
         resolved["unigram_prior"] = strength
+        if config.mode == "replace" and config.target_tokenizer is None:
+            resolved["vocab_size"] = len(target_tokenizer)  # what the default or the text made of the request
+            resolved["vocab_size_asked"] = config.vocab_size
         resolved.update({"transtok_version": __version__, "python": platform.python_version(),
                          "source_vocab_hash": vocab_hash(source_tokenizer),
                          "target_vocab_hash": vocab_hash(target_tokenizer)})

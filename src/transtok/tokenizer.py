@@ -451,7 +451,7 @@ def _split_at_mark(backend, mark: str) -> None:
 
 
 def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, min_frequency: int = 2,
-                    show_progress: bool | None = None, segmenter=None):
+                    show_progress: bool | None = None, segmenter=None, at_most: bool = False):
     """Train a target tokenizer of the source tokenizer's family on ``texts``.
 
     Returns a ``PreTrainedTokenizerFast`` with at most ``vocab_size`` tokens, the source's
@@ -459,6 +459,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     combining marks) / decoder / post-processor, special-token roles, extra special
     tokens, chat template and padding/length settings. Same texts and source → identical
     ``tokenizer.json``. ``show_progress=None`` shows the trainer's bar when stderr is a terminal.
+    ``at_most``: ``vocab_size`` is a ceiling (a default, not the user's request): a text that supports
+    fewer merges gives fewer tokens, without an error or a warning.
 
     ``segmenter`` (a name of :data:`transtok.segment.SEGMENTERS` or a segmenter; see
     :func:`transtok.segment.training_segmenter`) bounds merges by words in text written without
@@ -491,6 +493,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
         raise DataError("the training texts are empty (no non-blank line); give target-language text, one "
                         "segment per line")
     characters = sum(map(len, texts))
+    if at_most:
+        vocab_size = min(vocab_size, minimum + characters)
     if vocab_size > minimum + characters:
         # Every learned token is a merge of at least one occurrence in the text.
         raise ConfigError(f"--vocab-size {vocab_size:,} cannot be reached: the training text has {characters:,} "
@@ -553,7 +557,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["pre_tokenizer"] = pre_tokenizer  # undo _split_words_for_training and _split_at_mark
     target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
     logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
-    if len(target) < SHORT_VOCAB_WARNING * vocab_size:
+    if len(target) < SHORT_VOCAB_WARNING * vocab_size and not at_most:
         logger.warning("trained only %s of the %s tokens requested: the training text (%s lines, %s characters) has "
                        "no more merges seen at least %d times; give more text for a vocabulary of that size",
                        f"{len(target):,}", f"{vocab_size:,}", f"{len(texts):,}", f"{characters:,}", min_frequency)
