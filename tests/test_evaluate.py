@@ -127,6 +127,18 @@ def test_batch_size_does_not_change_the_result(texts, target_tokenizer):
         assert other.signature == results[0].signature
 
 
+def test_scoring_and_the_calibration_passes_build_no_kv_cache(texts, target_tokenizer):
+    from transtok.calibration import mean_prediction
+
+    model = factories.tiny_causal_lm("llama", len(target_tokenizer), False, target_tokenizer)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("use_cache")),
+                                    with_kwargs=True)
+    evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, bf16=False)
+    mean_prediction(model, target_tokenizer, texts[:4])
+    assert seen and set(seen) == {False}
+
+
 def test_eos_prefixes_windows_when_there_is_no_bos(texts, cipher_pairs):
     tokenizer = factories.sentencepiece_tokenizer([t for _, t in cipher_pairs], 300)
     tokenizer.bos_token = None

@@ -131,7 +131,7 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
         with torch.no_grad():
             for batch in progress_bar(batches, desc=desc, unit="batch"):
                 captured.clear()
-                logits = model(input_ids=torch.tensor(batch, device=device)).logits
+                logits = model(input_ids=torch.tensor(batch, device=device), use_cache=False).logits
                 yield logits[:, :-1], captured[-1][:, :-1]
     finally:
         hook.remove()

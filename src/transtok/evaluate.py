@@ -223,7 +223,9 @@ def _batch_nll(model, windows: list[tuple[list[int], int]], prefix: int, device)
         input_ids[row, 1:len(window) + 1] = torch.tensor(window)
         attention[row, :len(window) + 1] = 1
         labels[row, len(window) - scored:len(window)] = torch.tensor(window[len(window) - scored:])
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1]
+    # use_cache=False: a KV cache is never reused here, and costs memory (seq_len x layers x hidden per window)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                   use_cache=False).logits[:, :-1]
     labels = labels.to(device)
     # Upcast (a bf16 log-softmax over a large vocabulary loses ~2 digits of the NLL), one window at a
     # time so that the float32 copy is (seq_len, V), not (batch, seq_len, V): 4 GB for Gemma's 262k.
