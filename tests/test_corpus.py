@@ -233,7 +233,7 @@ def test_clean_that_drops_everything_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    ({"max_length_ratio": 0.5}, "max_length_ratio must be >= 1.0 .*got 0.5"),
+    ({"max_length_ratio": 0.5}, "max_length_ratio must be a finite number >= 1 .*got 0.5"),
     ({"min_length": -1}, "min_length must be >= 0 characters, got -1"),
     ({"max_pairs": 0}, "max_pairs must be a positive number of pairs .*got 0"),
 ])

@@ -165,9 +165,9 @@ def test_bad_inputs_are_refused_with_the_fix(source_tokenizer, target_tokenizer,
     with pytest.raises(DataError, match="missing.bin' does not exist"):
         focus_mapping(source_tokenizer, target_tokenizer,
                       config=FocusConfig(fasttext_model=str(tmp_path / "missing.bin")))
-    with pytest.raises(ConfigError, match="--focus-min-count must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="--focus-min-count must be an integer >= 1, got 0"):
         FocusConfig(min_count=0)
-    with pytest.raises(ConfigError, match="--focus-dim must be >= 1"):
+    with pytest.raises(ConfigError, match="--focus-dim must be an integer >= 1"):
         FocusConfig(dim=0)
     with pytest.raises(ConfigError, match="--focus-overlap 'fuzzy' is not known; choose one of bytes, deepfocus"):
         FocusConfig(overlap="fuzzy")

@@ -243,7 +243,7 @@ def test_bad_inputs_have_helpful_messages(small, tmp_path):
         Vocabulary("a/b", hydra.tokenizer("a"), torch.zeros(400, 32))
     with pytest.raises(MismatchError, match=r"its tokenizer has \d+ tokens but the embedding table only 10 rows"):
         Vocabulary("a", hydra.tokenizer("a"), torch.zeros(10, 32))
-    with pytest.raises(ConfigError, match=r"uses an unknown field 'lang'"):
+    with pytest.raises(ConfigError, match=r"has the field \{lang\}; the fields are \{text\}"):
         hydra.translate(["x"], source="a", target="b", instruction="{lang}: {text}")
     with pytest.raises(ConfigError, match=r"give at least one vocabulary checkpoint"):
         Hydra.from_checkpoints({})

@@ -284,7 +284,7 @@ class AlignmentCounts:
                 "stats": self.stats}
         if self.coverage is not None:
             meta["coverage"] = self.coverage
-        (directory / "alignment.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (directory / "alignment.json").write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> AlignmentCounts:

@@ -264,8 +264,10 @@ def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> It
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON (stable bytes for the same data)."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Write ``data`` as indented, key-sorted JSON (stable bytes for the same data). NaN and infinity
+    raise ValueError: they are not JSON, and most readers refuse a file that holds them."""
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def read_json(path: str | os.PathLike) -> Any:

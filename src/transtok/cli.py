@@ -455,8 +455,8 @@ def _token_count(text: str) -> int:
         value = float(text[:-1] if scale != 1 else text) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a token count; write e.g. 2000000, 2M or 500k") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the token budget must be at least 1")
+    if not 1 <= value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r}: the token budget must be a finite count of at least 1")
     return int(value)
 
 
@@ -651,7 +651,8 @@ def _add_evaluate(sub) -> None:
                           "seq-len - stride tokens of context; --stride equal to --seq-len is the cheaper block "
                           "protocol (default: 128, or --seq-len when smaller)")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
-    ppl.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    ppl.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto = cuda when "
+                                                       "available, else cpu)")
     ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                      help="bf16 autocast or fp32; auto = bf16 where the device supports it natively")
     ppl.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
@@ -673,13 +674,15 @@ def _run_evaluate_perplexity(args) -> int:
 
     import torch
 
+    from transtok.checks import check_device
     from transtok.corpus import read_texts
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity
     from transtok.pipeline import load_model
 
+    device = check_device(args.device)  # before reading the text and loading the model
     texts = read_texts(args.text)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
     seq_len = eval_seq_len(model, args.seq_len) if args.seq_len > 0 else args.seq_len
     if seq_len != args.seq_len:
@@ -753,6 +756,11 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, translation: boo
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
+    """The generation flags as keyword arguments, each checked (call it before loading the model)."""
+    from transtok.hydra import check_generation
+
+    check_generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, num_beams=args.num_beams,
+                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram)
     kwargs = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     if args.num_beams > 1:
         kwargs["num_beams"] = args.num_beams
@@ -847,6 +855,7 @@ def _run_hydra_build(args) -> int:
 def _run_hydra_generate(args) -> int:
     from transtok.hydra import Hydra
 
+    generation = _generation_kwargs(args)  # checked before the model loads
     hydra = Hydra.from_pretrained(args.model, dtype=args.dtype)
     if args.output_vocab:
         hydra.set_output(args.output_vocab)
@@ -855,7 +864,7 @@ def _run_hydra_generate(args) -> int:
         prompts = [hydra.encode_chat([{"role": "user", "content": t}], args.prompt_vocab) for t in texts]
     else:
         prompts = [hydra.encode(t, args.prompt_vocab, add_special_tokens=True) for t in texts]
-    outputs = hydra.generate(prompts, **_generation_kwargs(args))
+    outputs = hydra.generate(prompts, **generation)
     _write_lines(args.output, [hydra.decode(ids).strip() for ids in outputs])
     return 0
 
@@ -891,12 +900,14 @@ def _add_translate(sub) -> None:
 def _run_translate(args) -> int:
     from pathlib import Path
 
-    from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES
+    from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES, check_instruction
 
     import time
 
     from transtok.progress import duration
 
+    instruction = check_instruction(args.instruction or DEFAULT_INSTRUCTION)
+    generation = _generation_kwargs(args)  # both checked before the model loads
     texts = _read_lines(args.input)
     hydra = _open_hydra(args.model, dtype=args.dtype)
     clock = time.perf_counter()
@@ -904,9 +915,9 @@ def _run_translate(args) -> int:
     if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
         source = target = "model"
     translations = hydra.translate(
-        texts, source=source, target=target, instruction=args.instruction or DEFAULT_INSTRUCTION,
+        texts, source=source, target=target, instruction=instruction,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
-        target_language=LANGUAGE_NAMES.get(args.target, args.target), **_generation_kwargs(args))
+        target_language=LANGUAGE_NAMES.get(args.target, args.target), **generation)
     seconds = time.perf_counter() - clock
     _write_lines(args.output, translations)
     if args.output:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transtok.checks import check_number
 from transtok.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -277,8 +278,8 @@ def clean(corpus: ParallelCorpus, *, dedupe: bool = True, max_length_ratio: floa
     """
     if min_length < 0:
         raise ConfigError(f"min_length must be >= 0 characters, got {min_length}")
-    if max_length_ratio is not None and not max_length_ratio >= 1.0:
-        raise ConfigError(f"max_length_ratio must be >= 1.0 (or None to disable), got {max_length_ratio}")
+    if max_length_ratio is not None:
+        check_number("max_length_ratio", max_length_ratio, low=1, hint="or None to disable")
     if max_pairs is not None and max_pairs <= 0:
         raise ConfigError(f"max_pairs must be a positive number of pairs (or None for all), got {max_pairs}")
 

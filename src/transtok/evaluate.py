@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transtok import __version__
+from transtok.checks import check_device
 from transtok.errors import ConfigError, DataError, MismatchError, require
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= seq_len:
         raise ConfigError(f"stride must be an integer from 1 to seq_len ({seq_len}), got {stride!r}; "
                           f"stride = seq_len is the block protocol")
+    device = check_device(device, flag="device")
     if isinstance(texts, str):
         raise ConfigError("texts must be a sequence of strings, not one string; pass [text]")
     text = "\n".join(texts)

@@ -36,6 +36,7 @@ import numpy as np
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.corpus import read_texts
+from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, DataError, MismatchError, require
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse time
@@ -148,25 +149,28 @@ class FinetuneConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len", "eval_stride",
-                     "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                     "log_every", "lora_rank"):
+            check_number(name, getattr(self, name), low=1, integer=True)
         if self.seq_len < 2:
             raise ConfigError(f"seq_len must be at least 2 tokens, got {self.seq_len}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0 (steps, or a fraction < 1), got {self.warmup!r}")
-        if self.max_grad_norm < 0:
-            raise ConfigError(f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm!r}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ConfigError(f"eval_every must be a positive number of steps or None, got {self.eval_every!r}")
-        if self.save_every is not None and self.save_every < 0:
-            raise ConfigError(f"save_every must be >= 0 steps (0 = no checkpoints) or None, got {self.save_every!r}")
+        check_number("lr", self.lr, low=0, low_open=True, hint="the peak learning rate, e.g. 1e-4")
+        check_number("warmup", self.warmup, low=0, hint="whole steps, or a fraction < 1 of each stage's steps")
+        if self.warmup >= 1 and self.warmup != int(self.warmup):
+            raise ConfigError(f"warmup {self.warmup} is neither whole steps nor a fraction < 1 of each stage's "
+                              f"steps; give e.g. {int(self.warmup)} steps or 0.03")
+        check_number("weight_decay", self.weight_decay, low=0, hint="AdamW's decoupled decay; 0 = off")
+        check_number("max_grad_norm", self.max_grad_norm, low=0, hint="0 = no clipping")
+        check_number("lora_alpha", self.lora_alpha, low=0, low_open=True, hint="LoRA's scale is alpha / rank")
+        check_number("lora_dropout", self.lora_dropout, low=0, high=1, high_open=True, hint="a probability")
+        check_number("seed", self.seed, low=0, high=SEED_MAX, integer=True)
+        if self.eval_every is not None:
+            check_number("eval_every", self.eval_every, low=1, integer=True, hint="steps, or None for about 5 per stage")
+        if self.save_every is not None:
+            check_number("save_every", self.save_every, low=0, integer=True, hint="steps; 0 = no checkpoints")
+        if self.new_rows_from is not None:
+            check_number("new_rows_from", self.new_rows_from, low=0, integer=True, hint="a token id")
         if not self.train:
             raise ConfigError("no training text given; pass one or more --train FILE")
-        if self.new_rows_from is not None and self.new_rows_from < 0:
-            raise ConfigError(f"new_rows_from must be a token id >= 0, got {self.new_rows_from!r}")
 
     @property
     def stages(self) -> tuple[RecipeStage, ...]:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, DataError, require
 from transtok.mapping import PROVENANCE, MappingReport, TokenMapping
 from transtok.progress import bar as progress_bar
@@ -79,11 +80,9 @@ class FocusConfig:
     """A fastText .bin trained on target text tokenized by this target tokenizer (skips training)."""
 
     def __post_init__(self) -> None:
-        for name in ("dim", "epochs", "threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--focus-{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.min_count < 1:
-            raise ConfigError(f"--focus-min-count must be >= 1, got {self.min_count}")
+        for name in ("dim", "epochs", "threads", "min_count"):
+            check_number(f"--focus-{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
+        check_number("--seed", self.seed, low=0, high=SEED_MAX, integer=True)
         if self.overlap not in OVERLAP_MODES:
             raise ConfigError(f"--focus-overlap {self.overlap!r} is not known; "
                               f"choose one of {', '.join(OVERLAP_MODES)}")

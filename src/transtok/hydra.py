@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.checks import check_number
 from transtok.errors import ArchitectureError, ConfigError, DataError, MismatchError
 from transtok.progress import bar as progress_bar
 
@@ -451,8 +452,7 @@ class Hydra:
         """
         import torch
 
-        if batch_size < 1 or max_new_tokens < 1:
-            raise ConfigError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
+        check_generation(max_new_tokens=max_new_tokens, batch_size=batch_size, **generate_kwargs)
         if any(len(p) == 0 for p in prompts):
             raise DataError("every prompt needs at least one token; got an empty prompt")
         generation = self.model.generation_config
@@ -501,6 +501,9 @@ class Hydra:
         keep a small model from looping; the defaults were chosen on dev verses by chrF
         (``benchmarks/results/translation/``). The output vocabulary is restored afterwards.
         """
+        check_instruction(instruction)
+        check_generation(max_new_tokens=max_new_tokens, batch_size=batch_size, repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, **generate_kwargs)
         for name in (source, target):
             self.span(name)  # fail early on an unknown name
         prompts = [translation_prompt(self, text, source=source, target=target, instruction=instruction, chat=chat,
@@ -629,6 +632,48 @@ class Hydra:
         return out
 
 
+INSTRUCTION_FIELDS = ("text", "source_language", "target_language")
+"""The fields a translation instruction may use."""
+
+
+def check_instruction(instruction: str) -> str:
+    """``instruction`` unchanged when it formats with :data:`INSTRUCTION_FIELDS` (each a plain ``{name}``,
+    a literal brace doubled); else a :class:`ConfigError` naming the bad part, before any model work."""
+    import string
+
+    known = ", ".join(f"{{{name}}}" for name in INSTRUCTION_FIELDS)
+    if not isinstance(instruction, str):
+        raise ConfigError(f"--instruction must be a text template with {known}, got {instruction!r}")
+    try:
+        fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(instruction)
+                  if name is not None]
+    except ValueError as exc:  # a lone '{' or '}'
+        raise ConfigError(f"--instruction {instruction!r} has a stray brace ({exc}); write a literal brace as {{{{ "
+                          f"or }}}}, and fields as {known}") from None
+    for name, conversion, spec in fields:
+        if name not in INSTRUCTION_FIELDS or conversion or spec:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"--instruction {instruction!r} has the field {shown}; the fields are {known} "
+                              f"(write a literal brace as {{{{ or }}}})")
+    return instruction
+
+
+def check_generation(*, max_new_tokens: int = 1, batch_size: int = 1, num_beams: int = 1,
+                     repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, temperature: float | None = None,
+                     top_p: float | None = None, **_) -> None:
+    """Refuse (:class:`ConfigError`) generation settings ``model.generate`` would fail on or silently misuse."""
+    check_number("--max-new-tokens", max_new_tokens, low=1, integer=True)
+    check_number("--batch-size", batch_size, low=1, integer=True, hint="prompts per batch")
+    check_number("--num-beams", num_beams, low=1, integer=True, hint="1 = greedy")
+    check_number("--repetition-penalty", repetition_penalty, low=0, low_open=True,
+                 hint="1 = off, above 1 discourages repeats")
+    check_number("--no-repeat-ngram", no_repeat_ngram_size, low=0, integer=True, hint="0 = off")
+    if temperature is not None:
+        check_number("temperature", temperature, low=0, low_open=True, hint="sampling only; 1 = the model's own")
+    if top_p is not None:
+        check_number("top_p", top_p, low=0, high=1, low_open=True, hint="sampling only; 1 = off")
+
+
 def newline_ids(tokenizer) -> list[int]:
     """Local ids whose text holds a line break (special tokens excluded): where a one-line answer ends."""
     from transtok.vocabulary import token_bytes
@@ -644,12 +689,9 @@ def translation_prompt(hydra: Hydra, text: str, *, source: str, target: str,
     ``instruction`` may use {text}, {source_language} and {target_language}; with ``chat`` (default:
     when ``source`` has a chat template) it becomes a user turn followed by the assistant prefix.
     """
-    try:
-        content = instruction.format(text=text, source_language=source_language or LANGUAGE_NAMES.get(source, source),
-                                     target_language=target_language or LANGUAGE_NAMES.get(target, target))
-    except (KeyError, IndexError) as exc:
-        raise ConfigError(f"translation instruction {instruction!r} uses an unknown field {exc}; use only "
-                          "{text}, {source_language} and {target_language}") from exc
+    content = check_instruction(instruction).format(
+        text=text, source_language=source_language or LANGUAGE_NAMES.get(source, source),
+        target_language=target_language or LANGUAGE_NAMES.get(target, target))
     if chat is None:
         chat = bool(getattr(hydra.tokenizer(source), "chat_template", None))
     if chat:

@@ -20,6 +20,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from transtok.artifacts import read_sparse
+from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, CorruptFileError, MismatchError
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
@@ -100,26 +101,19 @@ class MappingConfig:
     def __post_init__(self) -> None:
         if self.init not in INIT_METHODS:
             raise ConfigError(f"--init {self.init!r} is not a known method; choose one of {', '.join(INIT_METHODS)}")
-        if self.min_count < 0:
-            raise ConfigError(f"--min-count must be >= 0, got {self.min_count}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"--top-k must be >= 1 (or omitted for all partners), got {self.top_k}")
-        if self.sharpen <= 0:
-            raise ConfigError(f"--sharpen must be > 0 (1 keeps the counts' proportions), got {self.sharpen}")
-        if self.confidence < 0:
-            raise ConfigError(f"--confidence must be >= 0, got {self.confidence}")
-        if self.source_discount < 0:
-            raise ConfigError(f"--source-discount must be >= 0 (0: raw counts), got {self.source_discount}")
-        if self.first_piece_weight is not None and not 0.0 <= self.first_piece_weight <= 1.0:
-            raise ConfigError(f"--first-piece-weight must be within [0, 1], got {self.first_piece_weight}")
-        if self.copy_prior < 0:
-            raise ConfigError(f"--copy-prior must be >= 0, got {self.copy_prior}")
-        if not 0.0 <= self.copy_weight <= 1.0:
-            raise ConfigError(f"--copy-weight must be within [0, 1], got {self.copy_weight}")
-        if self.spelling_weight is not None and not 0.0 <= self.spelling_weight <= 1.0:
-            raise ConfigError(f"--spelling-weight must be within [0, 1], got {self.spelling_weight}")
-        if self.head_spelling_weight is not None and not 0.0 <= self.head_spelling_weight <= 1.0:
-            raise ConfigError(f"--head-spelling-weight must be within [0, 1], got {self.head_spelling_weight}")
+        check_number("--min-count", self.min_count, low=0, hint="an expected count; 0 keeps every pair")
+        if self.top_k is not None:
+            check_number("--top-k", self.top_k, low=1, integer=True, hint="or omitted for all partners")
+        check_number("--sharpen", self.sharpen, low=0, low_open=True, hint="1 keeps the counts' proportions")
+        check_number("--confidence", self.confidence, low=0, hint="aligned occurrences; 0 trusts any evidence")
+        check_number("--source-discount", self.source_discount, low=0, hint="0: raw counts")
+        check_number("--copy-prior", self.copy_prior, low=0, hint="aligned occurrences; 0 turns the prior off")
+        for flag, share in (("--first-piece-weight", self.first_piece_weight), ("--copy-weight", self.copy_weight),
+                            ("--spelling-weight", self.spelling_weight),
+                            ("--head-spelling-weight", self.head_spelling_weight)):
+            if share is not None:
+                check_number(flag, share, low=0, high=1, hint="a share")
+        check_number("--seed", self.seed, low=0, high=SEED_MAX, integer=True)
         if self.tied_head and self.head_spelling_weight is not None:
             raise ConfigError(f"--head-spelling-weight {self.head_spelling_weight} gives the LM head rows of their "
                               "own, --tied-head asks for one set of rows: drop one of the two")
@@ -238,7 +232,7 @@ class TokenMapping:
                 "keeps_source_rows": self.keeps_source_rows}
         if self.head is not None:
             meta["head"] = {"config": self.head.config}
-        (directory / "mapping.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (directory / "mapping.json").write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenMapping:
@@ -269,8 +263,9 @@ class TokenMapping:
         if not mappings:
             raise ConfigError("combine needs at least one mapping")
         weights = np.full(len(mappings), 1.0 / len(mappings)) if weights is None else np.asarray(weights, float)
-        if len(weights) != len(mappings) or (weights < 0).any() or weights.sum() <= 0:
-            raise ConfigError(f"combine needs one non-negative weight per mapping, got {list(weights)} "
+        if len(weights) != len(mappings) or not (np.isfinite(weights).all() and (weights >= 0).all()
+                                                 and weights.sum() > 0):
+            raise ConfigError(f"combine needs one finite weight >= 0 per mapping, not all 0; got {weights.tolist()} "
                               f"for {len(mappings)} mappings")
         weights = weights / weights.sum()
         first = mappings[0]

@@ -17,6 +17,7 @@ from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
 from transtok.calibration import DEFAULT_PAIRS, resolve_offset, resolve_prior
+from transtok.checks import check_number
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
@@ -175,6 +176,11 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     if alignment_weights is not None and len(alignment_weights) != len(alignments):
         raise ConfigError(f"--alignment-weights has {len(alignment_weights)} values for {len(alignments)} "
                           "alignment directories; give one weight per directory")
+    for weight in alignment_weights or ():
+        check_number("--alignment-weights", weight, low=0, hint="relative weights; equal by default")
+    if alignment_weights is not None and not sum(alignment_weights) > 0:
+        raise ConfigError(f"--alignment-weights {' '.join(map(str, alignment_weights))} are all 0; give at least one "
+                          "positive weight")
     if alignments:
         source_tokenizer = load_tokenizer(str(Path(alignments[0]) / SOURCE_TOKENIZER_DIR))
         target_tokenizer = load_tokenizer(str(Path(alignments[0]) / TARGET_TOKENIZER_DIR))
@@ -240,6 +246,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     from transtok.extension import extends
     from transtok.tokenizer import load_tokenizer
 
+    if offset_pairs is not None:
+        check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
     check_output_dir(output, overwrite=overwrite)
     mapping = TokenMapping.load(mapping_dir)
     delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
@@ -368,11 +376,19 @@ class TransferConfig:
             raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
-        if self.offset_pairs < 1:
-            raise ConfigError(f"--offset-pairs must be a positive number of pairs, got {self.offset_pairs}")
-        from transtok.calibration import check_prior
+        check_number("--offset-pairs", self.offset_pairs, low=1, integer=True, hint="pairs")
+        for flag, count in (("--vocab-size", self.vocab_size), ("--new-tokens", self.new_tokens)):
+            if count is not None:  # the range, which depends on --mode, is checked below
+                check_number(flag, count, integer=True)
+        if self.max_pairs is not None:
+            check_number("--max-pairs", self.max_pairs, low=1, integer=True, hint="or omitted for all pairs")
+        if self.max_length_ratio is not None:
+            check_number("--max-length-ratio", self.max_length_ratio, low=1, hint="or 0 to disable")
+        from transtok.calibration import check_offset, check_prior
         if self.unigram_prior is not None:
             check_prior(self.unigram_prior)
+        if self.new_token_offset is not None:
+            check_offset(self.new_token_offset)
         if self.mode == "extend":
             if self.unigram_prior:
                 raise ConfigError("--unigram-prior is for --mode replace (it moves every head row; an extended model "

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from transtok.checks import check_number
 from transtok.corpus import ParallelCorpus, clean, iter_parallel
 from transtok.errors import ConfigError, DataError, MismatchError
 
@@ -59,8 +60,9 @@ class Shard:
             return cls()
         if isinstance(text, Shard):
             return text
-        parts = str(text).split("/")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        parts = [p.strip() for p in str(text).split("/")]
+        # ASCII only: str.isdigit() also accepts '²' or '٣', which int() then refuses or reads differently
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
             raise ConfigError(f"--shard {text!r} is not of the form K/N; give e.g. 3/8 for the third of eight "
                               "(in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
         return cls(int(parts[0]), int(parts[1]))
@@ -88,12 +90,11 @@ class CorpusStream:
     def __init__(self, paths: Sequence[str | Path], *, chunk_size: int = 200_000, shard: str | Shard | None = None,
                  dedupe: bool = True, max_length_ratio: float | None = 3.0, min_length: int = 1,
                  max_pairs: int | None = None) -> None:
-        if chunk_size <= 0:
-            raise ConfigError(f"--chunk-size must be a positive number of pairs, got {chunk_size}")
-        if max_pairs is not None and max_pairs <= 0:
-            raise ConfigError(f"--max-pairs must be a positive number of pairs (or omitted for all), got {max_pairs}")
-        if max_length_ratio is not None and not max_length_ratio >= 1.0:
-            raise ConfigError(f"--max-length-ratio must be >= 1.0 (or 0 to disable), got {max_length_ratio}")
+        check_number("--chunk-size", chunk_size, low=1, integer=True, hint="pairs")
+        if max_pairs is not None:
+            check_number("--max-pairs", max_pairs, low=1, integer=True, hint="or omitted for all pairs")
+        if max_length_ratio is not None:
+            check_number("--max-length-ratio", max_length_ratio, low=1, hint="or 0 to disable")
         self.paths = [Path(p) for p in paths]
         self.chunk_size = chunk_size
         self.shard = Shard.parse(shard)
