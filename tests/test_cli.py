@@ -54,3 +54,19 @@ def test_every_verb_has_help(name, capsys):
         main([name, "--help"])
     assert exc.value.code == 0
     assert f"usage: transtok {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["map", "--top-k", "many"], "transtok map: error: argument --top-k: invalid int value: 'many'; "
+                                 "see 'transtok map --help'"),
+    (["finetune", "--lr", "abc", "--model", "m", "--train", "t", "--output", "o"],
+     "transtok finetune: error: argument --lr: invalid float value: 'abc'; see 'transtok finetune --help'"),
+    (["transfer"], "transtok transfer: error: the following arguments are required: "),
+    (["frob"], "transtok: error: argument VERB: invalid choice: 'frob' "),
+])
+def test_a_malformed_command_line_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines

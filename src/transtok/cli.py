@@ -947,8 +947,16 @@ def _run_merge_alignments(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (no usage block) naming where the options are listed;
+    still SystemExit(2), as argparse does (verbs' sub-parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="transtok",
         description="Give a pretrained causal language model a new language (trans-tokenization).",
         epilog=EPILOG,
