@@ -24,6 +24,7 @@ b_t·mu_t/|mu_t|² to head row t, b_t = clip(log f_t − log q_t, ±5), moves to
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -98,17 +99,49 @@ def sample_pairs(source: Sequence[str], target: Sequence[str], n: int = DEFAULT_
     return [source[i] for i in keep], [target[i] for i in keep]
 
 
+def passes_in_bf16(bf16: bool | str | None, device) -> bool:
+    """Whether the calibration passes autocast to bfloat16 on ``device``: as asked ('bf16'/True,
+    'fp32'/False), else (None / 'auto') on a GPU that computes it natively and never on the CPU, where the
+    figures of benchmarks/ were measured in fp32 and an extended model's offset stays exact."""
+    import torch
+
+    from transtok.checks import pick_bf16
+
+    if bf16 in (None, "auto") and torch.device(device).type == "cpu":
+        return False
+    return pick_bf16(bf16, device)
+
+
+@contextlib.contextmanager
+def _placed(model, device):
+    """Run the block with ``model`` on ``device`` (None: where it is), and put it back after."""
+    import torch
+
+    home = next(model.parameters()).device
+    device = home if device is None else torch.device(device)
+    if device == home:
+        yield device
+        return
+    model.to(device)
+    try:
+        yield device
+    finally:
+        model.to(home)
+
+
 def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None, batch_size: int, empty: str,
-                 desc: str = "forward passes"):
+                 desc: str = "forward passes", device=None, bf16: bool | str | None = None):
     """Yield ``(logits, head_inputs)`` of each batch of ``texts`` read as
     :func:`transtok.evaluate.evaluate_perplexity` reads them (joined with newlines, no special tokens, windows of
     ``seq_len`` after a bos/eos prefix), cut to the positions that predict a text token (the last position of
     a window predicts the token after it); eval mode, no gradients, the training mode restored after.
-    ``empty``: the DataError message when the texts are blank; ``desc``: the progress bar's label."""
+    ``empty``: the DataError message when the texts are blank; ``desc``: the progress bar's label.
+    ``device``: where the passes run (the model is moved there and back; None: where it is); ``bf16``:
+    autocast to bfloat16 (:func:`passes_in_bf16`)."""
     import torch
-    from transtok.progress import bar as progress_bar
 
     from transtok.evaluate import _prefix_id, eval_seq_len
+    from transtok.progress import bar as progress_bar
 
     text = "\n".join(texts)
     if not text.strip():
@@ -120,7 +153,6 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
     captured: list[torch.Tensor] = []
     hook = model.get_output_embeddings().register_forward_pre_hook(
         lambda module, args: captured.append(args[0].detach()))
-    device = next(model.parameters()).device
     training = model.training
     model.eval()  # no dropout in the means
     try:
@@ -128,18 +160,23 @@ def _head_passes(model, tokenizer, texts: Sequence[str], *, seq_len: int | None,
         for length in sorted({len(w) for w in windows}, reverse=True):
             same = [w for w in windows if len(w) == length]
             batches += [same[start:start + batch_size] for start in range(0, len(same), batch_size)]
-        with torch.no_grad():
-            for batch in progress_bar(batches, desc=desc, unit="batch"):
-                captured.clear()
-                logits = model(input_ids=torch.tensor(batch, device=device), use_cache=False).logits
-                yield logits[:, :-1], captured[-1][:, :-1]
+        with _placed(model, device) as where:
+            use_bf16 = passes_in_bf16(bf16, where)
+            logger.info("%s: %s windows of up to %d tokens, %s on %s", desc, f"{len(windows):,}", seq_len + 1,
+                        "bf16" if use_bf16 else "fp32", where)
+            with torch.no_grad(), torch.autocast(where.type, dtype=torch.bfloat16, enabled=use_bf16):
+                for batch in progress_bar(batches, desc=desc, unit="batch"):
+                    captured.clear()
+                    logits = model(input_ids=torch.tensor(batch, device=where), use_cache=False).logits
+                    yield logits[:, :-1].float(), captured[-1][:, :-1].float()
     finally:
         hook.remove()
         model.train(training)
 
 
 def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
-                        batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
+                        batch_size: int = 2, device=None,
+                        bf16: bool | str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Mean (d,) and second moment (d, d), float64, of the LM head's input over ``texts``, and the
     number of positions. Texts are read as :func:`transtok.evaluate.evaluate_perplexity` reads them
     (joined with newlines, no special tokens, windows of ``seq_len`` after a bos/eos prefix); the
@@ -148,7 +185,7 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     count = 0
     for _, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
                                   empty="the offset sample is empty; give parallel text with non-blank lines on "
-                                        "both sides", desc="language offset"):
+                                        "both sides", desc="language offset", device=device, bf16=bf16):
         states = inputs.reshape(-1, inputs.shape[-1]).double().cpu()
         total = states.sum(0) if total is None else total + states.sum(0)
         second = states.T @ states if second is None else second + states.T @ states
@@ -157,15 +194,16 @@ def head_inputs_moments(model, tokenizer, texts: Sequence[str], *, seq_len: int 
 
 
 def language_offset(model, tokenizer, source_texts: Sequence[str], target_texts: Sequence[str], delta: float, *,
-                    seq_len: int | None = None) -> LanguageOffset:
+                    seq_len: int | None = None, device=None, bf16: bool | str | None = None) -> LanguageOffset:
     """The least-norm v with mean(h_source)·v = −delta and mean(h_target)·v = 0 (module docstring)."""
     import torch
 
     delta = check_offset(delta)
     logger.info("language offset: mean LM-head inputs over %d source-language and %d target-language texts "
                 "(one forward pass each)", len(source_texts), len(target_texts))
-    source_mean, source_second, source_n = head_inputs_moments(model, tokenizer, source_texts, seq_len=seq_len)
-    target_mean, target_second, target_n = head_inputs_moments(model, tokenizer, target_texts, seq_len=seq_len)
+    where = {"seq_len": seq_len, "device": device, "bf16": bf16}
+    source_mean, source_second, source_n = head_inputs_moments(model, tokenizer, source_texts, **where)
+    target_mean, target_second, target_n = head_inputs_moments(model, tokenizer, target_texts, **where)
     means = torch.stack([source_mean, target_mean])  # (2, d)
     gram = means @ means.T
     cosine = float(gram[0, 1] / math.sqrt(float(gram[0, 0] * gram[1, 1]) or 1.0))
@@ -186,9 +224,11 @@ def offset_rows(rows: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
 
 
 def apply_language_offset(model, tokenizer, source_texts: Sequence[str], target_texts: Sequence[str], *,
-                          delta: float = DEFAULT_OFFSET, new_from: int) -> LanguageOffset:
+                          delta: float = DEFAULT_OFFSET, new_from: int, device=None,
+                          bf16: bool | str | None = None) -> LanguageOffset:
     """Compute the offset on ``model`` (in place) and add it to the LM-head rows of the new tokens,
-    ids ``new_from .. len(tokenizer) - 1`` (padding rows untouched). The head must be untied."""
+    ids ``new_from .. len(tokenizer) - 1`` (padding rows untouched). The head must be untied.
+    ``device`` / ``bf16``: where and how the forward passes run (:func:`_head_passes`)."""
     import torch
 
     from transtok.surgery import is_tied
@@ -197,7 +237,7 @@ def apply_language_offset(model, tokenizer, source_texts: Sequence[str], target_
         raise ArchitectureError(f"{type(model).__name__} ties its LM head to the input embeddings; the language "
                                 "offset changes only the new head rows, so it needs an untied head (drop --tied-head, "
                                 "or --new-token-offset 0)")
-    offset = language_offset(model, tokenizer, source_texts, target_texts, delta)
+    offset = language_offset(model, tokenizer, source_texts, target_texts, delta, device=device, bf16=bf16)
     head = model.get_output_embeddings().weight
     with torch.no_grad():
         head[new_from:len(tokenizer)] = offset_rows(head[new_from:len(tokenizer)], offset.vector)
@@ -288,7 +328,8 @@ def resolve_prior(strength: float | None, *, replaced: bool, texts: bool = True)
 
 
 def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,
-                    batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor, int]:
+                    batch_size: int = 2, device=None,
+                    bf16: bool | str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The model's mean next-token distribution (V,) over the first ``len(tokenizer)`` ids, the mean LM-head
     input (d,), both float64, and the number of positions, over ``texts`` read as evaluation reads them
     (joined with newlines, windows of ``seq_len`` after a bos/eos prefix; positions that predict a text token)."""
@@ -298,7 +339,7 @@ def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | No
     count = 0
     for logits, inputs in _head_passes(model, tokenizer, texts, seq_len=seq_len, batch_size=batch_size,
                                        empty="the unigram prior needs target-language text; the sample is empty",
-                                       desc="unigram prior"):
+                                       desc="unigram prior", device=device, bf16=bf16):
         p = torch.softmax(logits[..., :len(tokenizer)].float(), dim=-1).double().sum((0, 1)).cpu()
         h = inputs.double().sum((0, 1)).cpu()
         probs = p if probs is None else probs + p
@@ -309,7 +350,7 @@ def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | No
 
 def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
                   sample: int = DEFAULT_PRIOR_TEXTS, seed: int = DEFAULT_SEED,
-                  seq_len: int | None = None) -> UnigramPrior:
+                  seq_len: int | None = None, device=None, bf16: bool | str | None = None) -> UnigramPrior:
     """Per-token logit changes that move the model's mean prediction towards the target text's unigram
     distribution: b = strength · clip(log f − log q, ±PRIOR_CLIP), f = smoothed token frequencies of all
     ``texts``, q = the model's mean next-token distribution on ``sample`` of them. A transferred row
@@ -328,22 +369,25 @@ def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = D
     picked = sorted(random.Random(seed).sample(range(len(texts)), min(sample, len(texts))))
     logger.info("unigram prior: token frequencies of %s texts (%s tokens), the model's mean prediction on %s of them",
                 f"{len(texts):,}", f"{len(ids):,}", f"{len(picked):,}")
-    mean_p, mean_h, positions = mean_prediction(model, tokenizer, [texts[i] for i in picked], seq_len=seq_len)
+    mean_p, mean_h, positions = mean_prediction(model, tokenizer, [texts[i] for i in picked], seq_len=seq_len,
+                                                device=device, bf16=bf16)
     bias = strength * (frequency.log() - mean_p.clamp_min(1e-30).log()).clamp(-PRIOR_CLIP, PRIOR_CLIP)
     return UnigramPrior(strength, bias, mean_h / (mean_h @ mean_h), positions, len(picked))
 
 
 def apply_unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
-                        sample: int = DEFAULT_PRIOR_TEXTS) -> UnigramPrior:
+                        sample: int = DEFAULT_PRIOR_TEXTS, device=None,
+                        bf16: bool | str | None = None) -> UnigramPrior:
     """Compute the prior on ``model`` and add b_t·v to LM-head row t for every token of ``tokenizer``
     (in place; padding rows untouched). A tied head is untied first (its rows are also the input
-    embeddings, which the prior must not move): +V·d parameters."""
+    embeddings, which the prior must not move): +V·d parameters. ``device`` / ``bf16``: where and how
+    the forward passes run (:func:`_head_passes`; default: where the model is, bf16 where native)."""
     import torch
 
     from transtok.surgery import untie_head
 
     untie_head(model)
-    prior = unigram_prior(model, tokenizer, texts, strength=strength, sample=sample)
+    prior = unigram_prior(model, tokenizer, texts, strength=strength, sample=sample, device=device, bf16=bf16)
     head = model.get_output_embeddings().weight
     vocab = len(tokenizer)
     with torch.no_grad():

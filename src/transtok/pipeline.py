@@ -16,8 +16,8 @@ import numpy as np
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
-from transtok.calibration import DEFAULT_PAIRS, resolve_offset, resolve_prior
-from transtok.checks import check_number
+from transtok.calibration import DEFAULT_PAIRS, passes_in_bf16, resolve_offset, resolve_prior
+from transtok.checks import check_number, pick_bf16, pick_device
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
@@ -224,7 +224,8 @@ def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingRepo
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
                    dtype: str = "auto", in_memory: bool = False, hardlink: bool = False,
                    new_token_offset: float | None = None, parallel: Sequence[str] | None = None,
-                   offset_pairs: int | None = None, unigram_prior: float | None = None) -> Path:
+                   offset_pairs: int | None = None, unigram_prior: float | None = None, device: str | None = None,
+                   precision: str = "auto") -> Path:
     """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
 
     Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
@@ -239,6 +240,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     A replaced vocabulary gets the head's unigram prior of ``transfer`` from the target side of
     ``parallel`` (``unigram_prior``; None: :data:`~transtok.calibration.DEFAULT_PRIOR` when ``parallel``
     is given, else none); it unties a tied head, so that path loads the model in memory.
+    ``device`` / ``precision``: where and how the offset's and the prior's forward passes run
+    (default: CUDA when available, bf16 where the device computes it natively).
     """
     from transtok.calibration import apply_language_offset, language_offset, log_offset
     from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, load_causal_lm, offset_head_rows,
@@ -248,6 +251,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
 
     if offset_pairs is not None:
         check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
+    device = pick_device(device)
     check_output_dir(output, overwrite=overwrite)
     mapping = TokenMapping.load(mapping_dir)
     delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
@@ -279,11 +283,13 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
         model, source_tokenizer = load_model(source_model, dtype=dtype)
         transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
         if sample is not None:
-            offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=mapping.shape[1])
+            offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=mapping.shape[1],
+                                           device=device, bf16=precision)
         if strength:
             from transtok.calibration import apply_unigram_prior
 
-            prior = apply_unigram_prior(model, target_tokenizer, prior_texts, strength=strength).report()
+            prior = apply_unigram_prior(model, target_tokenizer, prior_texts, strength=strength, device=device,
+                                        bf16=precision).report()
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
@@ -294,7 +300,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
                                   hardlink=hardlink)
             if sample is not None:
                 written = load_causal_lm(tmp, dtype="auto").eval()
-                offset = language_offset(written, target_tokenizer, *sample, delta)
+                offset = language_offset(written, target_tokenizer, *sample, delta, device=device, bf16=precision)
                 del written
                 offset_head_rows(tmp, offset.vector, mapping.shape[1], mapping.shape[0])
                 log_offset(offset, mapping.shape[0] - mapping.shape[1])
@@ -365,6 +371,10 @@ class TransferConfig:
     """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
     the parallel corpus's target side)."""
     dtype: str = "auto"
+    device: str | None = None
+    """Where the offset's and the prior's forward passes run: None / 'auto' = CUDA when available, else the CPU."""
+    precision: str = "auto"
+    """Those passes in bf16 autocast or fp32; auto = bf16 on a GPU that computes it natively, fp32 on the CPU."""
     max_pairs: int | None = None
     dedupe: bool = True
     max_length_ratio: float | None = 3.0
@@ -436,13 +446,15 @@ def transfer(config: TransferConfig) -> TransferResult:
     from transtok.extension import extend_tokenizer, extends
     from transtok.tokenizer import load_tokenizer, train_tokenizer
 
+    device = pick_device(config.device)
+    pick_bf16(config.precision, device)  # a bad precision fails before the work
     check_output_dir(config.output, overwrite=config.overwrite)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     corpus = read_parallel(config.parallel)
     corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
                                     max_length_ratio=config.max_length_ratio)
-    logger.info("loading the source model %s", config.source_model)
+    logger.info("transfer on %s: loading the source model %s", device, config.source_model)
     model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
     seconds["load"] = time.perf_counter() - clock
 
@@ -499,8 +511,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         clock = time.perf_counter()
         sample = sample_pairs(corpus.source, corpus.target, config.offset_pairs)
         logger.info("language offset %.2f of the new head rows, from %d sampled pairs", delta, len(sample[0]))
-        offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta,
-                                       new_from=len(source_tokenizer)).report()
+        offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=len(source_tokenizer),
+                                       device=device, bf16=config.precision).report()
         offset["pairs"] = len(sample[0])
         seconds["offset"] = time.perf_counter() - clock
 
@@ -509,7 +521,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         from transtok.calibration import apply_unigram_prior
 
         clock = time.perf_counter()
-        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=strength).report()
+        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=strength, device=device,
+                                    bf16=config.precision).report()
         seconds["prior"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -533,6 +546,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
         resolved["new_token_offset"] = delta
         resolved["unigram_prior"] = strength
+        resolved["device"] = str(device)
+        resolved["precision"] = "bf16" if passes_in_bf16(config.precision, device) else "fp32"
         if config.mode == "replace" and config.target_tokenizer is None:
             resolved["vocab_size"] = len(target_tokenizer)  # what the default or the text made of the request
             resolved["vocab_size_asked"] = config.vocab_size
