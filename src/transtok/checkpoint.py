@@ -127,6 +127,9 @@ def check_weights(directory: str | os.PathLike) -> None:
     those are checked by :func:`check_pickle`, so that one that would run code fails with one line."""
     directory = Path(directory)
     if directory.is_dir():
+        for index in (INDEX_FILE, PICKLE_INDEX_FILE):
+            if (directory / index).is_file():
+                index_shards(directory, index)  # every shard it names lies inside the directory
         for path in sorted(directory.glob("*.safetensors")):
             read_header(path)
         if not ((directory / SINGLE_FILE).is_file() or (directory / INDEX_FILE).is_file()):
@@ -136,6 +139,35 @@ def check_weights(directory: str | os.PathLike) -> None:
 
 PICKLE_WEIGHTS = "pytorch_model*.bin"
 """The pickle weight files transformers loads when a checkpoint has no safetensors weights."""
+PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
+
+
+def path_inside(directory: str | os.PathLike, name: str, *, named_by: str | os.PathLike) -> Path:
+    """``directory / name``, refused with a :class:`DataError` when ``name`` leads outside ``directory``
+    (an absolute path or ``..``): a model directory refers only to files inside it. ``named_by`` is
+    the file that names it. Judged on the path as written: links inside the directory (a hub cache
+    snapshot's) are the file system's business, not the file's."""
+    normal = os.path.normpath(name) if isinstance(name, str) and name else ""
+    if not normal or os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise DataError(f"{named_by} refers to {name!r}, which is not a path inside {directory}: a model directory "
+                        f"may only refer to files inside it. Fix that entry or {checkpoint_fix(directory)}")
+    return Path(directory) / normal
+
+
+def index_shards(directory: str | os.PathLike, index_name: str = INDEX_FILE) -> dict[str, str]:
+    """The weight map (tensor name -> shard file) of a checkpoint's index file, each shard checked
+    to lie inside ``directory``; a broken index is a :class:`CorruptFileError`."""
+    directory = Path(directory)
+    path = directory / index_name
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not an object of tensor name -> shard file name")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CorruptFileError(path, checkpoint_fix(directory), f"{type(exc).__name__}: {exc}") from exc
+    for shard in sorted(set(weight_map.values())):
+        path_inside(directory, shard, named_by=path)
+    return dict(weight_map)
 
 
 def check_pickle(path: str | os.PathLike) -> None:
@@ -261,8 +293,7 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, *, dtype: str = "auto") 
 
     directory = resolve_checkpoint(name_or_path)
     if (directory / INDEX_FILE).is_file():
-        index = json.loads((directory / INDEX_FILE).read_text(encoding="utf-8"))
-        shards = dict(index.get("weight_map", {}))
+        shards = index_shards(directory)
         indexed = True
     elif (directory / SINGLE_FILE).is_file():
         indexed = False
