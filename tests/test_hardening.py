@@ -405,7 +405,8 @@ def test_coverage_of_a_capped_stream_and_overlaps_of_in_memory_alignments(ws):
     stream = CorpusStream([ws / "pairs.tsv"], chunk_size=64, max_pairs=100, dedupe=False, max_length_ratio=None)
     assert sum(len(c) for c in stream) == 100
     (corpus, entry), = stream_coverage(stream).items()
-    assert entry == {"ranges": [[0, 100]], "pairs": None, "files": ["pairs.tsv"]}  # only the pairs looked at
+    assert entry == {"ranges": [[0, 100]], "pairs": None, "files": ["pairs.tsv"],  # only the pairs looked at
+                     "fingerprint": "pairs"}
 
     def part(start, end):
         return AlignmentCounts(sp.csr_matrix((3, 2)), "s", "t", {"pairs": end - start},

@@ -27,7 +27,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,3 +314,68 @@ def read_sparse(directory: str | os.PathLike, meta_file: str, tensors_file: str,
     except Exception as exc:  # safetensors' own error type, or arrays that do not fit the shape
         raise CorruptFileError(tensors_path, fix, exc) from exc
     return meta, arrays, matrix
+
+
+def check_output_file(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (),
+                      option: str = "--output") -> Path:
+    """Take the output *file* ``path`` for this run (:func:`claim_output`) once it is known to be
+    writable: not a directory, in an existing writable folder, not one of ``inputs``. Returns the
+    file to write (a link's target). Call it before the work, so that a bad path fails at once."""
+    given = str(path)
+    final = Path(os.path.realpath(path))
+    if final.is_dir():
+        raise ConfigError(f"{option} {given!r} is a directory; give a file path, e.g. "
+                          f"{os.path.join(given, 'output.txt')!r}")
+    folder = final.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"the folder of {option} {given!r}, {str(folder)!r}, {what}; create the folder "
+                          f"(mkdir -p) or choose another {option}")
+    for other in inputs:
+        if os.path.realpath(other) == str(final) or (final.exists() and os.path.exists(other)
+                                                     and os.path.samefile(other, final)):
+            raise ConfigError(f"{option} {given!r} is the input file {str(other)!r}; writing it would replace the "
+                              f"text being read: choose another {option}")
+    if final.exists() and not os.access(final, os.W_OK):
+        raise ConfigError(f"{option} {given!r} exists and is read-only; make it writable or choose another {option}")
+    if final.exists() and not final.is_file():  # /dev/null, a FIFO: written in place, never replaced
+        return final
+    try:  # the one sure test of writing there: what write_text_atomic will do
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=folder))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {option} {given!r} in {str(folder)!r} ({exc.strerror}); choose a writable "
+                          "folder") from None
+    claim_output(final)
+    return final
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to the file ``path`` (a link's target) through a temporary sibling that
+    replaces it only once complete, so an interrupted run leaves the old file or none, never half
+    a file. The file keeps an existing file's permissions; a device or FIFO (``/dev/null``) is
+    written in place. Gives the path back (:func:`release_output`)."""
+    final = Path(os.path.realpath(path))
+    if final not in _CLAIMS:
+        check_output_file(final)
+    if final.exists() and not final.is_file():  # /dev/null, a FIFO: nothing to replace
+        with open(final, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        return final
+    try:
+        # A folder, not a bare file: a killed run's leftover is swept like any partial output.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        try:
+            tmp = scratch / final.name
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(final.stat().st_mode & 0o7777 if final.exists() else 0o666 & ~umask)
+            pause_point("commit")
+            with _signals_deferred():
+                os.replace(tmp, final)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        release_output(final)
+    return final

@@ -25,7 +25,8 @@ from types import SimpleNamespace
 import torch
 from safetensors import safe_open
 
-from transtok.errors import ArchitectureError, ConfigError, CorruptFileError, MismatchError, TranstokError
+from transtok.errors import (ArchitectureError, ConfigError, CorruptFileError, DataError, MismatchError,
+                             TranstokError)
 from transtok.mapping import TokenMapping
 from transtok.progress import bar as progress_bar
 from transtok.surgery import (check_vocabularies, pad_rows, padded_vocab_size, set_padding_suppression,
@@ -120,11 +121,89 @@ def checkpoint_fix(directory: str | os.PathLike) -> str:
 
 def check_weights(directory: str | os.PathLike) -> None:
     """Check every safetensors file of a local checkpoint directory (headers and sizes only; no weights
-    are read), so that a truncated download fails with the file's name, not deep inside a loader."""
+    are read), so that a truncated download fails with the file's name, not deep inside a loader.
+
+    A directory without safetensors weights is loaded from its ``pytorch_model*.bin`` pickles:
+    those are checked by :func:`check_pickle`, so that one that would run code fails with one line."""
     directory = Path(directory)
     if directory.is_dir():
+        for index in (INDEX_FILE, PICKLE_INDEX_FILE):
+            if (directory / index).is_file():
+                index_shards(directory, index)  # every shard it names lies inside the directory
         for path in sorted(directory.glob("*.safetensors")):
             read_header(path)
+        if not ((directory / SINGLE_FILE).is_file() or (directory / INDEX_FILE).is_file()):
+            for path in sorted(directory.glob(PICKLE_WEIGHTS)):
+                check_pickle(path)
+
+
+PICKLE_WEIGHTS = "pytorch_model*.bin"
+"""The pickle weight files transformers loads when a checkpoint has no safetensors weights."""
+PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
+
+
+def path_inside(directory: str | os.PathLike, name: str, *, named_by: str | os.PathLike) -> Path:
+    """``directory / name``, refused with a :class:`DataError` when ``name`` leads outside ``directory``
+    (an absolute path or ``..``): a model directory refers only to files inside it. ``named_by`` is
+    the file that names it. Judged on the path as written: links inside the directory (a hub cache
+    snapshot's) are the file system's business, not the file's."""
+    normal = os.path.normpath(name) if isinstance(name, str) and name else ""
+    if not normal or os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise DataError(f"{named_by} refers to {name!r}, which is not a path inside {directory}: a model directory "
+                        f"may only refer to files inside it. Fix that entry or {checkpoint_fix(directory)}")
+    return Path(directory) / normal
+
+
+def index_shards(directory: str | os.PathLike, index_name: str = INDEX_FILE) -> dict[str, str]:
+    """The weight map (tensor name -> shard file) of a checkpoint's index file, each shard checked
+    to lie inside ``directory``; a broken index is a :class:`CorruptFileError`."""
+    directory = Path(directory)
+    path = directory / index_name
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not an object of tensor name -> shard file name")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CorruptFileError(path, checkpoint_fix(directory), f"{type(exc).__name__}: {exc}") from exc
+    for shard in sorted(set(weight_map.values())):
+        path_inside(directory, shard, named_by=path)
+    return dict(weight_map)
+
+
+def check_pickle(path: str | os.PathLike) -> None:
+    """Refuse a pickle weight file that torch's weights-only loader refuses: loading it would import
+    and call what it names (it may run code), so nothing in it is run and the error names the file
+    and the fix. The check unpickles onto the meta device, reading no weights of a zip-format file."""
+    import pickle
+    import warnings
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            torch.load(path, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise unsafe_pickle(path, exc) from None
+    except Exception as exc:  # torch's errors for a cut or foreign file: EOFError, RuntimeError, KeyError...
+        raise CorruptFileError(path, checkpoint_fix(path.parent), f"{type(exc).__name__}: {exc}") from exc
+
+
+def unsafe_pickle(path: str | os.PathLike, exc: BaseException) -> DataError:
+    """The one-line error for a pickle that torch's weights-only loader refused (``exc``)."""
+    import re
+
+    text = " ".join(str(exc).split())
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        what = f"would import and call {found.group(1)} when loaded"
+    else:
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        what = f"holds more than tensors ({found.group(1).strip() if found else text[:120]})"
+    return DataError(
+        f"{path} is not a plain tensor file: it is a pickle that {what}, so it was not loaded and nothing in it "
+        "ran. Give a safetensors checkpoint; or, only if you trust where the file came from, convert it yourself: "
+        "load the model's weights with torch.load(FILE, weights_only=False) and save the model with "
+        "save_pretrained(DIR, safe_serialization=True), which writes model.safetensors")
 
 
 def require_causal_lm(config, where: str | os.PathLike) -> None:
@@ -172,11 +251,15 @@ def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    import pickle
+
     config = check_causal_checkpoint(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, config=config, **kwargs)
     except SafetensorError as exc:  # e.g. a hub snapshot, not checked above
         raise CorruptFileError(name_or_path, checkpoint_fix(name_or_path), exc) from exc
+    except pickle.UnpicklingError as exc:  # likewise: a pickle that torch's weights-only loader refused
+        raise unsafe_pickle(name_or_path, exc) from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
                           "Give a local checkpoint directory or a hub id of a causal language model") from exc
@@ -210,13 +293,13 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, *, dtype: str = "auto") 
 
     directory = resolve_checkpoint(name_or_path)
     if (directory / INDEX_FILE).is_file():
-        index = json.loads((directory / INDEX_FILE).read_text(encoding="utf-8"))
-        shards = dict(index.get("weight_map", {}))
+        shards = index_shards(directory)
         indexed = True
     elif (directory / SINGLE_FILE).is_file():
         indexed = False
         shards = None
     else:
+        check_weights(directory)  # a pickle that would run code, or a cut one, is refused, not loaded in memory
         raise UnsupportedCheckpoint(f"{directory} has neither {SINGLE_FILE} nor {INDEX_FILE} (other weight formats "
                                     "are loaded in memory)")
     files = sorted(set(shards.values())) if indexed else [SINGLE_FILE]

@@ -810,13 +810,22 @@ def _read_lines(path: str) -> list[str]:
     return lines
 
 
+def _take_output_file(path: str | None, *inputs: str | None) -> None:
+    """Refuse an --output file that cannot be written (or is an input) before the work, not after it."""
+    if path is not None and path != "-":
+        from transtok.artifacts import check_output_file
+
+        check_output_file(path, inputs=[i for i in inputs if i])
+
+
 def _write_lines(path: str | None, lines: Sequence[str]) -> None:
     text = "".join(line.replace("\n", " ") + "\n" for line in lines)
     if path is None or path == "-":
         sys.stdout.write(text)
     else:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        from transtok.artifacts import write_text_atomic
+
+        write_text_atomic(path, text)  # an interrupted run leaves no half file
 
 
 @verb
@@ -879,6 +888,7 @@ def _run_hydra_generate(args) -> int:
 
     generation = _generation_kwargs(args)  # checked before the model loads
     device = _device(args)
+    _take_output_file(args.output, args.input)
     hydra = Hydra.from_pretrained(args.model, dtype=args.dtype)
     hydra.model.to(device)
     if args.output_vocab:
@@ -934,6 +944,7 @@ def _run_translate(args) -> int:
     generation = _generation_kwargs(args)  # both checked before the model loads
     device = _device(args)
     texts = _read_lines(args.input)
+    _take_output_file(args.output, args.input)
     hydra = _open_hydra(args.model, dtype=args.dtype, device=device)
     clock = time.perf_counter()
     source, target = args.source, args.target

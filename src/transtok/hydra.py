@@ -343,14 +343,10 @@ class Hydra:
         if not (directory / HYDRA_FILE).is_file():
             raise ConfigError(f"{str(directory)!r} has no {HYDRA_FILE}; give a directory written by "
                               "'transtok hydra build' or Hydra.save_pretrained")
-        spec = read_json(directory / HYDRA_FILE)
-        if spec.get("format") != FORMAT or int(spec.get("version", 0)) > FORMAT_VERSION:
-            raise ConfigError(f"{directory / HYDRA_FILE} has format {spec.get('format')!r} version "
-                              f"{spec.get('version')!r}; this transtok reads {FORMAT!r} up to version "
-                              f"{FORMAT_VERSION} (upgrade transtok)")
+        spec, tokenizers = read_spec(directory)  # before the model: a bad file fails at once
         model = load_causal_lm(directory, dtype=_torch_dtype(dtype)).eval()
-        spans = [VocabularySpan(v["name"], int(v["offset"]), int(v["size"]), tuple(v["stop_ids"]),
-                                _load_tokenizer(str(directory / v["tokenizer"]))) for v in spec["vocabularies"]]
+        spans = [VocabularySpan(v["name"], v["offset"], v["size"], tuple(v["stop_ids"]), _load_tokenizer(str(path)))
+                 for v, path in zip(spec["vocabularies"], tokenizers)]
         return cls(model, spans, spec["output"])
 
     # vocabularies
@@ -672,6 +668,85 @@ def check_generation(*, max_new_tokens: int = 1, batch_size: int = 1, num_beams:
         check_number("temperature", temperature, low=0, low_open=True, hint="sampling only; 1 = the model's own")
     if top_p is not None:
         check_number("top_p", top_p, low=0, high=1, low_open=True, hint="sampling only; 1 = off")
+
+
+def read_spec(directory: str | os.PathLike) -> tuple[dict, list[Path]]:
+    """The checked ``hydra.json`` of a Hydra directory and the path of each vocabulary's tokenizer.
+
+    Refuses, in one line naming the file, what :meth:`Hydra.save_pretrained` never writes: a file
+    that is not a JSON object, another format or a newer version, a missing or mistyped field,
+    duplicate or unusable names, offsets that do not tile the table, stop ids outside their
+    vocabulary, and tokenizer paths that leave the directory.
+    """
+    from transtok.checkpoint import checkpoint_fix, path_inside
+    from transtok.errors import CorruptFileError
+
+    directory = Path(directory)
+    path = directory / HYDRA_FILE
+    fix = checkpoint_fix(directory)
+
+    def bad(detail: str) -> CorruptFileError:
+        return CorruptFileError(path, fix, detail)
+
+    try:
+        spec = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"not JSON: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise bad(f"it holds a JSON {type(spec).__name__}, not an object with format, version, output and "
+                  "vocabularies")
+    if spec.get("format") != FORMAT:
+        raise ConfigError(f"{path} has format {_short(spec.get('format'))}, not {FORMAT!r}: it does not describe a "
+                          "Hydra; give a directory written by 'transtok hydra build'")
+    version = spec.get("version")
+    if isinstance(version, str) and version.strip().isdigit():  # a hand-edited "1"
+        version = int(version)
+    if not _whole(version):
+        raise bad(f"version {_short(spec.get('version'))} is not a whole number")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"{path} has format {FORMAT!r} version {version}; this transtok reads up to version "
+                          f"{FORMAT_VERSION} (upgrade transtok)")
+    vocabularies = spec.get("vocabularies")
+    if not isinstance(vocabularies, list) or not vocabularies:
+        got = "no 'vocabularies'" if vocabularies is None else f"'vocabularies' {_short(vocabularies)}"
+        raise bad(f"{got}; expected a non-empty list of {{name, offset, size, stop_ids, tokenizer}} objects")
+    tokenizers, names, offset = [], [], 0
+    for i, v in enumerate(vocabularies):
+        where = f"vocabularies[{i}]"
+        if not isinstance(v, dict):
+            raise bad(f"{where} is {_short(v)}, not an object")
+        name = v.get("name")
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            raise bad(f"{where}.name {_short(name)} is not a vocabulary name (e.g. 'en')")
+        if name in names:
+            raise bad(f"vocabulary {name!r} is listed twice")
+        for key in ("offset", "size"):
+            if not _whole(v.get(key)):
+                raise bad(f"{where}.{key} {_short(v.get(key))} is not a whole number")
+        if v["offset"] != offset or v["size"] < 1:
+            raise bad(f"vocabulary {name!r} has offset {v['offset']} and size {v['size']}; the vocabularies "
+                      f"must tile the table in order (this one should start at {offset} and have rows)")
+        stops = v.get("stop_ids")
+        if not isinstance(stops, list) or not all(_whole(stop) and stop < v["size"] for stop in stops):
+            raise bad(f"{where}.stop_ids {_short(stops)} is not a list of ids of that vocabulary (0..{v['size'] - 1})")
+        tokenizer = v.get("tokenizer")
+        if not isinstance(tokenizer, str):
+            raise bad(f"{where}.tokenizer {_short(tokenizer)} is not a folder path")
+        tokenizers.append(path_inside(directory, tokenizer, named_by=path))
+        names.append(name)
+        offset += v["size"]
+    if spec.get("output") not in names:
+        raise bad(f"output {_short(spec.get('output'))} is not one of its vocabularies ({', '.join(names)})")
+    return spec, tokenizers
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def newline_ids(tokenizer) -> list[int]:

@@ -10,9 +10,15 @@ the length-ratio test uses each chunk's median density, and duplicates are found
 repeats may fall into different shards.
 
 Every alignment made from files records its *coverage*: the [start, end) ranges of pair indices
-it counted, per corpus, a corpus being named by a fingerprint of its files' bytes. Merging sums
-coverages and refuses any overlap (a shard given twice, a whole-corpus alignment with one of its
-shards, a merged directory with one of its parts), so no pair is ever counted twice.
+it counted, per corpus, a corpus being named by a fingerprint of its pairs as the aligner reads
+them (decompressed, decoded, byte-order mark and line endings removed, sides stripped; before the
+cleaning filters, which depend on options). A CRLF, BOM, gzip, JSONL or two-file copy of a corpus
+is therefore the same corpus. Merging sums coverages and refuses any overlap (a shard given twice,
+a whole-corpus alignment with one of its shards, a merged directory with one of its parts, a
+re-encoded copy of a corpus with the original), so no pair is ever counted twice. Alignments made
+before this fingerprint (transtok versions that hashed the files' bytes) stay loadable and
+mergeable, but an overlap between one of them and a newer alignment of the same corpus cannot be
+detected: merging them warns.
 
 Cluster recipe (a Slurm array of N tasks; any scheduler or ``xargs -P`` works the same way)::
 
@@ -75,9 +81,41 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+FINGERPRINT = "pairs"
+"""What a coverage entry's fingerprint hashes (its ``fingerprint`` key); entries without one hash
+the files' bytes (older transtok)."""
+
+
+class PairDigest:
+    """Fingerprint of a sequence of (source, target) pairs, fed chunk by chunk: the same whatever
+    the chunking, the file format or the encoding details that reading removes."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def update(self, chunk: ParallelCorpus) -> None:
+        # Each side as "<characters>:<text>": unambiguous whatever the text holds (tabs, newlines).
+        text = "".join(f"{len(s)}:{s}{len(t)}:{t}" for s, t in zip(chunk.source, chunk.target))
+        self._sha.update(text.encode("utf-8", "surrogatepass"))  # JSON may escape a lone surrogate
+
+    def hexdigest(self) -> str:
+        """16 hex digits."""
+        return self._sha.hexdigest()[:16]
+
+
+def scan_corpus(paths: Sequence[str | Path]) -> tuple[int, str]:
+    """Number of sentence pairs of a parallel corpus and its :func:`corpus_fingerprint`, in one
+    streaming pass (constant memory)."""
+    digest, total = PairDigest(), 0
+    for chunk in iter_parallel(paths, _READ_CHUNK):
+        digest.update(chunk)
+        total += len(chunk)
+    return total, digest.hexdigest()
+
+
 def count_pairs(paths: Sequence[str | Path]) -> int:
     """Number of sentence pairs in a parallel corpus (one streaming pass, constant memory)."""
-    return sum(len(chunk) for chunk in iter_parallel(paths, _READ_CHUNK))
+    return scan_corpus(paths)[0]
 
 
 class CorpusStream:
@@ -105,20 +143,25 @@ class CorpusStream:
         self.range: tuple[int, int] | None = None
         self.exhausted = False
         """True once every pair of the shard was read (False when --max-pairs stopped early)."""
+        self.fingerprint: str | None = None
+        """:func:`corpus_fingerprint` of the whole corpus, once a pass read all of it."""
 
     def __iter__(self) -> Iterator[ParallelCorpus]:
         start, end = 0, None
+        digest = None
         if self.shard.count > 1:
-            self.total = count_pairs(self.paths)
+            self.total, self.fingerprint = scan_corpus(self.paths)
             start, end = self.shard.bounds(self.total)
             logger.info("shard %s: pairs %d..%d of %d", self.shard, start, end, self.total)
             if start == end:
                 raise DataError(f"shard {self.shard} of a corpus of {self.total} pairs is empty; use at most "
                                 f"{self.total} shards")
+        else:
+            digest = PairDigest()  # the one pass reads every pair: fingerprint them as they come
         self.range = (start, end)
         seen: set[bytes] = set()
         kept = 0
-        for chunk in self._raw_chunks(start, end):
+        for chunk in self._raw_chunks(start, end, digest):
             cleaned = self._clean(chunk, seen, kept)
             kept += len(cleaned)
             if len(cleaned):
@@ -129,16 +172,21 @@ class CorpusStream:
             self.exhausted = True
             if self.total is None:
                 self.total = self.stats["input"]
+            if digest is not None:
+                self.fingerprint = digest.hexdigest()
         if not kept:
             raise DataError(f"no sentence pair of {', '.join(map(str, self.paths))} (shard {self.shard}) survived "
                             f"cleaning ({dict(self.stats)}); check the corpus or relax --max-length-ratio")
 
-    def _raw_chunks(self, start: int, end: int | None) -> Iterator[ParallelCorpus]:
-        """Pairs [start, end) regrouped into chunks of ``chunk_size`` counted from ``start``."""
+    def _raw_chunks(self, start: int, end: int | None, digest: PairDigest | None = None) -> Iterator[ParallelCorpus]:
+        """Pairs [start, end) regrouped into chunks of ``chunk_size`` counted from ``start``; every
+        pair read goes into ``digest``."""
         position = 0
         source: list[str] = []
         target: list[str] = []
         for block in iter_parallel(self.paths, min(self.chunk_size, _READ_CHUNK)):
+            if digest is not None:
+                digest.update(block)
             lo, hi = max(start - position, 0), len(block) if end is None else min(end - position, len(block))
             position += len(block)
             if lo >= hi:
@@ -182,27 +230,33 @@ class CorpusStream:
 
 
 def corpus_fingerprint(paths: Sequence[str | Path]) -> str:
-    """16 hex digits of a sha256 over the bytes of the corpus files, in order (names do not count)."""
-    from transtok.artifacts import file_sha256
-
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(bytes.fromhex(file_sha256(path)))
-    return digest.hexdigest()[:16]
+    """16 hex digits of a sha256 over the corpus's pairs as read (see :class:`PairDigest`), in order;
+    file names, formats, compression, byte-order marks and line endings do not count."""
+    return scan_corpus(paths)[1]
 
 
 def stream_coverage(stream: CorpusStream) -> dict:
     """The coverage of an iterated stream: {fingerprint: {"ranges": [[start, end]], "pairs": total or
-    None, "files": [names]}}. ``end`` is past the last pair read (cleaning drops pairs, not ranges)."""
+    None, "files": [names], "fingerprint": "pairs"}}. ``end`` is past the last pair read (cleaning
+    drops pairs, not ranges). A stream that stopped early (--max-pairs) reads the corpus once more
+    for its fingerprint."""
     start = stream.range[0] if stream.range else 0
     read = stream.stats["input"] - stream.stats["over_max_pairs"]  # pairs past --max-pairs were not looked at
-    return {corpus_fingerprint(stream.paths): {"ranges": [[start, start + read]],
-                                              "pairs": stream.total, "files": [p.name for p in stream.paths]}}
+    fingerprint = stream.fingerprint or corpus_fingerprint(stream.paths)
+    return {fingerprint: {"ranges": [[start, start + read]], "pairs": stream.total,
+                          "files": [p.name for p in stream.paths], "fingerprint": FINGERPRINT}}
 
 
 def merge_coverage(parts: Sequence[tuple[str, dict]]) -> dict:
     """Union of the coverages of named alignments; raises :class:`ConfigError` naming both inputs
-    when two of them count the same pairs of a corpus."""
+    when two of them count the same pairs of a corpus. Warns when byte-fingerprinted (older) and
+    pair-fingerprinted coverages meet: an overlap between those cannot be seen."""
+    old = [name for name, coverage in parts if any(e.get("fingerprint") != FINGERPRINT for e in coverage.values())]
+    if old and len(old) < len(parts):
+        logger.warning("%s recorded %s corpus by its files' bytes (an older transtok), the other alignments by "
+                       "its pairs: if they count pairs of the same corpus, that double count cannot be detected; "
+                       "rebuild %s with 'transtok align' to check", ", ".join(old), "its" if len(old) == 1 else
+                       "their", "it" if len(old) == 1 else "them")
     merged: dict = {}
     for corpus in dict.fromkeys(c for _, coverage in parts for c in coverage):
         spans = sorted((start, end, name) for name, coverage in parts
@@ -218,7 +272,8 @@ def merge_coverage(parts: Sequence[tuple[str, dict]]) -> dict:
                 raise ConfigError(f"{owner} and {name} both count pairs {start:,}..{min(end, ranges[-1][1]):,} of "
                                   f"{_corpus_name(parts, corpus)}: merging them would count those pairs twice. Give "
                                   "each shard once (a merged directory already holds its shards; a whole-corpus "
-                                  "alignment holds every shard)")
+                                  "alignment holds every shard; a copy of a corpus in another encoding, line "
+                                  "ending, compression or format is the same corpus)")
             if ranges and start == ranges[-1][1]:
                 ranges[-1][1] = end
             else:
@@ -226,12 +281,15 @@ def merge_coverage(parts: Sequence[tuple[str, dict]]) -> dict:
             owner = name
         files = next(c[corpus]["files"] for _, c in parts if corpus in c)
         merged[corpus] = {"ranges": ranges, "pairs": totals.pop() if totals else None, "files": files}
+        if any(c[corpus].get("fingerprint") == FINGERPRINT for _, c in parts if corpus in c):
+            merged[corpus]["fingerprint"] = FINGERPRINT
     return merged
 
 
 def _corpus_name(parts: Sequence[tuple[str, dict]], corpus: str) -> str:
-    files = next(c[corpus].get("files") for _, c in parts if corpus in c)
-    return f"corpus {', '.join(files or [])} ({corpus})"
+    names = list(dict.fromkeys(", ".join(c[corpus].get("files") or []) for _, c in parts if corpus in c))
+    also = f" (also read as {'; '.join(names[1:])})" if len(names) > 1 else ""
+    return f"corpus {names[0]}{also} ({corpus})"
 
 
 def missing_pairs(coverage: dict) -> list[str]:
