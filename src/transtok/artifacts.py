@@ -240,15 +240,21 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
                           "choose another --output")
     name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     for part in real.relative_to(existing).parts:
-        # the output's own name leaves room for its siblings' (.OUT.partial-XXXXXXXX-scratch)
-        limit = name_max - (SIBLING_CHARS if part == real.name else 0)
-        if len(os.fsencode(part)) > limit:
-            raise ConfigError(f"output {shown}: the name {part[:20] + '...'!r} has {len(os.fsencode(part))} bytes; "
-                              f"this file system allows {limit} here; choose a shorter --output")
+        size, own = len(os.fsencode(part)), part == real.name
+        if size > name_max - (SIBLING_CHARS if own else 0):
+            # the output's own name leaves room for its siblings' (.OUT.partial-XXXXXXXX-scratch)
+            allowed = (f"the {name_max - SIBLING_CHARS} an output's name may have here (the file system's {name_max}, "
+                       f"less {SIBLING_CHARS} for the temporary names next to it)" if own else
+                       f"the {name_max} this file system allows")
+            raise ConfigError(f"output {shown}: the name {part[:20] + '...'!r} has {size} bytes, more than {allowed}; "
+                              "choose a shorter --output")
     if os.path.islink(path):  # replacing a link would replace the link, not the directory the user means
         raise ConfigError(f"output {shown} is a symbolic link to {os.readlink(path)!r}; give the directory itself")
-    here = Path(os.path.realpath(os.getcwd()))
-    if real == here or real in here.parents:
+    try:
+        here = Path(os.path.realpath(os.getcwd()))
+    except OSError:  # the working directory was removed: nothing of it to protect
+        here = None
+    if here is not None and (real == here or real in here.parents):
         raise ConfigError(f"output {shown} is the current directory{'' if real == here else ' or one of its parents'}"
                           ", which a run cannot replace; give a new directory, e.g. --output out")
     if real == Path(os.path.realpath(os.path.expanduser("~"))):
@@ -333,7 +339,8 @@ def _signals_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
-                      inputs: Iterable[str | os.PathLike | None] = (), replace_unmarked: bool = False) -> Iterator[Path]:
+                      inputs: Iterable[str | os.PathLike | None] = (),
+                      replace_unmarked: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` only if the block succeeds.
 
     On any exception (Ctrl-C and SIGTERM under the CLI included) the temporary directory is removed

@@ -9,7 +9,8 @@ works on one CPU and under ``accelerate launch`` / ``torchrun`` (DDP, FSDP).
 
 Layout of a run::
 
-    OUTPUT.checkpoints/          # resumable state, removed after success unless keep_checkpoints
+    OUTPUT.checkpoints/          # resumable state, removed after success unless keep_checkpoints (only
+                                 # emptied if it was there before the run; never if transtok did not write it)
         run.json                 # fingerprint of model, vocabulary and settings; checked on resume
         log.jsonl                # one JSON record per logged step / evaluation
         stage-1-embeddings/checkpoint-N/   # Trainer checkpoints (model, optimizer, scheduler, RNG)
