@@ -24,8 +24,8 @@ def test_failure_leaves_nothing_and_keeps_the_old_output(tmp_path):
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "keep.txt").write_text("old")
+    with atomic_output_dir(tmp_path / "old") as tmp:  # --overwrite replaces only what transtok wrote
+        (tmp / "keep.txt").write_text("old")
     with pytest.raises(ConfigError, match="exists and is not empty"):
         with atomic_output_dir(tmp_path / "old"):
             pass
@@ -35,5 +35,5 @@ def test_failure_leaves_nothing_and_keeps_the_old_output(tmp_path):
     assert (tmp_path / "old" / "keep.txt").read_text() == "old"
     with atomic_output_dir(tmp_path / "old", overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert [p.name for p in (tmp_path / "old").iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == [".transtok-output", "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["old"]

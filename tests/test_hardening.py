@@ -358,6 +358,7 @@ def test_a_killed_overwrite_between_the_two_renames_gets_the_old_output_back(tmp
     out = tmp_path / "out"
     (tmp_path / ".out.old-x1" / "old").mkdir(parents=True)
     (tmp_path / ".out.old-x1" / "old" / "keep.txt").write_text("old")
+    (tmp_path / ".out.old-x1" / "old" / artifacts.MARKER).write_text(artifacts.MARKER_TEXT)
     (tmp_path / ".out.partial-y2").mkdir()
     (tmp_path / ".out.lock").write_text("999999999 host\n")
     artifacts.check_output_dir(out, overwrite=True)
@@ -382,12 +383,12 @@ def test_claims_are_reentrant_and_released(tmp_path):
 
 
 def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
-    from transtok.finetune import FinetuneConfig, after_interrupt
+    from transtok.finetune import FinetuneConfig, _check_run_dir, after_interrupt
 
     config = FinetuneConfig(model="m", train=["t.txt"], output=str(tmp_path / "out"))
     root = config.checkpoint_path
+    _check_run_dir(config, {}, True)  # this run makes it
     (root / "stage-1-embeddings").mkdir(parents=True)
-    (root / "run.json").write_text("{}")
     assert after_interrupt(config) == "no partial output was kept"
     assert not root.exists()  # nothing to resume from: removed
     (root / "stage-1-embeddings" / "checkpoint-5").mkdir(parents=True)

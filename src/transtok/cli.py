@@ -620,7 +620,8 @@ def _run_train_tokenizer(args) -> int:
     from transtok.evaluate import fertility
     from transtok.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
-    check_output_dir(args.output, overwrite=args.overwrite)  # fail before the training, not after
+    inputs = [args.source_model, *args.corpus]
+    check_output_dir(args.output, overwrite=args.overwrite, inputs=inputs)  # fail before the training, not after
     source = load_tokenizer(args.source_model)
     texts = read_texts(args.corpus)
     extension = None
@@ -630,7 +631,7 @@ def _run_train_tokenizer(args) -> int:
         target, extension = extend_tokenizer(texts, source, args.extend, min_frequency=args.min_frequency)
     else:
         target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
-    save_tokenizer(target, args.output, overwrite=args.overwrite)
+    save_tokenizer(target, args.output, overwrite=args.overwrite, inputs=inputs)
     sample = texts[:20000]  # fertility on a sample: it is a summary, not a measurement
     report = {"output": args.output, "vocab_size": len(target), "source_vocab_size": len(source),
               "training_segments": len(texts), "fertility": fertility(target, sample),
@@ -873,9 +874,13 @@ def _add_hydra(sub) -> None:
 
 
 def _run_hydra_build(args) -> int:
+    from transtok.artifacts import check_output_dir
     from transtok.hydra import Hydra
 
-    hydra = Hydra.from_checkpoints(_vocab_pairs(args.vocab), output=args.output_vocab, dtype=args.dtype,
+    checkpoints = _vocab_pairs(args.vocab)
+    # before loading the checkpoints: a bad or busy output fails first
+    check_output_dir(args.output, overwrite=args.overwrite, inputs=list(checkpoints.values()))
+    hydra = Hydra.from_checkpoints(checkpoints, output=args.output_vocab, dtype=args.dtype,
                                    check_body=not args.no_check_body)
     hydra.save_pretrained(args.output, overwrite=args.overwrite)
     print(f"Hydra with vocabularies {', '.join(f'{n} ({hydra.span(n).size:,})' for n in hydra.names)}, "

@@ -21,6 +21,10 @@ class ArchitectureError(TranstokError):
     """A model lacks what an operation needs (e.g. output embeddings)."""
 
 
+class OutputError(TranstokError):
+    """A finished output could not be put in place (it is kept; the message says where)."""
+
+
 class MismatchError(TranstokError):
     """Two artifacts that must belong together do not (e.g. a mapping and a tokenizer)."""
 

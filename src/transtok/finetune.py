@@ -9,7 +9,8 @@ works on one CPU and under ``accelerate launch`` / ``torchrun`` (DDP, FSDP).
 
 Layout of a run::
 
-    OUTPUT.checkpoints/          # resumable state, removed after success unless keep_checkpoints
+    OUTPUT.checkpoints/          # resumable state, removed after success unless keep_checkpoints (only
+                                 # emptied if it was there before the run; never if transtok did not write it)
         run.json                 # fingerprint of model, vocabulary and settings; checked on resume
         log.jsonl                # one JSON record per logged step / evaluation
         stage-1-embeddings/checkpoint-N/   # Trainer checkpoints (model, optimizer, scheduler, RNG)
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
+from transtok.artifacts import atomic_output_dir, check_output_dir, path_relation, read_json, write_json
 from transtok.corpus import read_texts
 from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, DataError, MismatchError, require
@@ -619,16 +620,47 @@ def _load(model_dir: str):
     return model, tokenizer, saved_dtype
 
 
+_RUN_DIRS: dict[Path, bool] = {}
+"""Checkpoint directories this process prepared (:func:`_check_run_dir`): True when it made the
+directory (or replaced a transtok one), False when it wrote into an empty directory that was there.
+Only these are ever removed, and an existing one only down to its former emptiness."""
+
+
+def _forget_run_dir(root: Path) -> None:
+    """Remove what this run put in the checkpoint directory ``root`` (nothing if it prepared none)."""
+    made = _RUN_DIRS.pop(Path(os.path.abspath(root)), None)
+    if made is None or not root.is_dir():
+        return
+    if made:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for child in root.iterdir():  # the directory was empty before this run: all of it is ours
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _remove_run_dir(root: Path) -> None:
+    """After a successful run: remove the checkpoint directory this run prepared, or the transtok one
+    it resumed from (as far as the run that prepared that one made it)."""
+    key = Path(os.path.abspath(root))
+    if key not in _RUN_DIRS and (root / "run.json").is_file():
+        _RUN_DIRS[key] = bool(read_json(root / "run.json").get("made_dir", True))
+    _forget_run_dir(root)
+
+
 def after_interrupt(config: FinetuneConfig) -> str:
     """Tidy up after an interrupted run and say what it leaves: its resumable checkpoints (kept, with
-    the --resume hint) or nothing (a checkpoint directory without a checkpoint is removed)."""
+    the --resume hint) or nothing (what this run put in the checkpoint directory is removed; a
+    directory it did not make is never removed)."""
     root = config.checkpoint_path
     if int(os.environ.get("RANK", "0")) != 0 or not root.is_dir():
         return "no partial output was kept"
     if any(root.glob("stage-*/checkpoint-*")):
         return (f"no partial output was kept; resumable checkpoints stay in {root}: run the same command with "
                 "--resume to continue")
-    shutil.rmtree(root, ignore_errors=True)
+    _forget_run_dir(root)
     return "no partial output was kept"
 
 
@@ -662,17 +694,39 @@ def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> 
                     "or another --checkpoint-dir")
         logger.info("resuming from %s", root)
         return True
-    if exists and not config.overwrite:
-        raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass --resume to continue "
-                          "that run, or --overwrite to start over")
+    _refuse_foreign_run_dir(config)
+    made = exists or not root.is_dir()
     _barrier()
     if is_main:
-        if exists:
+        if exists:  # a transtok checkpoint directory (it holds run.json), replaced under --overwrite
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_json(run_file, fingerprint)
+        write_json(run_file, {**fingerprint, "made_dir": made})  # read by a resumed run, which removes it
+    _RUN_DIRS[Path(os.path.abspath(root))] = made
     _barrier()
     return False
+
+
+def _refuse_foreign_run_dir(config: FinetuneConfig) -> None:
+    """Refuse a checkpoint directory that overlaps the output or an input, or one that this run would
+    have to replace (not empty, no --resume) without --overwrite or that transtok did not write."""
+    root = config.checkpoint_path
+    for what, other in (("the output", config.output), *(("the input", p) for p in (config.model, *config.train,
+                                                                                          *config.eval))):
+        if what == "the input" and not os.path.lexists(other):  # a hub id
+            continue
+        relation = path_relation(root, other)
+        if relation is not None:
+            raise ConfigError(f"checkpoint directory {str(root)!r} {relation} {what} {str(other)!r}; choose a "
+                              "--checkpoint-dir outside the output and the run's inputs")
+    if config.resume or not root.is_dir() or not any(root.iterdir()):
+        return
+    if not config.overwrite:
+        raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass --resume to continue "
+                          "that run, or --overwrite to start over")
+    if not (root / "run.json").is_file():
+        raise ConfigError(f"checkpoint directory {str(root)!r} holds no run.json, so transtok did not write it and "
+                          "--overwrite will not replace it; remove it yourself or choose another --checkpoint-dir")
 
 
 def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
@@ -740,7 +794,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     accelerate = require("accelerate", package="accelerate", extra="train", purpose="transtok finetune")
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    check_output_dir(config.output, overwrite=config.overwrite)
+    _refuse_foreign_run_dir(config)  # before any work; checked again when the directory is prepared
+    inputs = [config.model, *config.train, *config.eval]
+    check_output_dir(config.output, overwrite=config.overwrite, inputs=inputs)
     # Joins the process group under torchrun / accelerate launch (a no-op in a single process);
     # the Trainer reuses it.
     process = accelerate.PartialState(cpu=not torch.cuda.is_available())
@@ -862,7 +918,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
     output = Path(config.output)
     if trainer.is_world_process_zero():
-        with atomic_output_dir(output, overwrite=config.overwrite) as tmp:
+        with atomic_output_dir(output, overwrite=config.overwrite, inputs=inputs) as tmp:
             merged_lora = _save_final(trainer, tokenizer, tmp, merge=config.merge, dtype=saved_dtype,
                                       state_dict=state_dict)
             provenance = tmp / "transtok"
@@ -881,6 +937,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "python": platform.python_version(),
             })
         if not config.keep_checkpoints:
-            shutil.rmtree(root, ignore_errors=True)
+            _remove_run_dir(root)
     trainer.accelerator.wait_for_everyone()
     return FinetuneResult(output=output, history=history, stages=stage_reports)

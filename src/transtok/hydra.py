@@ -240,6 +240,9 @@ class Hydra:
                                 f"{[(s.name, s.offset, s.size) for s in spans]} need {total} contiguous rows")
         self._output = ""
         self.set_output(output)
+        self.sources: tuple[str, ...] = ()
+        """Directories this Hydra was loaded from: :meth:`save_pretrained` and :meth:`export` refuse
+        an output that is, contains or lies inside one."""
 
     # construction
 
@@ -332,7 +335,9 @@ class Hydra:
             if check_body:
                 compare_bodies(reference, body_fingerprint(model), reference_name=names[0], other_name=name)
             del model
-        return cls.build(body, vocabularies, output=output)
+        hydra = cls.build(body, vocabularies, output=output)
+        hydra.sources = tuple(str(path) for path in checkpoints.values())
+        return hydra
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, dtype: str | torch.dtype = "auto") -> Hydra:
@@ -347,7 +352,9 @@ class Hydra:
         model = load_causal_lm(directory, dtype=_torch_dtype(dtype)).eval()
         spans = [VocabularySpan(v["name"], v["offset"], v["size"], tuple(v["stop_ids"]), _load_tokenizer(str(path)))
                  for v, path in zip(spec["vocabularies"], tokenizers)]
-        return cls(model, spans, spec["output"])
+        hydra = cls(model, spans, spec["output"])
+        hydra.sources = (str(directory),)
+        return hydra
 
     # vocabularies
 
@@ -575,8 +582,9 @@ class Hydra:
 
     def export(self, name: str, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write vocabulary ``name`` as a plain Hugging Face checkpoint (model + tokenizer)."""
-        check_output_dir(directory, overwrite=overwrite)
-        with atomic_output_dir(directory, overwrite=overwrite) as tmp, self.view(name, share=False) as model:
+        check_output_dir(directory, overwrite=overwrite, inputs=self.sources)
+        with atomic_output_dir(directory, overwrite=overwrite, inputs=self.sources) as tmp, \
+                self.view(name, share=False) as model:
             model.save_pretrained(tmp)
             self.tokenizer(name).save_pretrained(tmp)
             write_json(tmp / "transtok_hydra_export.json", {"vocabulary": name, "hydra_vocabularies": list(self.names)})
@@ -588,7 +596,7 @@ class Hydra:
 
         The in-memory Hydra is unchanged (its ids keep their offsets); only the saved copy is reordered.
         """
-        check_output_dir(directory, overwrite=overwrite)
+        check_output_dir(directory, overwrite=overwrite, inputs=self.sources)
         order = [self.output] + [n for n in self.names if n != self.output]
         spans, offset = [], 0
         for name in order:
@@ -600,7 +608,7 @@ class Hydra:
             state.update(self._reordered_tables(order))
         settings = _output_settings(spans[0], self.size)
         suppress = settings.pop("suppress_tokens")
-        with atomic_output_dir(directory, overwrite=overwrite) as tmp, \
+        with atomic_output_dir(directory, overwrite=overwrite, inputs=self.sources) as tmp, \
                 _patched(self.model.config, **settings), \
                 _patched(self.model.generation_config, suppress_tokens=suppress, **settings):
             self.model.save_pretrained(tmp, state_dict=state)

@@ -135,7 +135,8 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     from transtok.shards import CorpusStream, stream_coverage
     from transtok.tokenizer import load_tokenizer
 
-    check_output_dir(output, overwrite=overwrite)
+    inputs = [source_model, target_tokenizer_path, *parallel]
+    check_output_dir(output, overwrite=overwrite, inputs=inputs)
     source_tokenizer = load_tokenizer(source_model)
     target_tokenizer = load_tokenizer(target_tokenizer_path)
     stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
@@ -150,7 +151,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
         counts.stats["shard_pairs"] = list(stream.range)
     if stream.total is not None:
         counts.stats["corpus_pairs"] = stream.total
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         counts.save(tmp)
         source_tokenizer.save_pretrained(tmp / SOURCE_TOKENIZER_DIR)
         target_tokenizer.save_pretrained(tmp / TARGET_TOKENIZER_DIR)
@@ -171,8 +172,10 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     from transtok.corpus import read_texts
     from transtok.tokenizer import load_tokenizer
 
-    check_output_dir(output, overwrite=overwrite)
     alignments = [alignment] if isinstance(alignment, (str, os.PathLike)) else list(alignment or [])
+    inputs = [*alignments, source_model, target_tokenizer_path, *(target_text or ()),
+              focus.fasttext_model if focus else None]
+    check_output_dir(output, overwrite=overwrite, inputs=inputs)
     if alignment_weights is not None and len(alignment_weights) != len(alignments):
         raise ConfigError(f"--alignment-weights has {len(alignment_weights)} values for {len(alignments)} "
                           "alignment directories; give one weight per directory")
@@ -207,7 +210,7 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
         report = dataclasses.replace(report, provenance=provenance_counts(mapping.provenance),
             config={**report.config, "alignments": [str(a) for a in alignments],
                     "alignment_weights": mapping.config["weights"]})
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         save_mapping_dir(tmp, mapping, report, source_tokenizer, target_tokenizer)
     return report
 
@@ -252,7 +255,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     if offset_pairs is not None:
         check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
     device = pick_device(device)
-    check_output_dir(output, overwrite=overwrite)
+    inputs = [source_model, mapping_dir, *(parallel or ())]
+    check_output_dir(output, overwrite=overwrite, inputs=inputs)
     mapping = TokenMapping.load(mapping_dir)
     delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
     sample = _offset_sample(parallel, offset_pairs) if delta else None
@@ -292,7 +296,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
                                         bf16=precision).report()
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         if layout is None:
             save_checkpoint(tmp, model, target_tokenizer)
         else:
@@ -448,7 +452,9 @@ def transfer(config: TransferConfig) -> TransferResult:
 
     device = pick_device(config.device)
     pick_bf16(config.precision, device)  # a bad precision fails before the work
-    check_output_dir(config.output, overwrite=config.overwrite)
+    inputs = [config.source_model, *config.parallel, config.target_tokenizer, *(config.target_corpus or ()),
+              config.focus.fasttext_model if config.focus else None]
+    check_output_dir(config.output, overwrite=config.overwrite, inputs=inputs)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     corpus = read_parallel(config.parallel)
@@ -528,7 +534,7 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     logger.info("writing the model (%s parameters) and its provenance to %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", config.output)
-    with atomic_output_dir(config.output, overwrite=config.overwrite) as tmp:
+    with atomic_output_dir(config.output, overwrite=config.overwrite, inputs=inputs) as tmp:
         save_checkpoint(tmp, model, target_tokenizer)
         provenance = tmp / PROVENANCE_DIR
         provenance.mkdir()

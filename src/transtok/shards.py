@@ -336,7 +336,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
             raise ConfigError(f"{directory} is given twice{f' (also as {other})' if other != str(directory) else ''}; "
                               "its pairs would be counted twice: give each alignment once")
         seen[Path(directory).resolve()] = str(directory)
-    check_output_dir(output, overwrite=overwrite)
+    check_output_dir(output, overwrite=overwrite, inputs=directories)
     # Check what the parts cover from their metadata before reading any counts.
     metas = []
     for directory in directories:
@@ -385,7 +385,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
     for key in ("shard", "shard_pairs"):
         merged.stats.pop(key, None)
     first = Path(directories[0])
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output, overwrite=overwrite, inputs=directories) as tmp:
         merged.save(tmp)
         for name in (SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR):
             if (first / name).is_dir():

@@ -577,9 +577,11 @@ def wrap_like(source_tokenizer, backend):
     return wrapped
 
 
-def save_tokenizer(tokenizer, output: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``tokenizer`` to ``output`` atomically (loadable with ``AutoTokenizer.from_pretrained``)."""
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+def save_tokenizer(tokenizer, output: str | os.PathLike, *, overwrite: bool = False,
+                   inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write ``tokenizer`` to ``output`` atomically (loadable with ``AutoTokenizer.from_pretrained``);
+    ``inputs``: the paths it was made from, which the output must not be, contain or lie inside."""
+    with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         tokenizer.save_pretrained(str(tmp))
     return Path(output)
 
