@@ -383,7 +383,7 @@ def test_claims_are_reentrant_and_released(tmp_path):
 
 
 def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
-    from transtok.finetune import FinetuneConfig, _check_run_dir, after_interrupt
+    from transtok.finetune import FinetuneConfig, _check_run_dir, after_interrupt, mark_complete
 
     config = FinetuneConfig(model="m", train=["t.txt"], output=str(tmp_path / "out"))
     root = config.checkpoint_path
@@ -392,6 +392,8 @@ def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
     assert after_interrupt(config) == "no partial output was kept"
     assert not root.exists()  # nothing to resume from: removed
     (root / "stage-1-embeddings" / "checkpoint-5").mkdir(parents=True)
+    (root / "stage-1-embeddings" / "checkpoint-5" / "model.safetensors").write_bytes(b"weights")
+    mark_complete(root / "stage-1-embeddings" / "checkpoint-5")
     message = after_interrupt(config)
     assert f"resumable checkpoints stay in {root}: run the same command with --resume" in message
     assert (root / "stage-1-embeddings" / "checkpoint-5").is_dir()

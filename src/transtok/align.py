@@ -160,7 +160,7 @@ class EflomalAligner:
                     "-N", str(aligner.null_prior), "-f", str(forward), "-r", str(reverse), "-q"]
             for flag, iterations in zip(("-1", "-2", "-3"), _eflomal_iterations(len(source), self.model)):
                 args += [flag, str(iterations)]
-            _run_child(args, "eflomal")
+            _run_child(args, "eflomal", tmp)
             fwd = _read_pharaoh(forward, len(source))
             rev = _read_pharaoh(reverse, len(source))
         return symmetrize(fwd, rev, self.symmetrization)
@@ -186,26 +186,39 @@ def _die_with_parent(prctl, parent: int) -> None:
         os._exit(1)
 
 
-def _run_child(args: list[str], name: str) -> None:
+def _run_child(args: list[str], name: str, work_dir: str | Path | None = None) -> None:
     """Run an aligner binary as a child that Linux kills when this process dies (even by SIGKILL);
-    an exception here (Ctrl-C, SIGTERM under the CLI) kills it too."""
+    an exception here (Ctrl-C, SIGTERM under the CLI) kills it too. Its stderr becomes part of the
+    error (one line); a failure while ``work_dir``'s file system is (nearly) full is an ENOSPC OSError."""
     import ctypes
+    import errno
     import functools
     import os
     import subprocess
 
+    from transtok.diskspace import LOW_SPACE, free_space
+
     preexec = None
     if sys.platform.startswith("linux"):
         preexec = functools.partial(_die_with_parent, ctypes.CDLL(None, use_errno=True).prctl, os.getpid())
-    with subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=preexec) as child:
+    with subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec) as child:
         try:
             pause_point("aligning")
-            code = child.wait()
+            _, said = child.communicate()
+            code = child.returncode
         except BaseException:
             child.kill()
             raise
-    if code != 0:
-        raise DataError(f"{name} exited with code {code} ({' '.join(args)})")
+    said = " ".join(said.decode("utf-8", "replace").split())[-300:]
+    if code == 0:
+        if said:
+            logger.debug("%s: %s", name, said)
+        return
+    free = free_space(work_dir) if work_dir is not None else None
+    if free is not None and free < LOW_SPACE:  # eflomal's input files were cut short: it says only that
+        raise OSError(errno.ENOSPC, f"{name} failed ({said or f'exit code {code}'}) with the disk full",
+                      str(work_dir))
+    raise DataError(f"{name} exited with code {code}{f': {said}' if said else ''} ({' '.join(args)})")
 
 
 @dataclass

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transtok.errors import ConfigError, CorruptFileError, DataError, OutputError
+from transtok.diskspace import disk_full_error, is_disk_full, output_left, tree_size
+from transtok.errors import ConfigError, CorruptFileError, DataError, DiskFullError, OutputError
 
 try:
     import fcntl
@@ -310,6 +311,13 @@ def scratch_dir(output: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", suffix="-scratch", dir=final.parent))
     try:
         yield tmp
+    except Exception as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        written = tree_size(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_full_error(final, f"its scratch files are removed and {output_left(final)}",
+                              written=written) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -363,8 +371,12 @@ def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
             yield tmp
             (tmp / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
             pause_point("commit")
-        except BaseException:
+        except BaseException as exc:
+            full = is_disk_full(exc) and not isinstance(exc, DiskFullError)
+            written = tree_size(tmp) if full else 0
             shutil.rmtree(tmp, ignore_errors=True)
+            if full:
+                raise disk_full_error(final, output_left(final), written=written) from exc
             raise
         with _signals_deferred():
             trash = _put_in_place(tmp, final)

@@ -550,6 +550,43 @@ def transplant_checkpoint(layout: CheckpointLayout, mapping: TokenMapping, targe
     return stats
 
 
+def transplant_size(layout: CheckpointLayout, mapping: TokenMapping, directory: str | os.PathLike, *,
+                    hardlink: bool = False) -> int:
+    """Bytes that :func:`transplant_checkpoint` writes into ``directory``: the rewritten shards (with
+    the target's row count), and the copied ones; shards it can hard-link there cost nothing. The
+    small files (config, tokenizer) are left out: an estimate to check free space with."""
+    rows = padded_vocab_size(layout.entry(layout.input_name)["shape"][0], mapping.shape[1], mapping.shape[0])
+    untie = layout.tied and mapping.head is not None
+    target = Path(os.path.abspath(directory))
+    while not target.exists():
+        target = target.parent
+    device = target.stat().st_dev
+
+    def resized(name: str) -> int:  # bytes of tensor ``name`` with ``rows`` rows
+        entry = layout.entry(name)
+        stored = entry["data_offsets"][1] - entry["data_offsets"][0]
+        return stored // max(entry["shape"][0], 1) * rows
+
+    def stored(name: str) -> int:
+        entry = layout.entry(name)
+        return entry["data_offsets"][1] - entry["data_offsets"][0]
+
+    touched = {layout.shard_of(n) for n in [*layout.edited, *layout.stale]}
+    total = 0
+    for shard in layout.headers:
+        path = layout.directory / shard
+        size = path.stat().st_size
+        if shard not in touched:
+            total += 0 if hardlink and path.stat().st_dev == device else size
+            continue
+        size += sum(resized(n) - stored(n) for n in layout.edited if layout.shard_of(n) == shard)
+        size -= sum(stored(n) for n in layout.stale if layout.shard_of(n) == shard)
+        if untie and shard == layout.shard_of(layout.input_name):
+            size += resized(layout.input_name)
+        total += size
+    return total
+
+
 def offset_head_rows(directory: str | os.PathLike, vector: torch.Tensor, start: int, stop: int) -> str:
     """Add ``vector`` (d,) to rows ``start:stop`` of the untied LM head of the checkpoint in ``directory``,
     rewriting only the shard that holds the head (through a temporary file). Returns the head's name.

@@ -1076,6 +1076,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("failed")
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from transtok.diskspace import FULL_ERRNOS, disk_full_error
+
+        if exc.errno not in FULL_ERRNOS:  # last resort: writers that no output directory covers
+            raise
+        if args is not None and args.verbose:
+            logger.exception("failed")
+        print(f"{name}: error: {disk_full_error(exc.filename or '.', 'what it had written there may be incomplete')}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         hint = getattr(args, "interrupt_hint", None)

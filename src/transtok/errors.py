@@ -38,6 +38,17 @@ class CorruptFileError(DataError):
         self.path = path
 
 
+class DiskFullError(TranstokError):
+    """A write failed, or would fail, for want of space on its file system (ENOSPC, EDQUOT).
+
+    ``path``: what was being written; ``free``: bytes free there (None when unknown)."""
+
+    def __init__(self, message: str, path=None, free: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.free = free
+
+
 class MissingDependencyError(TranstokError, ImportError):
     """An optional dependency is not installed."""
 

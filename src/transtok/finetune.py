@@ -14,11 +14,13 @@ Layout of a run::
         run.json                 # fingerprint of model, vocabulary and settings; checked on resume
         log.jsonl                # one JSON record per logged step / evaluation
         stage-1-embeddings/checkpoint-N/   # Trainer checkpoints (model, optimizer, scheduler, RNG)
+            transtok-complete.json           # written last: the checkpoint's files and sizes
     OUTPUT/                      # written atomically at the end: plain HF checkpoint + tokenizer
         transtok/finetune.json   # settings, history, eval curve, throughput, peak memory
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,6 +40,7 @@ import numpy as np
 from transtok.artifacts import atomic_output_dir, check_output_dir, path_relation, read_json, write_json
 from transtok.corpus import read_texts
 from transtok.checks import SEED_MAX, check_number
+from transtok.diskspace import disk_full_error, is_disk_full, previous_output
 from transtok.errors import ConfigError, DataError, MismatchError, require
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse time
@@ -595,7 +598,24 @@ def _make_trainer_classes():
         def on_step_end(self, args, state, control, **kwargs):
             self.action()
 
-    return BitsPerByteTrainer, RunLog, AfterStep
+    class MarkComplete(TrainerCallback):
+        """Marks each checkpoint complete once every rank has written its part, then removes the older
+        ones (the Trainer's own rotation would remove them before the new one is marked)."""
+
+        def __init__(self, writer: bool) -> None:
+            self.writer = writer
+
+        def on_save(self, args, state, control, **kwargs):
+            _barrier()
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if self.writer and checkpoint.is_dir():
+                mark_complete(checkpoint)
+                for older in _checkpoints(Path(args.output_dir)):
+                    if older != checkpoint:
+                        shutil.rmtree(older, ignore_errors=True)
+            _barrier()
+
+    return BitsPerByteTrainer, RunLog, AfterStep, MarkComplete
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -657,7 +677,7 @@ def after_interrupt(config: FinetuneConfig) -> str:
     root = config.checkpoint_path
     if int(os.environ.get("RANK", "0")) != 0 or not root.is_dir():
         return "no partial output was kept"
-    if any(root.glob("stage-*/checkpoint-*")):
+    if _resumable(root):
         return (f"no partial output was kept; resumable checkpoints stay in {root}: run the same command with "
                 "--resume to continue")
     _forget_run_dir(root)
@@ -729,15 +749,84 @@ def _refuse_foreign_run_dir(config: FinetuneConfig) -> None:
                           "--overwrite will not replace it; remove it yourself or choose another --checkpoint-dir")
 
 
-def _completed_steps(stage_dir: Path) -> tuple[str | None, int]:
-    from transformers.trainer_utils import get_last_checkpoint
 
+COMPLETE_MARKER = "transtok-complete.json"
+"""Written into a Trainer checkpoint once all of it is on disk: its files and their sizes."""
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Flush ``checkpoint``'s files to disk, then write its :data:`COMPLETE_MARKER` (atomically)."""
+    files = {}
+    for folder, _, names in os.walk(checkpoint):
+        for name in names:
+            path = Path(folder) / name
+            if name != COMPLETE_MARKER and not name.startswith(f".{COMPLETE_MARKER}"):
+                with open(path, "rb") as handle:  # a marker must never outlive the data it vouches for
+                    os.fsync(handle.fileno())
+                files[str(path.relative_to(checkpoint))] = path.stat().st_size
+    scratch = checkpoint / f".{COMPLETE_MARKER}.tmp"
+    write_json(scratch, {"files": files})
+    os.replace(scratch, checkpoint / COMPLETE_MARKER)
+
+
+def checkpoint_complete(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` has its :data:`COMPLETE_MARKER` and every file it lists, at its size."""
+    try:
+        files = read_json(checkpoint / COMPLETE_MARKER)["files"]
+        return bool(files) and all((checkpoint / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _checkpoints(stage_dir: Path) -> list[Path]:
+    """The Trainer checkpoints in ``stage_dir``, newest (highest step) first."""
+    found = [p for p in stage_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+
+
+def _drop_incomplete(stage_dir: Path, remove: bool = True, level: int = logging.WARNING) -> list[Path]:
+    """The complete checkpoints of ``stage_dir``, newest first; the incomplete ones (a run stopped while
+    writing them, e.g. on a full disk) are logged at ``level`` and, when ``remove``, deleted."""
+    complete = []
+    for checkpoint in _checkpoints(stage_dir):
+        if checkpoint_complete(checkpoint):
+            complete.append(checkpoint)
+            continue
+        logger.log(level, "skipping %s: it was not completely written (the run writing it stopped)%s", checkpoint,
+                   "; removed it" if remove else "")
+        if remove:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return complete
+
+
+def _resumable(root: Path) -> bool:
+    """Whether ``root`` holds a complete checkpoint; incomplete ones (this run's, cut short) are removed."""
+    return any([_drop_incomplete(stage, level=logging.DEBUG) for stage in sorted(root.glob("stage-*"))
+                if stage.is_dir()])
+
+
+def _completed_steps(stage_dir: Path, is_main: bool = True) -> tuple[str | None, int]:
+    """The newest complete checkpoint of ``stage_dir`` and its step ((None, 0) when there is none)."""
     if not stage_dir.is_dir():
         return None, 0
-    last = get_last_checkpoint(str(stage_dir))
-    if last is None:
+    complete = _drop_incomplete(stage_dir, remove=is_main)
+    if not complete:
         return None, 0
-    return last, int(Path(last).name.split("-")[-1])
+    return str(complete[0]), int(complete[0].name.split("-", 1)[1])
+
+
+@contextlib.contextmanager
+def _disk_full_says_what_stays(config: FinetuneConfig, where: Path):
+    """A write in the block that runs out of space (a checkpoint, the log, the output) becomes one
+    :class:`DiskFullError` that says which checkpoints stay for --resume."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc, where):  # torch.save's error on a full disk names no cause: ask the disk
+            raise
+        left = after_interrupt(config) + previous_output(config.output)
+        raise disk_full_error(getattr(exc, "path", None) or where, left,
+                              fix="free space there first, or choose another --output / --checkpoint-dir") from exc
 
 
 def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
@@ -757,7 +846,7 @@ def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: P
         logging_steps=config.log_every, eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_every if evaluate else None,
         save_strategy="no" if config.save_every == 0 else "steps",
-        save_steps=config.save_every or eval_every, save_total_limit=1,
+        save_steps=config.save_every or eval_every,  # older checkpoints go once the new one is complete
         # the library logs and draws its own progress bar; frozen parameters are simply absent from DDP's graph
         report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
@@ -801,7 +890,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     # the Trainer reuses it.
     process = accelerate.PartialState(cpu=not torch.cuda.is_available())
     world, is_main = process.num_processes, process.is_main_process
-    BitsPerByteTrainer, RunLog, AfterStep = _make_trainer_classes()
+    BitsPerByteTrainer, RunLog, AfterStep, MarkComplete = _make_trainer_classes()
     use_bf16 = _use_bf16(config.precision)
 
     model, tokenizer, saved_dtype = _load(config.model)
@@ -870,7 +959,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     tokens_before = 0
     for index, (stage, n_steps) in enumerate(zip(plan, steps)):
         stage_dir = root / f"stage-{index + 1}-{stage.stage}"
-        last_checkpoint, done_steps = _completed_steps(stage_dir) if resuming else (None, 0)
+        last_checkpoint, done_steps = _completed_steps(stage_dir, is_main) if resuming else (None, 0)
         if resuming:  # drop records a crash left after the checkpoint we resume from
             history = [r for r in history if r["stage_index"] < index or
                        (r["stage_index"] == index and r["step"] <= done_steps)]
@@ -894,6 +983,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         run_log = RunLog(log_path, index, stage.stage, tokens_before, tokens_per_step, history,
                          writer=trainer.is_world_process_zero())
         trainer.add_callback(run_log)
+        trainer.add_callback(MarkComplete(writer=trainer.is_world_process_zero()))
         if guard is not None:
             trainer.add_callback(AfterStep(guard.restore))
         if (eval_texts is not None and config.eval_at_start and index == 0
@@ -902,7 +992,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
-        trainer.train(resume_from_checkpoint=last_checkpoint)
+        with _disk_full_says_what_stays(config, stage_dir):
+            trainer.train(resume_from_checkpoint=last_checkpoint)
         model = trainer.model
         if guard is not None:
             guard.remove()
@@ -918,7 +1009,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
     output = Path(config.output)
     if trainer.is_world_process_zero():
-        with atomic_output_dir(output, overwrite=config.overwrite, inputs=inputs) as tmp:
+        with _disk_full_says_what_stays(config, output), \
+                atomic_output_dir(output, overwrite=config.overwrite, inputs=inputs) as tmp:
             merged_lora = _save_final(trainer, tokenizer, tmp, merge=config.merge, dtype=saved_dtype,
                                       state_dict=state_dict)
             provenance = tmp / "transtok"

@@ -18,12 +18,13 @@ from transtok.align import AlignmentCounts, align
 from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
 from transtok.calibration import DEFAULT_PAIRS, passes_in_bf16, resolve_offset, resolve_prior
 from transtok.checks import check_number, pick_bf16, pick_device
+from transtok.diskspace import check_free_space
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.progress import duration, timings
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
                               keep_source_rows, new_rows_report, provenance_counts, resolve_config)
-from transtok.surgery import transplant
+from transtok.surgery import check_vocabularies, transplant
 from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
                                  vocab_hash)
 
@@ -248,7 +249,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     """
     from transtok.calibration import apply_language_offset, language_offset, log_offset
     from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, load_causal_lm, offset_head_rows,
-                                     transplant_checkpoint)
+                                     transplant_checkpoint, transplant_size)
     from transtok.extension import extends
     from transtok.tokenizer import load_tokenizer
 
@@ -296,6 +297,10 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
                                         bf16=precision).report()
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
+        check_vocabularies(mapping, target_tokenizer, source_tokenizer)  # a wrong mapping before a size from it
+    check_free_space(Path(output).parent, model_bytes(model) if layout is None else
+                     transplant_size(layout, mapping, Path(output).parent, hardlink=hardlink),
+                     what="the transplanted checkpoint", overwrite=overwrite)
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         if layout is None:
             save_checkpoint(tmp, model, target_tokenizer)
@@ -336,6 +341,11 @@ def _offset_sample(parallel: Sequence[str], pairs: int | None) -> tuple[list[str
 
     corpus = _cleaned(parallel)
     return sample_pairs(corpus.source, corpus.target, DEFAULT_PAIRS if pairs is None else pairs)
+
+
+def model_bytes(model) -> int:
+    """Bytes of the parameters ``save_pretrained`` writes (a tied table once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def save_checkpoint(directory: Path, model, tokenizer) -> None:
@@ -534,6 +544,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     clock = time.perf_counter()
     logger.info("writing the model (%s parameters) and its provenance to %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", config.output)
+    check_free_space(Path(config.output).parent, model_bytes(model), what="the transferred model",
+                     overwrite=config.overwrite)
     with atomic_output_dir(config.output, overwrite=config.overwrite, inputs=inputs) as tmp:
         save_checkpoint(tmp, model, target_tokenizer)
         provenance = tmp / PROVENANCE_DIR
