@@ -342,9 +342,9 @@ def test_resume_skips_half_written_checkpoints(ws, tmp_path, monkeypatch, caplog
 def test_an_interrupt_counts_only_complete_checkpoints(ws, tmp_path):
     config = _ft_config(ws, tmp_path)
     stage = config.checkpoint_path / "stage-1-embeddings"
+    ft._check_run_dir(config, {}, True)  # this run makes the checkpoint directory (and writes run.json)
     (stage / "checkpoint-4").mkdir(parents=True)
     (stage / "checkpoint-4" / "model.safetensors").write_bytes(b"half")
-    (config.checkpoint_path / "run.json").write_text("{}")
     assert ft.after_interrupt(config) == "no partial output was kept"
     assert not config.checkpoint_path.exists()
     (stage / "checkpoint-4").mkdir(parents=True)
@@ -389,6 +389,7 @@ def test_a_final_output_that_fills_the_disk_says_the_checkpoints_stay(ws, tmp_pa
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
+    (tmp_path / "out" / artifacts.MARKER).write_text(artifacts.MARKER_TEXT)  # an output transtok wrote
 
     original = modeling_utils.safe_save_file
 
