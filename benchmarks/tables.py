@@ -1,16 +1,21 @@
-"""The README's benchmark tables, regenerated from the results files (never typed by hand).
+"""The benchmark results, regenerated from the results files (never typed by hand).
 
-Reads benchmarks/results/init_<lang>/results.json (initialisation, no training), and
-benchmarks/results/after_<lang>_seed<k>/results.json (the training budget, one run per seed), and writes
-benchmarks/results/tables.md:
+Fills the generated blocks (``<!-- NAME: ... -->`` ... ``<!-- /NAME -->``) of benchmarks/RESULTS.md with every
+table, and those of README.md with the short ones (the headline and the demo's output); the hand-written text
+between the blocks is kept. Reads, under benchmarks/results/:
 
-  * every language at init (held-out bits per byte, sliding windows);
-  * block vs sliding-window protocol, where a run recorded both;
-  * after the budget: equal training tokens (compute) and equal training bytes (data), mean ± std over seeds;
-  * the unigram prior of the head at init (benchmarks/results/init_prior_<lang>/), with and without;
-  * zero-shot translation (benchmarks/results/translation/translation.json), chrF and BLEU per system.
+  * init_<lang>/ (initialisation, no training): every language at init (held-out bits per byte, sliding
+    windows), and block vs sliding-window protocol where a run recorded both;
+  * after_<lang>_seed<k>/ (the training budget, one run per seed): equal training tokens (compute) and equal
+    training bytes (data), mean ± std over seeds; prior_after_<lang>_seed<k>/ adds the unigram prior;
+  * init_prior_<lang>/: the unigram prior of the head at init, with and without (and the README's headline);
+  * the dev-book runs of benchmarks/ablation.py (ablation*/, segmentation_ja/dev/), of init_methods.py
+    --eval-split dev (prior_dev_after_es/) and of refit_prior.py (refit_prior_es_dev/);
+  * translation/translation.json: zero-shot translation, chrF and BLEU per system;
+  * demo/demo_es.txt: what ``transtok demo --lang es`` printed.
 
-    python benchmarks/tables.py --readme README.md      # also fills the README's generated blocks
+    python benchmarks/tables.py                           # RESULTS.md and README.md
+    python benchmarks/tables.py --readme README.md --out tables.md   # also every table in one plain file
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+RESULTS_MD = Path(__file__).parent / "RESULTS.md"
+README = Path(__file__).parents[1] / "README.md"
+README_BLOCKS = ("headline", "demo")
+"""The generated blocks the README holds; RESULTS.md holds them all."""
 METHODS = ("source (own tokenizer)", "trans-tokenization", "fvt", "focus", "mean", "random")
 NAMES = {"source (own tokenizer)": "source model", "trans-tokenization": "**trans-tokenization**", "fvt": "FVT",
          "focus": "FOCUS", "mean": "mean", "random": "random"}
@@ -179,6 +188,115 @@ def translation_table(saved: dict) -> list[str]:
     return lines
 
 
+def headline_table(inits, priors) -> list[str]:
+    """The README's few lines: held-out bits per byte at init of the source model, trans-tokenization and
+    trans-tokenization with the unigram prior (today's default), one row per language with a prior run."""
+    plain = {r["lang"]: r["methods"] for _, r in inits}
+    lines = ["| language | source model, own tokenizer | trans-tokenization | + unigram prior (the default) |",
+             "|---|---|---|---|"]
+    for _, r in priors:
+        values = [r["methods"].get("source (own tokenizer)", {}).get("init"),
+                  plain.get(r["lang"], {}).get("trans-tokenization", {}).get("init"),
+                  r["methods"].get("trans-tokenization", {}).get("init")]
+        best = min(v for v in values if v is not None)
+        cells = ["-" if v is None else f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in values]
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+REFERENCES = ["source model, own tokenizer", "defaults"]
+
+
+def dev_table(paths: list[str], settings: list[str] | None = None, extra: dict[str, str] | None = None,
+              langs: tuple[str, ...] | None = None) -> list[str]:
+    """Dev-book bits per byte at init from benchmarks/ablation.py runs (``ablation.json`` under each of
+    ``paths``): one row per setting (``settings`` in that order, else as the runs list them), one column per
+    language (``langs`` only, if given), plus a column per ``extra`` row key (e.g. ``fallback``). A (language,
+    setting) scored by two runs keeps the first run's figure; only rows at the run's own stride are read.
+    Without ``settings`` the source model and the defaults lead."""
+    extra = extra or {}
+    cells: dict[tuple[str, str], dict] = {}
+    order: list[str] = []
+    columns: list[str] = []
+    for path in paths:
+        saved = json.loads((RESULTS / path / "ablation.json").read_text())
+        for row in saved["rows"]:
+            if (row["stride"] != saved["args"]["stride"] or (langs is not None and row["lang"] not in langs)
+                    or (settings is not None and row["setting"] not in settings)):
+                continue
+            cells.setdefault((row["lang"], row["setting"]), row)
+            order += [row["setting"]] if row["setting"] not in order else []
+            columns += [row["lang"]] if row["lang"] not in columns else []
+    header = [f"{lang} {label}" for lang in columns for label in ["dev BPB", *extra.values()]]
+    lines = ["| setting | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    if settings is None:  # the references first, as ablation.py's own table lists them
+        order.sort(key=lambda setting: REFERENCES.index(setting) if setting in REFERENCES else len(REFERENCES))
+    for setting in settings if settings is not None else order:
+        values = []
+        for lang in columns:
+            row = cells.get((lang, setting), {})
+            values.append(f"{row['dev_bpb']:.3f}" if row else "-")
+            values += [f"{row[key]:,}" if key in row else "-" for key in extra]
+        lines.append(f"| {setting} | " + " | ".join(values) + " |")
+    return lines
+
+
+def dev_after_table(runs) -> list[str]:
+    """init_methods.py --eval-split dev runs (one per subdirectory): their prior strength, --join and lr, the
+    dev figure at init, the training curve's evaluation points in between, and the end."""
+    keys = ("unigram_prior", "join", "lr")
+    lines = ["| run | unigram prior | --join | lr | dev BPB at init | curve (tokens: BPB) | after the budget |",
+             "|---|---|---|---|---|---|---|"]
+    for path, r in runs:
+        tt = r["methods"]["trans-tokenization"]
+        curve = ", ".join(f"{tokens:,}: {bpb:.3f}" for tokens, bpb in tt["curve"][1:-1]) or "-"
+        args = [format(r["args"][k], "g") if isinstance(r["args"][k], float) else str(r["args"][k]) for k in keys]
+        lines.append(f"| `{path.parent.name}/` | " + " | ".join(args) + f" | {tt['init']:.3f} | {curve} | "
+                     f"{tt['final']:.3f} ({tt['tokens_trained']:,} tokens) |")
+    return lines
+
+
+def refit_table(saved: dict) -> list[str]:
+    """benchmarks/refit_prior.py: a model's bits per byte as it is and with the unigram prior (re)fitted."""
+    lines = ["| model | split | BPB | with the prior (re)fitted | refit seconds |", "|---|---|---|---|---|"]
+    for row in saved["rows"]:
+        lines.append(f"| {row['model']} | {row['split']} | {row['bpb']:.3f} | {row['bpb_refit']:.3f} | "
+                     f"{row['refit_seconds']:.0f} |")
+    return lines
+
+
+DEV_BLOCKS = {
+    "dev_vocab": (["segmentation_ja/dev"], ["source model, own tokenizer", "vocabulary 8,000", "defaults",
+                                            "vocabulary 32,000", "vocabulary 49,152", "vocabulary 64,000", "FVT",
+                                            "vocabulary 49,152, FVT", "defaults [tokenizer words auto]",
+                                            "FVT [tokenizer words auto]"], None, None,
+                  "the target vocabulary's size; 'defaults' = 16,000 target tokens, that run's default (the Spanish "
+                  "Bible supports 25,621, so its 32,000 and 64,000 rows stop there); '[tokenizer words auto]' = "
+                  "merges kept inside ICU words"),
+    "dev_mapping_es": (["ablation"], None, {"fallback": "rows on the mean fallback"}, None,
+                       "every mapping setting around the defaults, Spanish, 16,000 target tokens, an earlier run "
+                       "scored with the block protocol (non-overlapping windows of 512)"),
+    "dev_mapping_ja": (["segmentation_ja/dev"], ["defaults", "top-k 1", "top-k 2", "top-k 8", "top-k all",
+                                                 "sharpen 1", "sharpen 4", "confidence 1", "confidence 20",
+                                                 "confidence 100", "copy prior 0", "copy prior 10", "copy prior 100",
+                                                 "preserve norm"], None, ("ja",),
+                       "every mapping setting around the defaults, Japanese, 16,000 target tokens"),
+    "dev_arabic": (["ablation_ar"], None, None, None,
+                   "every mapping setting around the defaults, Arabic, source-sized vocabulary (37,167 tokens)"),
+    "dev_aligner": (["ablation_sliding", "ablation_aligner_ru"], None, None, None,
+                    "the aligner; eflomal samples from system entropy, so '2nd draw' is the same setting aligned "
+                    "again"),
+    "dev_focus": (["ablation_focus"], None, {"fallback": "rows on the mean fallback"}, None,
+                  "FOCUS's fastText min_count at the source-sized vocabulary (25,621 Spanish tokens)"),
+    "dev_prior": (["ablation_prior"], None, None, None, "the strength of the unigram prior of the head"),
+    "dev_prior_sample": (["ablation_prior_texts"], None, {"prior_seconds": "prior's seconds"}, None,
+                         "the unigram prior's q (the model's mean next-token distribution) from fewer lines; "
+                         "seconds on 2 CPU cores"),
+}
+"""Generated dev-book tables: name -> (ablation runs, settings (None: all), extra columns, languages (None: all),
+what the table varies)."""
+
+
 SAME_MODELS = ("vocab_size", "aligner", "segmenter", "stride", "eval_seq_len", "focus_min_count", "seed")
 
 
@@ -196,8 +314,9 @@ def fill_inits(inits, afters) -> None:
 
 
 def sections() -> dict[str, list[str]]:
-    """The README's generated blocks by name: 'tables' (every language at init, the protocols, after the
-    budget) and 'translation'."""
+    """The generated blocks by name: 'headline' and 'demo' (README and RESULTS.md); 'tables' (every language at
+    init, the protocols, after the budget), 'prior', 'translation', the dev-book tables of DEV_BLOCKS,
+    'dev_after' and 'refit' (RESULTS.md). A block whose results files are absent is left out."""
     inits = load("init_??/results.json")  # init_<lang>; the older init_methods_* runs used the block protocol
     order = list(LANGS)
     inits.sort(key=lambda pr: order.index(pr[1]["lang"]) if pr[1]["lang"] in order else 99)
@@ -237,6 +356,29 @@ def sections() -> dict[str, list[str]]:
             f"Held-out bits per byte at init with the unigram prior of strength {', '.join(f'{s:g}' for s in strength)} "
             "on the head of every mapped method (from the training books' target side; the same split, tokenizers "
             "and windows as the six-language table):", "", *prior_table(inits, priors), ""]
+        out["headline"] = [
+            "Held-out bits per byte (Jude + Revelation, never trained on; lower is better) before any training: "
+            "SmolLM2-135M-Instruct reading each language with its own tokenizer, and transferred to a new target "
+            "tokenizer by trans-tokenization, without and with the unigram prior of its head:",
+            "", *headline_table(inits, priors), ""]
+    demo = RESULTS / "demo" / "demo_es.txt"
+    if demo.is_file():
+        out["demo"] = ["```", *demo.read_text(encoding="utf-8").strip("\n").splitlines(), "```"]
+    for name, (paths, settings, extra, langs, what) in DEV_BLOCKS.items():
+        if all((RESULTS / path / "ablation.json").is_file() for path in paths):
+            out[name] = [f"Dev books (James .. 3 John), bits per byte at init, {what} "
+                         f"({', '.join(f'benchmarks/results/{path}/' for path in paths)}):",
+                         "", *dev_table(paths, settings, extra, langs), ""]
+    dev_after = load("prior_dev_after_es/*/results.json")
+    if dev_after:
+        out["dev_after"] = ["Spanish dev books after the 102,400-token budget, trans-tokenization, seed 0 "
+                            "(benchmarks/results/prior_dev_after_es/<run>/, init_methods.py --eval-split dev):",
+                            "", *dev_after_table(dev_after), ""]
+    refit = RESULTS / "refit_prior_es_dev" / "refit.json"
+    if refit.is_file():
+        out["refit"] = ["The unigram prior (re)fitted on a model, Spanish dev books "
+                        "(benchmarks/results/refit_prior_es_dev/, benchmarks/refit_prior.py):",
+                        "", *refit_table(json.loads(refit.read_text())), ""]
     translation = RESULTS / "translation" / "translation.json"
     if translation.is_file():
         saved = json.loads(translation.read_text())
@@ -251,29 +393,44 @@ def sections() -> dict[str, list[str]]:
 
 
 def paste(readme: str, blocks: dict[str, list[str]]) -> str:
-    """``readme`` with the lines between ``<!-- NAME: ... -->`` and ``<!-- /NAME -->`` replaced by each block."""
+    """``readme`` (any Markdown file) with the lines between ``<!-- NAME: ... -->`` and ``<!-- /NAME -->``
+    replaced by each block."""
     for name, lines in blocks.items():
         opening = re.search(rf"^<!-- {name}: .*-->\n", readme, flags=re.M)
         closing = readme.find(f"<!-- /{name} -->")
         if opening is None or closing < opening.end():
-            raise SystemExit(f"the README has no '<!-- {name}: ... -->' ... '<!-- /{name} -->' block to fill")
+            raise SystemExit(f"no '<!-- {name}: ... -->' ... '<!-- /{name} -->' block to fill")
         readme = readme[:opening.end()] + "\n".join(lines).strip("\n") + "\n" + readme[closing:]
     return readme
 
 
-def main() -> None:
+def fill(path: str | Path, blocks: dict[str, list[str]]) -> None:
+    """Write ``blocks`` into the generated blocks of the Markdown file at ``path`` (each must be there)."""
+    path = Path(path)
+    try:
+        path.write_text(paste(path.read_text(encoding="utf-8"), blocks), encoding="utf-8")
+    except SystemExit as exc:
+        raise SystemExit(f"{path}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(RESULTS / "tables.md"))
-    parser.add_argument("--readme", help="also fill this README's generated blocks (e.g. README.md)")
-    args = parser.parse_args()
+    parser.add_argument("--results", default=str(RESULTS_MD), help="the results page to fill with every table "
+                        "(default: benchmarks/RESULTS.md)")
+    parser.add_argument("--readme", default=str(README), help=f"the README whose blocks {', '.join(README_BLOCKS)} "
+                        "to fill (default: README.md)")
+    parser.add_argument("--out", help="also write every table to this plain Markdown file")
+    args = parser.parse_args(argv)
     blocks = sections()
-    text = ["# Benchmark tables (generated by benchmarks/tables.py from benchmarks/results/)", ""]
-    for lines in blocks.values():
-        text += lines
-    Path(args.out).write_text("\n".join(text))
-    print("\n".join(text))
-    if args.readme:
-        Path(args.readme).write_text(paste(Path(args.readme).read_text(), blocks))
+    fill(args.results, blocks)
+    fill(args.readme, {name: blocks[name] for name in README_BLOCKS if name in blocks})
+    if args.out:
+        text = ["# Benchmark tables (generated by benchmarks/tables.py from benchmarks/results/)", ""]
+        for lines in blocks.values():
+            text += lines
+        Path(args.out).write_text("\n".join(text), encoding="utf-8")
+    print(f"filled {len(blocks)} blocks in {args.results} and {', '.join(n for n in README_BLOCKS if n in blocks)} "
+          f"in {args.readme}")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,9 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     blocks = tables.sections()
     assert blocks["prior"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} | "
                                    f"{tt['init']:.3f} | 0.123 | - | - |") and "strength 1 " in blocks["prior"][0]
+    # The README's headline: the source model, trans-tokenization and the prior, the best in bold.
+    assert blocks["headline"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} "
+                                      f"| {tt['init']:.3f} | **0.123** |")
     # An after-budget run with the prior (prior_after_<lang>_seed<k>) is a column of the after table, with its
     # seeds named where they differ from the row's; without one the column is absent.
     assert "unigram prior" not in "".join(line for line in blocks["tables"] if line.startswith("| language"))
@@ -390,3 +393,69 @@ def test_refit_prior_scores_a_model_before_and_after_the_prior_on_the_dev_books(
     # An untrained tiny model predicts near-uniformly: moving its marginal to the training text's lowers dev BPB.
     assert row["bpb_refit"] < row["bpb"]
     assert row["prior"]["strength"] == 1.0 and "stride:10" in row["signature"]
+
+
+def test_dev_table_pivots_ablation_rows_by_language_keeping_the_first_run_and_the_runs_stride(tmp_path):
+    tables = factories.benchmark("tables")
+    tables.RESULTS = tmp_path
+
+    def run(name, stride, rows):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ablation.json").write_text(json.dumps({"args": {"stride": stride}, "rows": rows}))
+
+    def row(lang, setting, bpb, stride=128, **extra):
+        return {"lang": lang, "setting": setting, "dev_bpb": bpb, "stride": stride, **extra}
+
+    run("a", 128, [row("es", "top-k 2", 1.5, fallback=21), row("es", "defaults", 1.6, fallback=1234),
+                   row("es", "defaults", 9.0, stride=512), row("es", "source model, own tokenizer", 1.7)])
+    run("b", 128, [row("ru", "defaults", 1.4), row("es", "top-k 2", 9.0), row("ru", "top-k 2", 1.3)])
+    lines = tables.dev_table(["a", "b"], extra={"fallback": "fallback"})
+    assert lines[0] == "| setting | es dev BPB | es fallback | ru dev BPB | ru fallback |"
+    assert lines[2:] == ["| source model, own tokenizer | 1.700 | - | - | - |",  # the references lead
+                         "| defaults | 1.600 | 1,234 | 1.400 | - |",  # not the stride-512 row
+                         "| top-k 2 | 1.500 | 21 | 1.300 | - |"]  # the first run's Spanish figure
+    assert tables.dev_table(["a", "b"], ["top-k 2"], langs=("ru",))[2:] == ["| top-k 2 | 1.300 |"]
+
+
+def test_results_page_and_readme_hold_what_tables_py_makes_of_the_committed_results():
+    """benchmarks/RESULTS.md and the README's blocks are regenerated after every new results file: run
+    `python benchmarks/tables.py` when this fails."""
+    tables = factories.benchmark("tables")
+    blocks = tables.sections()
+    results = tables.RESULTS_MD.read_text(encoding="utf-8")
+    readme = tables.README.read_text(encoding="utf-8")
+    assert tables.paste(results, blocks) == results  # every generated table is there (paste refuses a missing one)
+    assert tables.paste(readme, {name: blocks[name] for name in tables.README_BLOCKS}) == readme
+    assert not any(f"<!-- {name}: " in readme for name in blocks if name not in tables.README_BLOCKS)
+    assert len([line for line in blocks["headline"] if line]) <= 10 and "benchmarks/RESULTS.md" in readme
+
+
+def test_tables_main_fills_the_results_page_and_the_readme_and_names_a_file_missing_a_block(tmp_path):
+    tables = factories.benchmark("tables")
+    blocks = tables.sections()
+    empty = {name: [] for name in blocks}
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    results.write_text(tables.paste(tables.RESULTS_MD.read_text(encoding="utf-8"), empty), encoding="utf-8")
+    readme.write_text(tables.paste(tables.README.read_text(encoding="utf-8"),
+                                   {name: [] for name in tables.README_BLOCKS}), encoding="utf-8")
+    assert results.read_text(encoding="utf-8") != tables.RESULTS_MD.read_text(encoding="utf-8")
+    tables.main(["--results", str(results), "--readme", str(readme), "--out", str(tmp_path / "tables.md")])
+    assert results.read_text(encoding="utf-8") == tables.RESULTS_MD.read_text(encoding="utf-8")
+    assert readme.read_text(encoding="utf-8") == tables.README.read_text(encoding="utf-8")
+    assert "| Spanish (es) |" in (tmp_path / "tables.md").read_text(encoding="utf-8")
+    readme.write_text("# a README without the headline\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=f"{readme}: no '<!-- headline"):
+        tables.main(["--results", str(results), "--readme", str(readme)])
+
+
+def test_the_results_index_lists_every_results_directory_once():
+    import re
+
+    root = factories.benchmark("tables").RESULTS
+    index = (root / "INDEX.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `([^`]+)/` \|", index, flags=re.M)
+    holding = {str(path.parent.relative_to(root)) for path in root.rglob("*.json")}
+    assert len(listed) == len(set(listed)) and sorted(listed) == sorted(holding)
+    for line in index.splitlines():
+        if line.startswith("| `"):
+            assert line.count(" | ") == 4 and line.split(" | ")[-1].strip(" |"), f"five cells, a status: {line}"

@@ -222,16 +222,22 @@ def test_align_segments_unspaced_text_as_asked(workspace, capsys):
 
 
 def test_readme_python_example_runs_as_written(workspace, monkeypatch):
-    """The README's 'The same in Python' block, on the tiny model and corpus instead of the hub model."""
+    """The README's 'Python API' block as written, with the bundled model and Bible swapped for the tiny model
+    and corpus (the block itself names no hub id and no file of its own, so it runs offline)."""
     import re
     from pathlib import Path
+    from types import SimpleNamespace
+
+    import transtok.assets
+    from transtok.corpus import read_parallel
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    code = re.search(r"## The same in Python\n\n```python\n(.*?)```", readme, flags=re.S).group(1)
-    assert '"HuggingFaceTB/SmolLM2-135M-Instruct"' in code and '"en-es.tsv"' in code
-    code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(workspace / "source")))
+    code = re.search(r"## Python API\n.*?```python\n(.*?)```", readme, flags=re.S).group(1)
+    assert "smollm2_checkpoint()" in code and 'parallel_bible("en", "es")' in code and "HuggingFaceTB" not in code
+    monkeypatch.setattr(transtok.assets, "smollm2_checkpoint", lambda: workspace / "source")
+    monkeypatch.setattr(transtok.assets, "parallel_bible",
+                        lambda source, target: SimpleNamespace(train=read_parallel(workspace / "pairs.tsv")))
     monkeypatch.chdir(workspace)
-    (workspace / "en-es.tsv").write_bytes((workspace / "pairs.tsv").read_bytes())
     exec(compile(code, "README.md", "exec"), {})
     model = AutoModelForCausalLM.from_pretrained(workspace / "smollm2-es")
     assert model.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(workspace / "smollm2-es"))
