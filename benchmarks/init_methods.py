@@ -475,7 +475,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="held-out windows move by this many tokens (= --eval-seq-len: block protocol)")
     parser.add_argument("--extra-strides", type=int, nargs="*", default=[],
                         help="also score the source model and trans-tokenization at init with these strides")
-    parser.add_argument("--focus-min-count", type=int, default=3,
+    parser.add_argument("--focus-min-count", type=int, default=FocusConfig().min_count,
                         help="fastText min_count of FOCUS (tokens seen less often take the mean row); 3 was best on "
                              "the Spanish dev books (benchmarks/results/ablation: 2.475 vs 2.520 at deepfocus's 10, "
                              "1,453 vs 8,262 rows on the fallback)")

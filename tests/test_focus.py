@@ -113,7 +113,8 @@ def test_fasttext_training_matches_deepfocus_and_is_deterministic(target_tokeniz
     text = tmp_path / "target.txt"
     text.write_text("\n".join(target_texts) + "\n", encoding="utf-8")
     monkeypatch.setattr(fasttext_embs, "CACHE_DIR", tmp_path / "cache")
-    theirs = fasttext_embs.train_fasttext(str(text), target_tokenizer, epochs=3, dim=100, min_count=10, processes=1)
+    theirs = fasttext_embs.train_fasttext(str(text), target_tokenizer, epochs=3, dim=100,
+                                          min_count=FocusConfig().min_count, processes=1)
     assert theirs.words == model.words
     np.testing.assert_array_equal(_word_vectors(theirs), _word_vectors(model))
     del theirs
@@ -158,7 +159,7 @@ def test_tokenized_lines_are_what_fasttext_sees(target_tokenizer):
 def test_bad_inputs_are_refused_with_the_fix(source_tokenizer, target_tokenizer, tmp_path):
     with pytest.raises(DataError, match="needs target-language text"):
         focus_mapping(source_tokenizer, target_tokenizer, ["", "\n"])
-    with pytest.raises(DataError, match="no target token occurs --focus-min-count=10 times in the 1 lines"):
+    with pytest.raises(DataError, match="no target token occurs --focus-min-count=3 times in the 1 lines"):
         focus_mapping(source_tokenizer, target_tokenizer, ["kax"])
     with pytest.raises(ConfigError, match="or --focus-fasttext PATH"):
         focus_mapping(source_tokenizer, target_tokenizer)

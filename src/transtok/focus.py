@@ -62,9 +62,10 @@ class FocusConfig:
     """fastText vector size."""
     epochs: int = 3
     """fastText training epochs over the target text."""
-    min_count: int = 10
+    min_count: int = 3
     """Target tokens seen fewer times get no fastText vector: they neither anchor nor get FOCUS
-    weights (new ones take the mean fallback row)."""
+    weights (new ones take the mean fallback row). 3, not deepfocus's 10: best of 1, 3 and 10 on the
+    Spanish dev books (benchmarks/results/ablation_focus/)."""
     threads: int = 1
     """fastText threads; more than 1 is faster but no longer reproducible."""
     seed: int = 0
