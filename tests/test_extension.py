@@ -583,7 +583,8 @@ def test_cli_map_and_transplant_head_rows_and_offset(transferred, tmp_path, caps
     for mapping_dir, extra, message in (
             ("mapping", [], "--parallel"),
             ("tied-mapping", ["--parallel", str(root / "pairs.tsv")], "separate head rows"),
-            ("mapping", ["--parallel", str(root / "pairs.tsv"), "--offset-pairs", "-2"], "positive number of pairs")):
+            ("mapping", ["--parallel", str(root / "pairs.tsv"), "--offset-pairs", "-2"],
+             "--offset-pairs must be an integer >= 1")):
         code = main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / mapping_dir),
                      "--new-token-offset", "1", *extra, "--output", str(tmp_path / "never")])
         err = capsys.readouterr().err
