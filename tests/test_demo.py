@@ -45,6 +45,28 @@ def test_demo_prints_the_before_after_table(tiny_assets, capsys):
     assert main(["demo", "--lang", "xx", "--output", str(out), "--vocab-size", "320", "--aligner", "fast_align"]) == 2
 
 
+def test_demo_scores_a_stated_sample_prints_each_steps_time_and_draws_the_before_after(tiny_assets, capsys,
+                                                                                    monkeypatch):
+    import json
+    import xml.dom.minidom
+
+    from transtok import demo
+
+    monkeypatch.setattr(demo, "DEMO_VERSES", 20)
+    out = tiny_assets / "demo-sample"
+    assert main(["demo", "--lang", "xx", "--output", str(out), "--aligner", "fast_align", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_verses"] == 20
+    assert {"assets", "transfer_align", "transfer_prior", "evaluate", "generate"} <= set(result["seconds"])
+    picture = xml.dom.minidom.parse(str(out / "transtok" / "demo.svg"))
+    bars = picture.getElementsByTagName("rect")
+    assert len(bars) == 4  # source and transferred, for bits per byte and for tokens
+    labels = [t.firstChild.data for t in picture.getElementsByTagName("text")]
+    assert f"{result['bits_per_byte']['source']:.3f}" in labels and f"{result['tokens']['transferred']:,}" in labels
+    text = demo.format_result(demo.DemoResult(**{**result, "output": out}))
+    assert "the first 20 verses of Jude and Revelation" in text and "(assets " in text and "demo.svg" in text
+
+
 def test_demo_vocabulary_defaults_to_the_source_models_size(tiny_assets, capsys):
     import json
 
