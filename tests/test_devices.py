@@ -47,6 +47,7 @@ VERBS = {
     "evaluate": ["evaluate", "perplexity", "--model", "M", "--text", "T.txt"],
     "translate": ["translate", "--model", "M", "--from", "en", "--to", "es", "--input", "IN.txt"],
     "hydra generate": ["hydra", "generate", "--model", "M", "--prompt-vocab", "en", "--prompt", "hi"],
+    "calibrate": ["calibrate", "--model", "M", "--text", "T.txt", "--output", "OUT"],
 }
 
 

@@ -287,11 +287,11 @@ class UnigramPrior:
                 "bias_max": float(self.bias.max())}
 
 
-def check_prior(strength: float) -> float:
-    """``strength`` as a float, or a :class:`ConfigError` when it is not a finite number >= 0."""
+def check_prior(strength: float, flag: str = "--unigram-prior") -> float:
+    """``strength`` as a float, or a :class:`ConfigError` naming ``flag`` when it is not a finite number >= 0."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
             or strength < 0:
-        raise ConfigError(f"--unigram-prior must be a finite number >= 0 (0 turns it off), got {strength!r}")
+        raise ConfigError(f"{flag} must be a finite number >= 0 (0 turns it off), got {strength!r}")
     return float(strength)
 
 
@@ -377,25 +377,41 @@ def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = D
     return UnigramPrior(strength, bias, mean_h / (mean_h @ mean_h), positions, len(picked))
 
 
+def prior_rows(rows: slice | None, vocab: int) -> tuple[int, int]:
+    """The head rows ``start, stop`` that ``rows`` picks among the ``vocab`` token ids (None: all);
+    a :class:`ConfigError` for a step or an empty range."""
+    if rows is None:
+        return 0, vocab
+    start, stop, step = rows.indices(vocab)
+    if step != 1 or start >= stop:
+        raise ConfigError(f"the unigram prior's rows {rows} pick no contiguous ids among the {vocab:,} tokens; give "
+                          f"a slice(start, stop) with 0 <= start < stop <= {vocab}")
+    return start, stop
+
+
 def apply_unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
                         sample: int = DEFAULT_PRIOR_TEXTS, device=None,
-                        bf16: bool | str | None = None) -> UnigramPrior:
+                        bf16: bool | str | None = None, rows: slice | None = None) -> UnigramPrior:
     """Compute the prior on ``model`` and add b_t·v to LM-head row t for every token of ``tokenizer``
     (in place; padding rows untouched). A tied head is untied first (its rows are also the input
     embeddings, which the prior must not move): +V·d parameters. ``device`` / ``bf16``: where and how
-    the forward passes run (:func:`_head_passes`; default: where the model is, bf16 where native)."""
+    the forward passes run (:func:`_head_passes`; default: where the model is, bf16 where native).
+    ``rows``: only these token ids' head rows move (e.g. ``slice(n_source, None)``, an extended model's
+    new rows; the others stay bit-identical); None: every token's."""
     import torch
 
     from transtok.surgery import untie_head
 
+    start, stop = prior_rows(rows, len(tokenizer))  # a bad range fails before the forward passes
     untie_head(model)
     prior = unigram_prior(model, tokenizer, texts, strength=strength, sample=sample, device=device, bf16=bf16)
     head = model.get_output_embeddings().weight
-    vocab = len(tokenizer)
     with torch.no_grad():
-        change = prior.bias[:, None] * prior.vector[None, :]  # (V, d) float64
-        head[:vocab] = (head[:vocab].double() + change.to(head.device)).to(head.dtype)
-    r = prior.report()
-    logger.info("unigram prior (strength %.2f) on %s head rows: logits move by %.3f nats on average (|b|), "
-                "from %.2f to %.2f", strength, f"{vocab:,}", r["bias_mean_abs"], r["bias_min"], r["bias_max"])
+        change = prior.bias[start:stop, None] * prior.vector[None, :]  # (rows, d) float64
+        head[start:stop] = (head[start:stop].double() + change.to(head.device)).to(head.dtype)
+    moved = prior.bias[start:stop]
+    logger.info("unigram prior (strength %.2f) on %s head rows%s: logits move by %.3f nats on average (|b|), "
+                "from %.2f to %.2f", strength, f"{stop - start:,}",
+                "" if (start, stop) == (0, len(tokenizer)) else f" (ids {start:,}..{stop - 1:,})",
+                float(moved.abs().mean()), float(moved.min()), float(moved.max()))
     return prior

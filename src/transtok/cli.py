@@ -26,8 +26,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 VERBS: list = []
 # The order of the verbs in --help: the main job first, then the pipeline in the order it runs.
 HELP_ORDER = ["_add_demo", "_add_train_tokenizer", "_add_align", "_add_merge_alignments", "_add_map",
-              "_add_transplant", "_add_transfer", "_add_finetune", "_add_evaluate", "_add_hydra", "_add_translate",
-              "_add_assets"]
+              "_add_transplant", "_add_transfer", "_add_finetune", "_add_calibrate", "_add_evaluate", "_add_hydra",
+              "_add_translate", "_add_assets"]
 
 
 def verb(add):
@@ -552,6 +552,10 @@ def _add_finetune(sub) -> None:
     run.add_argument("--checkpoint-dir", metavar="DIR", help="resumable state (default: OUTPUT.checkpoints)")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint directory after success")
+    p.add_argument("--refit-prior", type=float, default=d.refit_prior, metavar="S",
+                   help="after training, refit the LM head's unigram prior on the --train text with strength S, as "
+                        "'transtok calibrate' does (an extended model's new rows only; unties a tied head; 0 = off, "
+                        "the default until one is chosen on dev; default: %(default)s)")
     p.set_defaults(func=_run_finetune)
 
 
@@ -570,7 +574,7 @@ def _run_finetune(args) -> int:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-        new_rows_from=args.new_rows_from, overwrite=args.overwrite)
+        new_rows_from=args.new_rows_from, overwrite=args.overwrite, refit_prior=args.refit_prior)
     args.interrupt_hint = lambda: after_interrupt(config)
     result = finetune(config)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -582,6 +586,54 @@ def _run_finetune(args) -> int:
     if curve:
         print(f"held-out bits per byte: {curve[0][1]:.4f} -> {curve[-1][1]:.4f}")
     print(f"wrote {result.output}")
+    return 0
+
+
+@verb
+def _add_calibrate(sub) -> None:
+    from transtok.calibration import DEFAULT_PRIOR, DEFAULT_PRIOR_TEXTS
+
+    p = sub.add_parser("calibrate", help="fit the LM head's unigram prior of any causal LM on text in its language",
+                       description="Move each LM-head row so that the model's mean next-token prediction over TEXT "
+                                   "moves towards the text's token frequencies (the unigram prior that 'transfer' "
+                                   "applies), on any causal LM and its own tokenizer: after a transfer, after "
+                                   "fine-tuning, or on an untouched model. A tied head is untied (the input "
+                                   "embeddings never move). An extended model (transfer --mode extend) moves only "
+                                   "its new tokens' rows unless --all-rows. Writes the checkpoint in its own dtype, "
+                                   "with the input's transtok/ folder plus transtok/calibrate.json.")
+    p.add_argument("--model", required=True, metavar="M", help="model directory or hub id (with its tokenizer)")
+    p.add_argument("--text", required=True, nargs="+", metavar="FILE",
+                   help="text in the model's (target) language, one segment per line: training text, never the "
+                        "dev or test text you score on")
+    p.add_argument("--strength", type=float, default=DEFAULT_PRIOR, metavar="S",
+                   help="1 = one full step towards the text's frequencies (default: %(default)s)")
+    p.add_argument("--prior-samples", type=int, default=DEFAULT_PRIOR_TEXTS, metavar="N",
+                   help="texts sampled (seed 0) for the model's mean prediction; the frequencies count all "
+                        "(default: %(default)s)")
+    p.add_argument("--all-rows", action="store_true",
+                   help="extended model: move the source tokens' rows too (default: only the new tokens' rows)")
+    p.add_argument("--dtype", default="auto", help="load/save dtype: auto (the checkpoint's), float32, bfloat16 "
+                                                   "(default: %(default)s)")
+    _add_device_options(p, what="the prior's forward passes")
+    _add_output(p)
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    from pathlib import Path
+
+    from transtok.artifacts import read_json
+    from transtok.pipeline import calibrate
+
+    out = calibrate(args.model, args.text, args.output, strength=args.strength, sample=args.prior_samples,
+                    rows="all" if args.all_rows else "auto", overwrite=args.overwrite, device=_device(args),
+                    precision=args.precision, dtype=args.dtype)
+    r = read_json(Path(out) / "transtok" / "calibrate.json")
+    start, stop = r["row_range"]
+    print(f"unigram prior (strength {r['strength']:g}) on {stop - start:,} head rows"
+          f"{f' (the new tokens, ids {start:,}..{stop - 1:,})' if r['rows'] == 'new' else ''}: logits moved by "
+          f"{r['bias_mean_abs']:.3f} nats on average ({r['bias_min']:+.2f} .. {r['bias_max']:+.2f})"
+          f"{'; the tied head is now untied' if r['untied'] else ''} -> {out}")
     return 0
 
 

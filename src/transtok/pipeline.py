@@ -618,3 +618,128 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
         "Method: Remy, Delobelle et al., *Trans-Tokenization and Cross-lingual Vocabulary Transfers*, COLM 2024.",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- calibrate: the unigram prior of any causal LM ----------------------------------------------------------------
+CALIBRATE_ROWS = ("auto", "new", "all")
+
+
+def first_new_row(model_dir: str | os.PathLike, tokenizer) -> int | None:
+    """The first new token id of an extended model (its tokenizer extends a source's), from the provenance
+    that ``transfer`` / ``transplant`` write (and ``finetune`` / ``calibrate`` copy); None for a model without
+    that provenance. Raises :class:`ConfigError` when the provenance says "extended" but not where the
+    new ids start, or gives a start outside the tokenizer."""
+    from transtok.artifacts import read_json
+
+    provenance = Path(model_dir) / PROVENANCE_DIR
+    if not provenance.is_dir():
+        return None
+    mapping = provenance / "mapping" / "mapping.json"
+    config, extension = provenance / "config.json", provenance / "extension.json"
+    try:
+        meta = read_json(mapping) if mapping.is_file() else {}
+        mode = read_json(config).get("mode") if config.is_file() else None
+        report = read_json(extension) if extension.is_file() else {}
+        if meta.get("keeps_source_rows"):
+            first = int(meta["shape"][1])
+        elif report.get("source_tokens") is not None:
+            first = int(report["source_tokens"])
+        elif mode == "extend" or extension.is_file():
+            first = None
+        else:
+            return None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ConfigError(f"cannot read which rows of {str(model_dir)!r} are new from its {PROVENANCE_DIR}/ folder "
+                          f"({exc!r}); pass --all-rows to calibrate every row") from exc
+    if first is None:
+        raise ConfigError(f"{str(model_dir)!r} is an extended model ({PROVENANCE_DIR}/ says so) but records no source "
+                          f"vocabulary size ({PROVENANCE_DIR}/mapping/mapping.json or extension.json); pass --all-rows "
+                          "to calibrate every row")
+    if not 0 < first < len(tokenizer):
+        raise ConfigError(f"{str(model_dir)!r}: its {PROVENANCE_DIR}/ folder says the new ids start at {first:,}, its "
+                          f"tokenizer has {len(tokenizer):,} tokens; pass --all-rows to calibrate every row")
+    return first
+
+
+def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, strength: float | None = None,
+              sample: int | None = None, rows: str = "auto", overwrite: bool = False, device: str | None = None,
+              precision: str = "auto", dtype: str = "auto") -> Path:
+    """``transtok calibrate``: any causal LM + text in its language → the same checkpoint with the LM head's
+    unigram prior (:func:`transtok.calibration.apply_unigram_prior`) fitted on that text.
+
+    ``strength`` (None: :data:`~transtok.calibration.DEFAULT_PRIOR`) and ``sample`` (texts for the model's
+    mean prediction; None: :data:`~transtok.calibration.DEFAULT_PRIOR_TEXTS`) as in ``transfer``. ``rows``:
+    "new" moves only the head rows of an extended model's new tokens (:func:`first_new_row`; the source rows
+    stay bit-identical), "all" every row, "auto" new for an extended model and all otherwise. A tied head
+    is untied (the input embeddings never move). The output is saved in the dtype the model was loaded in
+    (``dtype``; auto: the checkpoint's own), with the input's ``transtok/`` folder and model card copied and
+    ``transtok/calibrate.json`` added.
+    """
+    import shutil
+
+    from transtok.artifacts import read_json
+    from transtok.calibration import DEFAULT_PRIOR, DEFAULT_PRIOR_TEXTS, apply_unigram_prior, check_prior
+    from transtok.corpus import read_texts
+    from transtok.surgery import is_tied
+
+    strength = check_prior(DEFAULT_PRIOR if strength is None else strength, flag="--strength")
+    if not strength:
+        raise ConfigError("--strength 0 would leave the model as it is; give a positive strength (1 = one full step "
+                          "towards the text's token frequencies)")
+    sample = check_number("--prior-samples", DEFAULT_PRIOR_TEXTS if sample is None else sample, low=1, integer=True,
+                          hint="texts scored for the model's mean prediction")
+    if rows not in CALIBRATE_ROWS:
+        raise ConfigError(f"rows {rows!r} is not one of {', '.join(CALIBRATE_ROWS)}")
+    device = pick_device(device)
+    bf16 = passes_in_bf16(precision, device)  # a bad precision fails before the work
+    inputs = [model_dir, *texts_files]
+    check_output_dir(output, overwrite=overwrite, inputs=inputs)
+    texts = read_texts(list(texts_files))  # before loading: a bad file fails fast
+    model, tokenizer = load_model(model_dir, dtype=dtype)
+    first = first_new_row(model_dir, tokenizer)
+    if rows == "new" and first is None:
+        raise ConfigError(f"rows='new': {str(model_dir)!r} is not an extended model (no {PROVENANCE_DIR}/ folder "
+                          "records a source vocabulary), so there are no new rows; give rows='all' or 'auto'")
+    start = first if first is not None and rows != "all" else 0
+    if first is not None:
+        logger.info("%s extends a source vocabulary of %s tokens: %s", model_dir, f"{first:,}",
+                    f"only the {len(tokenizer) - first:,} new head rows move (--all-rows moves every row)"
+                    if start else "every head row moves (--all-rows)")
+    tied = is_tied(model)
+    if tied:
+        logger.info("the LM head is tied to the input embeddings: calibrate unties it (the output saves both), so "
+                    "that the input embeddings stay as they are")
+    prior = apply_unigram_prior(model, tokenizer, texts, strength=strength, sample=sample, device=device, bf16=bf16,
+                                rows=slice(start, None))
+    moved = prior.bias[start:len(tokenizer)]
+    record = {"verb": "calibrate", "model": str(model_dir), "text": [str(f) for f in texts_files],
+              "strength": strength, "sample": sample, "texts_sampled": prior.texts, "positions": prior.positions,
+              "rows": "new" if start else "all", "row_range": [start, len(tokenizer)],
+              "source_vocab_size": first, "untied": tied, "dtype": str(model.dtype).removeprefix("torch."),
+              "device": str(device), "precision": "bf16" if bf16 else "fp32",
+              "bias_mean_abs": float(moved.abs().mean()), "bias_min": float(moved.min()),
+              "bias_max": float(moved.max()), "transtok_version": __version__}
+    check_free_space(Path(output).parent, model_bytes(model), what="the calibrated model", overwrite=overwrite)
+    with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
+        save_checkpoint(tmp, model, tokenizer)
+        provenance, old = tmp / PROVENANCE_DIR, Path(model_dir) / PROVENANCE_DIR
+        if old.is_dir():
+            shutil.copytree(old, provenance)
+        provenance.mkdir(exist_ok=True)
+        if (provenance / "calibrate.json").is_file():  # a model calibrated before keeps that record too
+            record["previous"] = read_json(provenance / "calibrate.json")
+        write_json(provenance / "calibrate.json", record)
+        card = Path(model_dir) / "README.md"
+        if card.is_file():
+            text = card.read_text(encoding="utf-8").rstrip("\n")
+            (tmp / "README.md").write_text(f"{text}\n\n{calibrate_line(record)}", encoding="utf-8")
+    return Path(output)
+
+
+def calibrate_line(record: dict) -> str:
+    """The model card's line for a ``calibrate.json`` record."""
+    rows = (f"the {record['row_range'][1] - record['row_range'][0]:,} new tokens' LM-head rows (the source rows "
+            "unchanged)" if record["rows"] == "new" else f"all {record['row_range'][1]:,} LM-head rows")
+    return (f"Calibrated with `transtok calibrate` {__version__}: the unigram prior (strength {record['strength']:g}) "
+            f"moved {rows} by {record['bias_mean_abs']:.3f} nats on average towards the token frequencies of "
+            f"{', '.join(f'`{t}`' for t in record['text'])}{'; the LM head was untied' if record['untied'] else ''}.\n")
