@@ -387,7 +387,8 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
     at (a stop id or a line-break token) after the last reference token. Decoding heuristics (repetition
     penalty) are not applied: this is the model's own likelihood. Bytes are the references' UTF-8 bytes.
 
-    The control gives reference ``i`` the source of line ``derangement(n, shuffle_seed)[i]`` (never its own).
+    The control gives reference ``i`` the source of line ``derangement(n, shuffle_seed)[i]`` (never its own
+    line, though a repeated source line may hold the same text).
     ``device``: where to run (the model is moved there); default: where it is. ``bf16``: autocast to bfloat16;
     default: where the device computes it natively. A plain model is a one-vocabulary Hydra: ``source`` =
     ``target``, with ``source_language``/``target_language`` naming the languages in the prompt.
@@ -404,8 +405,8 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
     check_number("batch_size", batch_size, low=1, integer=True, hint="prompts per forward pass")
     check_number("shuffle_seed", shuffle_seed, low=0, high=SEED_MAX, integer=True)
     device = check_device(device, flag="device")
-    span = hydra.span(target)
-    hydra.span(source)
+    end = bool(end)
+    span, source_offset = hydra.span(target), hydra.span(source).offset
     tokenizer = span.tokenizer
     width = min(len(tokenizer), span.size)  # the rows generation can emit: padding rows are suppressed
     newlines = [i for i in newline_ids(tokenizer) if i < width]
@@ -460,7 +461,7 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
     # they name the instruction, chat template, language names and texts at once.
     fed = hashlib.sha256()
     for prompt, answer in zip(prompts, answers):
-        fed.update(f"{[i - hydra.span(source).offset for i in prompt]}{answer}".encode())
+        fed.update(f"{[i - source_offset for i in prompt]}{answer}".encode())
     precision = "bf16" if use_bf16 else "fp32"
     signature = (f"mtlik|tok:{vocab_hash(tokenizer)}|src:{vocab_hash(hydra.tokenizer(source))}"
                  f"|ids:{fed.hexdigest()[:8]}|end:{'yes' if end else 'no'}|shuffle:{shuffle_seed}"
