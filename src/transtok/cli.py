@@ -732,11 +732,27 @@ def _add_evaluate(sub) -> None:
     ppl.set_defaults(func=_run_evaluate_perplexity)
 
     mt = evaluations.add_parser(
-        "translation", help="chrF and BLEU of translations against references (sacrebleu)",
-        description="Corpus chrF2 and BLEU with sacrebleu's default settings and signatures. Both files hold one "
-                    "detokenized segment per line, in the same order; blank lines are segments too.")
-    mt.add_argument("--hypotheses", required=True, metavar="FILE", help="system translations, one per line")
+        "translation", help="how likely a model finds reference translations (bits per byte), or chrF and BLEU",
+        description="With --model: bits per UTF-8 byte of each reference after the prompt 'transtok translate' "
+                    "builds for its own source line (read through --from, answered in --to), and after another "
+                    "line's source (the shuffled control: the gap is what the model takes from the source). "
+                    "Every reference token and the answer's end are scored once, over the --to vocabulary only. "
+                    "With --hypotheses: corpus chrF2 and BLEU with sacrebleu's defaults and signatures. Files hold "
+                    "one detokenized segment per line, in the same order; blank lines are segments too "
+                    "(a blank reference has nothing to score with --model, and is refused).")
+    mode = mt.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--model", metavar="DIR", help="Hydra directory or plain checkpoint: score the references")
+    mode.add_argument("--hypotheses", metavar="FILE", help="system translations, one per line: chrF and BLEU")
     mt.add_argument("--references", required=True, metavar="FILE", help="reference translations, one per line")
+    likelihood = mt.add_argument_group("likelihood (--model)")
+    likelihood.add_argument("--sources", metavar="FILE", help="source sentences, one per reference line")
+    likelihood.add_argument("--from", dest="source", metavar="NAME", help="vocabulary/language of the sources")
+    likelihood.add_argument("--to", dest="target", metavar="NAME", help="vocabulary/language of the references")
+    likelihood.add_argument("--instruction", metavar="TEMPLATE", help="prompt template, as for 'transtok translate'")
+    likelihood.add_argument("--no-chat", action="store_true", help="plain prompt even if --from has a chat template")
+    likelihood.add_argument("--batch-size", type=int, metavar="N", help="sequences per forward pass (default: 8)")
+    likelihood.add_argument("--dtype", metavar="DTYPE", help="load dtype: auto, float32, bfloat16 (default: auto)")
+    _add_device_options(mt, what="the forward passes (--model)")
     mt.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     mt.set_defaults(func=_run_evaluate_translation)
 
@@ -766,11 +782,53 @@ def _run_evaluate_perplexity(args) -> int:
 def _run_evaluate_translation(args) -> int:
     import json
 
+    from transtok.errors import ConfigError
     from transtok.evaluate import read_segments, score_translation
 
-    score = score_translation(read_segments(args.hypotheses), read_segments(args.references))
-    print(json.dumps(score.to_dict(), ensure_ascii=False) if args.json else score)
+    likelihood_only = {"--sources": args.sources, "--from": args.source, "--to": args.target,
+                       "--instruction": args.instruction, "--no-chat": args.no_chat or None,
+                       "--batch-size": args.batch_size, "--dtype": args.dtype,
+                       "--device": None if args.device == "auto" else args.device,
+                       "--precision": None if args.precision == "auto" else args.precision}
+    if args.hypotheses is not None:
+        given = [flag for flag, value in likelihood_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply when scoring a --model; with --hypotheses the "
+                              "translations are scored against --references (chrF, BLEU): drop them, or give "
+                              "--model and --sources instead of --hypotheses")
+        score = score_translation(read_segments(args.hypotheses), read_segments(args.references))
+        print(json.dumps(score.to_dict(), ensure_ascii=False) if args.json else score)
+        return 0
+    result = _translation_likelihood(args)
+    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else result)
     return 0
+
+
+def _translation_likelihood(args):
+    """'evaluate translation --model': every file and option checked before the model loads."""
+    from transtok.checks import check_number
+    from transtok.errors import ConfigError
+    from transtok.evaluate import check_translation_pairs, read_segments, translation_likelihood
+    from transtok.hydra import DEFAULT_INSTRUCTION, LANGUAGE_NAMES, check_instruction
+
+    missing = [flag for flag, value in (("--sources", args.sources), ("--from", args.source), ("--to", args.target))
+               if value is None]
+    if missing:
+        raise ConfigError(f"scoring a --model needs {', '.join(missing)}: e.g. --sources test.en --from en --to es "
+                          "(the vocabularies of a Hydra, or the languages of a plain model)")
+    instruction = check_instruction(args.instruction or DEFAULT_INSTRUCTION)
+    batch_size = check_number("--batch-size", 8 if args.batch_size is None else args.batch_size, low=1, integer=True,
+                              hint="sequences per forward pass")
+    device = _device(args)
+    sources, references = read_segments(args.sources), read_segments(args.references)
+    check_translation_pairs(sources, references)
+    source, target = _translation_vocabularies(args)
+    hydra = _open_hydra(args.model, dtype=args.dtype or "auto", device=device)
+    return translation_likelihood(
+        hydra, sources, references, source=source, target=target, instruction=instruction,
+        chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
+        target_language=LANGUAGE_NAMES.get(args.target, args.target), batch_size=batch_size,
+        bf16={"auto": None, "bf16": True, "fp32": False}[args.precision])
 
 
 # --- hydra and translate (helper "hydra") ---------------------------------------------------------
@@ -802,7 +860,7 @@ def _open_hydra(path: str, *, dtype: str = "auto", name: str = "model", device=N
     else:
         hydra = Hydra.from_checkpoints({name: path}, dtype=dtype)
     if device is not None:
-        logger.info("generating on %s", device)
+        logger.info("running on %s", device)
         hydra.model.to(device)
     return hydra
 
@@ -988,10 +1046,26 @@ def _add_translate(sub) -> None:
     p.set_defaults(func=_run_translate)
 
 
-def _run_translate(args) -> int:
+def _translation_vocabularies(args) -> tuple[str, str]:
+    """The vocabularies --from and --to name: a Hydra's own, or "model" twice for a plain checkpoint
+    (one vocabulary reads and writes both languages; --from/--to then only name the languages)."""
     from pathlib import Path
 
-    from transtok.hydra import DEFAULT_INSTRUCTION, HYDRA_FILE, LANGUAGE_NAMES, check_instruction
+    from transtok.errors import ConfigError
+    from transtok.hydra import HYDRA_FILE, read_spec
+
+    if not (Path(args.model) / HYDRA_FILE).is_file():
+        return "model", "model"
+    names = [v["name"] for v in read_spec(args.model)[0]["vocabularies"]]  # hydra.json alone: before the model loads
+    for name in (args.source, args.target):
+        if name not in names:
+            raise ConfigError(f"unknown vocabulary {name!r}; this Hydra has {', '.join(names)}: give those names "
+                              "to --from and --to")
+    return args.source, args.target
+
+
+def _run_translate(args) -> int:
+    from transtok.hydra import DEFAULT_INSTRUCTION, LANGUAGE_NAMES, check_instruction
 
     import time
 
@@ -1004,9 +1078,7 @@ def _run_translate(args) -> int:
     _take_output_file(args.output, args.input)
     hydra = _open_hydra(args.model, dtype=args.dtype, device=device)
     clock = time.perf_counter()
-    source, target = args.source, args.target
-    if not (Path(args.model) / HYDRA_FILE).is_file():  # one vocabulary reads and writes both languages
-        source = target = "model"
+    source, target = _translation_vocabularies(args)
     translations = hydra.translate(
         texts, source=source, target=target, instruction=instruction,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),

@@ -1,4 +1,5 @@
-"""Evaluation whose numbers are comparable across tokenizers: bits per byte, fertility, chrF/BLEU.
+"""Evaluation whose numbers are comparable across tokenizers: bits per byte, fertility, chrF/BLEU, and the
+likelihood of reference translations (bits per byte after their own source vs another line's).
 
 Perplexity per *token* cannot compare a model with its source: the target tokenizer cuts the
 same text into fewer tokens. Bits per UTF-8 byte can, provided every model is scored with the
@@ -18,6 +19,7 @@ from pathlib import Path
 from transtok import __version__
 from transtok.checks import check_device
 from transtok.errors import ConfigError, DataError, MismatchError, require
+from transtok.hydra import DEFAULT_INSTRUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -300,3 +302,211 @@ def read_segments(path: str | os.PathLike) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start an empty one
     return [line.rstrip("\r") for line in lines]
+
+
+# --- likelihood of reference translations ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranslationLikelihood:
+    """How cheaply a model writes each reference translation after the prompt of its own source line,
+    and after another line's source (the control: the gap is what the model takes from what it reads)."""
+
+    bits_per_byte: float           # NLL (bits) of the references / their UTF-8 bytes: comparable across tokenizers
+    bits_per_byte_shuffled: float  # the same with each reference after another line's source
+    bits: float
+    bits_shuffled: float
+    tokens: int                    # target tokens scored per pass, each answer's end included when ``end``
+    bytes: int                     # UTF-8 bytes of the references (line breaks not counted)
+    lines: int
+    end: bool                      # whether the end of each answer (a stop or line-break token) is scored
+    precision: str                 # "bf16" (autocast) or "fp32"
+    per_line: list                 # per reference: bytes, tokens, bits, bits_shuffled, shuffled_source (0-based line)
+    signature: str
+
+    @property
+    def gap(self) -> float:
+        """Bits per byte the right source saves over another line's (positive: the model reads the source)."""
+        return self.bits_per_byte_shuffled - self.bits_per_byte
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"BPB {self.bits_per_byte:.4f} given its own source, {self.bits_per_byte_shuffled:.4f} given another "
+                f"line's (shuffled): the source saves {self.gap:.4f} bits per byte\n"
+                f"{self.lines:,} lines, {self.tokens:,} tokens{' (answer ends included)' if self.end else ''}, "
+                f"{self.bytes:,} bytes | {self.signature}")
+
+
+def check_translation_pairs(sources: Sequence[str], references: Sequence[str]) -> None:
+    """Refuse (:class:`DataError`) pairs :func:`translation_likelihood` cannot score: not one source per
+    reference, fewer than two lines (no shuffled control), an empty reference or one holding a line break."""
+    if isinstance(sources, str) or isinstance(references, str):
+        raise ConfigError("sources and references must be sequences of strings, not single strings; pass [text]")
+    if len(sources) != len(references):
+        raise DataError(f"{len(sources):,} sources but {len(references):,} references; give one source line per "
+                        "reference line, in the same order (blank lines count)")
+    if len(references) < 2:
+        raise DataError(f"{len(references)} line{'' if len(references) == 1 else 's'} to score; the shuffled control "
+                        "gives each reference another line's source, so give at least two lines")
+    for number, reference in enumerate(references, 1):
+        if not reference.strip():
+            raise DataError(f"reference line {number} is blank; there is no translation to score there: remove "
+                            "that line from both the sources and the references")
+        if "\n" in reference or "\r" in reference:
+            raise DataError(f"reference line {number} holds a line break; a translation is one line (the answer "
+                            "ends at its first line break): give one reference per line")
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A permutation of ``range(n)`` (n >= 2) that moves every index, the same for the same seed."""
+    import random
+
+    if n < 2:
+        raise ConfigError(f"a derangement needs at least 2 items, got {n}")
+    rng, order = random.Random(seed), list(range(n))
+    while True:  # a random permutation is a derangement with probability ~1/e: ~3 tries
+        rng.shuffle(order)
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
+def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[str], *, source: str, target: str,
+                           instruction: str = DEFAULT_INSTRUCTION, chat: bool | None = None,
+                           source_language: str | None = None, target_language: str | None = None,
+                           batch_size: int = 8, shuffle_seed: int = 0, end: bool = True, device=None,
+                           bf16: bool | None = None) -> TranslationLikelihood:
+    """Bits per byte of each reference after the translation prompt of its own source, and of another's.
+
+    The prompt is exactly what :meth:`Hydra.translate` feeds the model (:func:`~transtok.hydra.translation_prompt`:
+    read through ``source``); the answer is the reference encoded in ``target`` without special tokens. Each
+    answer token is scored once, from logits restricted to ``target``'s tokens as translate's decoder sees
+    them: the other vocabularies and the table's padding rows are excluded and a line break cannot be the
+    first token. With ``end`` the answer's end is scored too: the probability of any token translate stops
+    at (a stop id or a line-break token) after the last reference token. Decoding heuristics (repetition
+    penalty) are not applied: this is the model's own likelihood. Bytes are the references' UTF-8 bytes.
+
+    The control gives reference ``i`` the source of line ``derangement(n, shuffle_seed)[i]`` (never its own
+    line, though a repeated source line may hold the same text).
+    ``device``: where to run (the model is moved there); default: where it is. ``bf16``: autocast to bfloat16;
+    default: where the device computes it natively. A plain model is a one-vocabulary Hydra: ``source`` =
+    ``target``, with ``source_language``/``target_language`` naming the languages in the prompt.
+    """
+    import torch
+
+    from transtok.checks import SEED_MAX, check_number
+    from transtok.hydra import check_instruction, newline_ids, translation_prompt
+    from transtok.progress import bar as progress_bar
+    from transtok.vocabulary import vocab_hash
+
+    check_translation_pairs(sources, references)
+    check_instruction(instruction)
+    check_number("batch_size", batch_size, low=1, integer=True, hint="prompts per forward pass")
+    check_number("shuffle_seed", shuffle_seed, low=0, high=SEED_MAX, integer=True)
+    device = check_device(device, flag="device")
+    end = bool(end)
+    span, source_offset = hydra.span(target), hydra.span(source).offset
+    tokenizer = span.tokenizer
+    width = min(len(tokenizer), span.size)  # the rows generation can emit: padding rows are suppressed
+    newlines = [i for i in newline_ids(tokenizer) if i < width]
+    stops = sorted({i for i in (*span.stop_ids, *newlines) if i < width})
+    if end and not stops:
+        raise ConfigError(f"vocabulary {target!r} has no stop id and no line-break token, so the end of an answer "
+                          "cannot be scored; score without it (end=False) or give the tokenizer an eos token")
+
+    prompts = [translation_prompt(hydra, text, source=source, target=target, instruction=instruction, chat=chat,
+                                  source_language=source_language, target_language=target_language)
+               for text in sources]
+    answers = [tokenizer.encode(text, add_special_tokens=False) for text in references]
+    limit = context_limit(hydra.model)
+    for number, (prompt, answer) in enumerate(zip(prompts, answers), 1):
+        if not answer:
+            raise DataError(f"reference line {number} encodes to no {target!r} tokens; check that the references "
+                            f"are in the language and script of vocabulary {target!r}")
+        if limit is not None and len(prompt) + len(answer) > limit:
+            raise DataError(f"line {number}: the prompt ({len(prompt):,} tokens) and the reference ({len(answer):,}) "
+                            f"exceed the model's {limit:,} positions; shorten or drop that line")
+    order = derangement(len(references), shuffle_seed)
+
+    if device is not None:
+        hydra.model.to(device)
+    device = next(hydra.model.parameters()).device
+    use_bf16 = bf16_supported(device) if bf16 is None else bool(bf16)
+    # Both passes at once, longest first, so that a batch holds sequences of similar length (little padding).
+    items = [(i, False, prompts[i]) for i in range(len(prompts))] + [(i, True, prompts[j]) for i, j in enumerate(order)]
+    items.sort(key=lambda item: -(len(item[2]) + len(answers[item[0]])))
+    nats = {}
+    logger.info("scoring %s references (%s, %s) after their own and another line's source, %d per batch, %s on %s",
+                f"{len(references):,}", source, target, batch_size, "bf16" if use_bf16 else "fp32", device)
+    was_training = hydra.model.training
+    hydra.model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            for start in progress_bar(range(0, len(items), batch_size), desc="translation likelihood", unit="batch"):
+                batch = items[start:start + batch_size]
+                scores = _answer_nll(hydra.model, [(prompt, answers[i]) for i, _, prompt in batch], span.offset,
+                                     width, newlines, stops if end else [], device)
+                nats.update({(i, shuffled): score for (i, shuffled, _), score in zip(batch, scores)})
+    finally:
+        hydra.model.train(was_training)
+
+    to_bits = 1 / math.log(2)
+    per_line = [{"bytes": len(text.encode("utf-8")), "tokens": len(answer) + end, "bits": nats[i, False] * to_bits,
+                 "bits_shuffled": nats[i, True] * to_bits, "shuffled_source": order[i]}
+                for i, (text, answer) in enumerate(zip(references, answers))]
+    n_bytes = sum(line["bytes"] for line in per_line)
+    bits, bits_shuffled = (math.fsum(line[key] for line in per_line) for key in ("bits", "bits_shuffled"))
+    # The ids the model reads and writes (local, so that the order of a Hydra's vocabularies does not matter):
+    # they name the instruction, chat template, language names and texts at once.
+    fed = hashlib.sha256()
+    for prompt, answer in zip(prompts, answers):
+        fed.update(f"{[i - source_offset for i in prompt]}{answer}".encode())
+    precision = "bf16" if use_bf16 else "fp32"
+    signature = (f"mtlik|tok:{vocab_hash(tokenizer)}|src:{vocab_hash(hydra.tokenizer(source))}"
+                 f"|ids:{fed.hexdigest()[:8]}|end:{'yes' if end else 'no'}|shuffle:{shuffle_seed}"
+                 f"|lines:{len(references)}|bytes:{n_bytes}|prec:{precision}|v:{__version__}")
+    result = TranslationLikelihood(
+        bits_per_byte=bits / n_bytes, bits_per_byte_shuffled=bits_shuffled / n_bytes, bits=bits,
+        bits_shuffled=bits_shuffled, tokens=sum(line["tokens"] for line in per_line), bytes=n_bytes,
+        lines=len(references), end=bool(end), precision=precision, per_line=per_line, signature=signature)
+    logger.info("%s", result)
+    return result
+
+
+def _answer_nll(model, pairs: list[tuple[list[int], list[int]]], offset: int, width: int, newlines: list[int],
+                stops: list[int], device) -> list[float]:
+    """NLL (nats) of each answer (local ids of the vocabulary at ``offset``) after its prompt (global ids),
+    right-padded and masked; the logits are those of local ids ``0..width-1``, line breaks barred from the
+    first answer token; with ``stops`` the end is scored as the probability of any of them."""
+    import torch
+
+    length = max(len(p) + len(a) for p, a in pairs)
+    input_ids = torch.full((len(pairs), length), offset, dtype=torch.long)  # the padding is masked out
+    attention = torch.zeros((len(pairs), length), dtype=torch.long)
+    rows, positions, labels, first = [], [], [], []
+    for row, (prompt, answer) in enumerate(pairs):
+        sequence = prompt + [i + offset for i in answer]
+        input_ids[row, :len(sequence)] = torch.tensor(sequence)
+        attention[row, :len(sequence)] = 1
+        # position p predicts the token at p + 1: the answer from the prompt's last position on, its end from
+        # the answer's last one
+        scored = len(answer) + bool(stops)
+        rows += [row] * scored
+        positions += range(len(prompt) - 1, len(prompt) - 1 + scored)
+        labels += answer + ([-1] if stops else [])
+        first += [True] + [False] * (scored - 1)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
+    rows_t, labels_t = torch.tensor(rows, device=device), torch.tensor(labels, device=device)
+    # Upcast: a bf16 log-softmax over a large vocabulary loses ~2 digits of the NLL.
+    picked = logits[rows_t, torch.tensor(positions, device=device), offset:offset + width].float()
+    if newlines:  # translate's decoder cannot open an answer with a line break (begin_suppress_tokens)
+        barred = torch.zeros(width, dtype=torch.bool, device=device)
+        barred[newlines] = True
+        picked = picked.masked_fill(torch.tensor(first, device=device)[:, None] & barred[None, :], float("-inf"))
+    logp = torch.log_softmax(picked, dim=-1)
+    token = logp.gather(1, labels_t.clamp(min=0)[:, None])[:, 0]
+    if stops:
+        token = torch.where(labels_t >= 0, token, torch.logsumexp(logp[:, stops], dim=-1))
+    nll = torch.zeros(len(pairs), dtype=torch.float64, device=device).index_add_(0, rows_t, -token.double())
+    return nll.tolist()
