@@ -74,8 +74,8 @@ def markdown(results: dict) -> str:
         for p in sorted(entry["points"], key=lambda p: p["pairs"]):
             lines.append(f"| {lang} | {p['pairs']:,} | {p['vocab_size']:,} | {p['bits_per_byte']['dev']:.3f} | "
                          f"{p['bits_per_byte']['test']:.3f} | {p['seconds']['transfer']:.0f} s |")
-        lines.append(f"| {lang} | **beats the source model on dev from** | | {entry['threshold_dev'] or 'never'} | "
-                     f"{entry['threshold_test'] or 'never'} (held-out) | |")
+        lines.append(f"| {lang} | **beats the source model on dev from** | | {entry.get('threshold_dev') or 'never'} | "
+                     f"{entry.get('threshold_test') or 'never'} (held-out) | |")
     return "\n".join(lines) + "\n"
 
 

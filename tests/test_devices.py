@@ -10,14 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 import factories
+from commandline import run
 from transtok.calibration import passes_in_bf16
 from transtok.checks import pick_bf16, pick_device
-from transtok.cli import main
 from transtok.errors import ConfigError
 
-
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
 
 
 def test_auto_is_cuda_when_available_else_cpu(monkeypatch):

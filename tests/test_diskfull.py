@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import factories
+from commandline import leftovers, one_line, run
 from transtok import artifacts, diskspace
 from transtok import finetune as ft
-from transtok.cli import main
 from transtok.errors import ConfigError, DataError, DiskFullError
 
 SRC = Path(artifacts.__file__).parents[1]
@@ -31,19 +31,7 @@ SEQ, BATCH = 32, 4
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
 
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def leftovers(directory: Path, name: str) -> list[str]:
-    """Output ``name`` itself and every hidden .name.* sibling (partial outputs, scratch, locks)."""
-    return sorted(p.name for p in directory.iterdir() if p.name == name or p.name.startswith(f".{name}."))
 
 
 def digest(directory: Path) -> dict[str, str]:

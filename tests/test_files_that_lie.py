@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import factories
-from test_hardening import finish, leftovers, one_line, reached, run, start
+from commandline import finish, leftovers, one_line, reached, run, start
 from transtok.errors import ConfigError
 
 

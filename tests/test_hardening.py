@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,26 +17,14 @@ import pytest
 from transformers import BertConfig, BertForMaskedLM
 
 import factories
+from commandline import finish, leftovers, one_line, reached, run, start
 from transtok import artifacts
-from transtok.cli import main
 from transtok.errors import ConfigError
 
 SRC = Path(artifacts.__file__).parents[1]
 
 
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
 
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def leftovers(directory: Path, name: str) -> list[str]:
-    """Siblings of output ``name``: the output itself and every hidden .name.* file."""
-    return sorted(p.name for p in directory.iterdir() if p.name == name or p.name.startswith(f".{name}."))
 
 
 @pytest.fixture(scope="module")
@@ -204,40 +191,6 @@ def test_evaluate_caps_the_window_to_the_models_context(ws, capsys, caplog):
 
 
 # --- 3, 6, 7. races, signals and leftovers (real subprocesses) ---------------------------------
-
-def _env(pause: str | None, flags: Path, tmp: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp)}
-    env.pop(artifacts.PAUSE_ENV, None)
-    if pause:
-        env[artifacts.PAUSE_ENV] = f"{pause}:{flags}"
-    return env
-
-
-def start(argv: list, tmp_path: Path, pause: str | None = None) -> subprocess.Popen:
-    """``python -m transtok ARGV`` with its own TMPDIR, paused at ``pause`` (wait for it with :func:`reached`)."""
-    (tmp_path / "flags").mkdir(exist_ok=True)
-    (tmp_path / "systmp").mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "transtok", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=_env(pause, tmp_path / "flags", tmp_path / "systmp"))
-
-
-def reached(process: subprocess.Popen, tmp_path: Path, stage: str, timeout: float = 120) -> Path:
-    flag = tmp_path / "flags" / stage
-    deadline = time.monotonic() + timeout
-    while not flag.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before {stage}: {process.communicate()[1][-2000:]}")
-        assert time.monotonic() < deadline, f"the run did not reach {stage}"
-        time.sleep(0.05)
-    return flag
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    _, err = process.communicate(timeout=120)
-    return process.returncode, err
-
 
 def eflomal_children(marker: str) -> list[int]:
     """Live eflomal processes whose command line mentions ``marker`` (a test's own directory)."""

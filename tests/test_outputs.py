@@ -15,22 +15,14 @@ from pathlib import Path
 import pytest
 
 import factories
+from commandline import one_line, run
 from transtok import artifacts
 from transtok.artifacts import FINISHED, MARKER, MARKER_TEXT, atomic_output_dir, check_output_dir
-from transtok.cli import main
 from transtok.errors import ConfigError, OutputError
 
 SRC = Path(artifacts.__file__).parents[1]
 
 
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def listing(directory: Path) -> dict[str, bytes | str | None]:

@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import factories
-from transtok.cli import VERBS, build_parser, main
+from commandline import run
+from transtok.cli import VERBS, build_parser
 from transtok.mapping import TokenMapping
 
 
@@ -22,9 +23,6 @@ def workspace(tmp_path_factory):
     source_tokenizer.save_pretrained(root / "source")
     return root
 
-
-def run(*argv):
-    return main([str(a) for a in argv])
 
 
 def test_help_lists_every_verb(capsys):

@@ -6,15 +6,12 @@ import numpy as np
 import pytest
 
 import factories
+from commandline import run
 from transtok.align import AlignmentCounts
-from transtok.cli import main
 from transtok.corpus import read_parallel
 from transtok.errors import ConfigError, DataError, MismatchError
 from transtok.shards import CorpusStream, Shard, count_pairs, merge_alignments
 
-
-def run(*argv):
-    return main([str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")

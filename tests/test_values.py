@@ -7,27 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 import factories
+from commandline import one_line, run
 from transtok.artifacts import write_json
 from transtok.checks import check_device, check_number
-from transtok.cli import main
 from transtok.errors import ConfigError
 
 NAN, INF = float("nan"), float("inf")
 
 
-def run(*argv) -> int:
-    return main([str(a) for a in argv])
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
