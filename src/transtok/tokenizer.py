@@ -419,8 +419,12 @@ def minimum_vocab_size(source_tokenizer, *, keep_reserved: bool = False) -> int:
     the corpus's own characters: the special/added tokens it keeps (all of them with ``keep_reserved``,
     else all but :func:`unused_special_tokens`) and byte pieces (+ the 256-symbol byte-level alphabet)."""
     spec = _source_spec(source_tokenizer)
-    left_out = () if keep_reserved else unused_special_tokens(source_tokenizer)
-    return len(_reserved_tokens(spec, left_out)) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
+    left_out = () if keep_reserved else _unused_specials(spec, source_tokenizer)
+    return _minimum(spec, _reserved_tokens(spec, left_out))
+
+
+def _minimum(spec: dict, reserved: list[str]) -> int:
+    return len(reserved) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
 
 
 # Names of reserved special tokens that no text, role or template produces: Gemma's <unused0>, Llama-3's
@@ -456,7 +460,8 @@ def _chat_template_text(tokenizer) -> str:
 def _role_tokens(tokenizer) -> dict[str, str]:
     """Named special tokens: bos/eos/unk/pad/... and model-specific ones (``image_token``, ``boi_token``)."""
     names = getattr(tokenizer, "SPECIAL_TOKENS_ATTRIBUTES", ROLES)
-    return {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name, None)}
+    values = {name: getattr(tokenizer, name, None) for name in names}
+    return {name: str(value) for name, value in values.items() if value and not isinstance(value, (list, dict))}
 
 
 def unused_special_tokens(source_tokenizer) -> list[str]:
@@ -468,7 +473,10 @@ def unused_special_tokens(source_tokenizer) -> list[str]:
     (post-processor, unk, padding). Gemma 3 has 6,242 such ``<unusedN>``, which would otherwise take a
     fifth of a 32,000-token target vocabulary; the model never produced them, so nothing is lost.
     """
-    spec = _source_spec(source_tokenizer)
+    return _unused_specials(_source_spec(source_tokenizer), source_tokenizer)
+
+
+def _unused_specials(spec: dict, source_tokenizer) -> list[str]:
     model = spec["model"]
     needed = set(_role_tokens(source_tokenizer).values()) | _processor_tokens(spec.get("post_processor"))
     needed.add(model.get("unk_token"))
@@ -558,11 +566,11 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
     source_added = _special_entries(spec)
-    unused = [] if keep_reserved else unused_special_tokens(source_tokenizer)
+    unused = [] if keep_reserved else _unused_specials(spec, source_tokenizer)
     dropped = set(unused)
     added = [entry for entry in source_added if entry["content"] not in dropped]
     specials = _reserved_tokens(spec, unused)
-    minimum = minimum_vocab_size(source_tokenizer, keep_reserved=keep_reserved)
+    minimum = _minimum(spec, specials)
     if vocab_size < minimum:
         raise ConfigError(
             f"vocab_size {vocab_size:,} is smaller than the {minimum:,} tokens every target tokenizer trained from "
