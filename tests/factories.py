@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -106,6 +106,42 @@ def sentencepiece_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrain
                                   show_progress=False)
     tok.train_from_iterator(texts, trainer)
     return wrap(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n{{ message['content'] }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def gemma_like_tokenizer(texts: list[str], vocab_size: int = 300, unused: int = 300) -> PreTrainedTokenizerFast:
+    """Gemma 3 style: SentencePiece-style BPE with byte fallback, roles <pad> <eos> <bos> <unk> <mask>, then
+    ``[multimodal]`` and the first third of ``unused`` reserved ``<unusedN>`` specials, the chat-template
+    tokens, the byte pieces and the learned vocabulary; at the end the named image tokens (``boi_token``,
+    ``eoi_token``, ``image_token``), the other ``<unusedN>`` and a non-special added ``<table>``."""
+    from tokenizers import AddedToken
+
+    front = unused // 3
+    head = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]", *(f"<unused{i}>" for i in range(front)),
+            "<start_of_turn>", "<end_of_turn>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + len(head) + 256, special_tokens=[*head, *bytes_],
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    image = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tok.add_special_tokens([*image.values(), *(f"<unused{i}>" for i in range(front, unused))])
+    tok.add_tokens([AddedToken("<table>", special=False, normalized=False)])
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
+                                                       special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", mask_token="<mask>", model_specific_special_tokens=image,
+                                   extra_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+    fast.chat_template = GEMMA_CHAT_TEMPLATE
+    return fast
 
 
 def wordpiece_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:

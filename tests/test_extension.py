@@ -83,6 +83,21 @@ def test_extended_tokenizer_keeps_every_source_token_id_and_setting(family):
     assert len(set(new)) == len(new) and not set(new) & set(source.get_vocab())
 
 
+def test_extended_tokenizer_keeps_the_reserved_specials_of_a_gemma_like_source(pairs):
+    """Extension keeps the source whole: Gemma's <unusedN> and named image tokens keep their ids, those
+    after the model vocabulary too (tokenizers would renumber them behind the new tokens)."""
+    source = factories.gemma_like_tokenizer([s for s, _ in pairs], vocab_size=300, unused=300)
+    extended, _ = extend_tokenizer([t for _, t in pairs], source, N_NEW)
+    n = len(source)
+    assert extends(source, extended) and extended.convert_ids_to_tokens(list(range(n))) == \
+        source.convert_ids_to_tokens(list(range(n)))
+    assert extended.convert_tokens_to_ids("<unused299>") == source.convert_tokens_to_ids("<unused299>")
+    assert (extended.image_token, extended.image_token_id) == (source.image_token, source.image_token_id)
+    assert list(extended.extra_special_tokens) == list(source.extra_special_tokens)
+    table = source.convert_tokens_to_ids("<table>")
+    assert table == n - 1 and extended.encode("<table>", add_special_tokens=False) == [table]
+
+
 def test_every_new_token_is_produced_on_the_target_text(family):
     source, extended, report, target = family
     assert report.reachable == report.new_tokens and report.unreachable == []
@@ -557,6 +572,7 @@ def test_untied_extended_checkpoint_evaluates_and_builds_a_hydra(transferred_tie
     (["--target-corpus", "x.txt", "--vocab-size", "9", "--tied-head"], "--tied-head is for --mode extend"),
     (["--target-corpus", "x.txt", "--vocab-size", "9", "--head-spelling-weight", "0.5"], "is for --mode extend"),
     (["--target-corpus", "x.txt", "--vocab-size", "9", "--new-token-offset", "1"], "is for --mode extend"),
+    (["--mode", "extend", "--new-tokens", "5", "--keep-reserved-tokens"], "--keep-reserved-tokens applies to"),
 ])
 def test_cli_transfer_mode_errors_are_one_line(transferred, argv, message, capsys):
     root = transferred

@@ -74,6 +74,37 @@ def test_transfer_without_vocab_size_takes_the_source_size_capped_by_the_text(wo
                     "no more merges)"]
 
 
+def test_transfer_from_a_gemma_like_source_leaves_out_its_reserved_tokens(workspace, tmp_path, capsys):
+    """Gemma's <unusedN> specials are left out of the trained vocabulary; roles and chat-template tokens
+    keep their source rows, and the model's table is exactly the tokenizer."""
+    pairs = factories.cipher_corpus(600)
+    source_tokenizer = factories.gemma_like_tokenizer([s for s, _ in pairs], vocab_size=300, unused=300)
+    source_model = factories.tiny_causal_lm("llama", len(source_tokenizer), False, source_tokenizer)
+    source_model.save_pretrained(tmp_path / "gemma")
+    source_tokenizer.save_pretrained(tmp_path / "gemma")
+    common = ["transfer", "--source-model", tmp_path / "gemma", "--parallel", workspace / "pairs.tsv",
+              "--aligner", "fast_align"]
+    assert run(*common, "--target-corpus", workspace / "target.txt", "--vocab-size", 550,
+               "--output", tmp_path / "out") == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.vocab_size == 550
+    assert not [token for token in tokenizer.get_vocab() if token.startswith("<unused")]
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
+    source_rows, rows = source_model.get_input_embeddings().weight, model.get_input_embeddings().weight
+    for token in ("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>", "<image_soft_token>", "[multimodal]"):
+        assert torch.equal(rows[tokenizer.convert_tokens_to_ids(token)],
+                           source_rows[source_tokenizer.convert_tokens_to_ids(token)]), token
+    report = json.loads((tmp_path / "out/transtok/mapping_report.json").read_text())
+    assert sum(report["provenance"].values()) == 550
+    # Only a tokenizer trained here has reserved tokens to keep.
+    capsys.readouterr()
+    assert run(*common, "--target-tokenizer", tmp_path / "out", "--keep-reserved-tokens",
+               "--output", tmp_path / "never") == 2
+    assert "--keep-reserved-tokens applies to a tokenizer trained on --target-corpus" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
     prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
     if not prior.exists():

@@ -15,7 +15,8 @@ from transtok import assets
 from transtok.align import word_units
 from transtok.mapping import PROVENANCE, MappingConfig
 from transtok.pipeline import mapping_from_alignment
-from transtok.tokenizer import BYTE_PIECES, TEKKEN_DEFAULT_SPECIALS, load_tokenizer, train_tokenizer
+from transtok.tokenizer import (BYTE_PIECES, TEKKEN_DEFAULT_SPECIALS, load_tokenizer, minimum_vocab_size,
+                               train_tokenizer, unused_special_tokens)
 from transtok.vocabulary import byte_fallback_ids, exact_matches, special_ids, token_bytes, tokenizer_family
 
 SPANISH = ("Y dijo Dios: Sea la luz; y fué la luz. En el año 2024, ¿cómo estás? ¡Muy bien! "
@@ -99,8 +100,12 @@ def test_training_from_a_sentencepiece_source_learns_what_sentencepiece_would(se
 def test_training_from_a_tekken_source_keeps_its_specials_and_bytes(tekken):
     target = train_tokenizer(target_corpus(), tekken, 700)
     assert tokenizer_family(target) == "byte_level"
-    assert target.convert_ids_to_tokens(list(range(24))) == tekken.convert_ids_to_tokens(list(range(24)))
-    assert set(range(24)) <= special_ids(target) and set(range(24)) <= special_ids(tekken)
+    # the 20 named controls are kept, the reserved <SPECIAL_20> .. <SPECIAL_23> left out unless asked for
+    assert target.convert_ids_to_tokens(list(range(20))) == list(TEKKEN_DEFAULT_SPECIALS)
+    assert set(range(20)) <= special_ids(target) and not [t for t in target.get_vocab() if t.startswith("<SPECIAL_")]
+    kept = train_tokenizer(target_corpus(), tekken, 700, keep_reserved=True)
+    assert kept.convert_ids_to_tokens(list(range(24))) == tekken.convert_ids_to_tokens(list(range(24)))
+    assert set(range(24)) <= special_ids(kept) and set(range(24)) <= special_ids(tekken)
     text = "mupex, dofisux 2024. жук"
     assert target(text).input_ids[0] == target.bos_token_id == 1
     assert target.decode(target(text).input_ids, skip_special_tokens=True) == text
@@ -212,3 +217,29 @@ def test_the_real_mistral_tokenizers():
     for text in (SPANISH, RUSSIAN):
         units = [[tok.decode(list(u)).strip() for u in word_units(tok, [text])[0]] for tok in loaded.values()]
         assert units[0] == units[1] == units[2]
+
+
+@pytest.mark.skipif(not all((path / assets.MANIFEST).is_file() for path in REAL.values()),
+                    reason="the real Mistral tokenizers are not cached (transtok assets fetch --tokenizers)")
+def test_the_real_mistral_tokenizers_reserved_controls_are_left_out():
+    """Mistral v3's 737 [control_N] and Tekken's 980 <SPECIAL_N> have no role and no template: a trained
+    vocabulary leaves them out (kept, they would not fit in 700 tokens); named ones stay."""
+    from transtok.errors import ConfigError
+
+    v1, v3, tekken = (load_tokenizer(REAL[name]) for name in ("mistral-v1", "mistral-v3", "mistral-tekken"))
+    assert unused_special_tokens(v1) == []
+    assert unused_special_tokens(v3) == [f"[control_{i}]" for i in range(12, 749)]
+    assert unused_special_tokens(tekken) == [f"<SPECIAL_{i}>" for i in range(20, 1000)]
+    assert (minimum_vocab_size(tekken), minimum_vocab_size(tekken, keep_reserved=True)) == (20 + 256, 1000 + 256)
+    for source in (v3, tekken):
+        target = train_tokenizer(target_corpus(), source, 700)
+        assert 500 < len(target) <= 700
+        with pytest.raises(ConfigError, match="smaller than the 1,"):
+            train_tokenizer(target_corpus(), source, 700, keep_reserved=True)
+        vocab = target.get_vocab()
+        assert {"<s>", "</s>", "<unk>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[IMG]"} <= set(vocab)
+        assert not [t for t in vocab if t.startswith(("[control_", "<SPECIAL_"))]
+        text = "mupex, dofisux 2024. жук"
+        assert target(text).input_ids[0] == target.bos_token_id == 1
+        assert target.decode(target(text).input_ids, skip_special_tokens=True) == text
+    assert "[REFERENCE_DOC_0]" in train_tokenizer(target_corpus(), v3, 700).get_vocab()  # not special: kept

@@ -442,3 +442,113 @@ def test_target_tokenizer_learns_whole_words_of_a_script_with_combining_marks(co
     plain = train_tokenizer(target_train, source, 400)
     assert spec(plain)["pre_tokenizer"] == spec(source)["pre_tokenizer"]
     assert spec(target)["pre_tokenizer"] != spec(source)["pre_tokenizer"]
+
+
+# --- reserved special tokens of the source (Gemma's <unusedN>) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma_like(corpora):
+    return factories.gemma_like_tokenizer(corpora[0], 300, unused=300)
+
+
+def _added(tokenizer) -> list[str]:
+    return [entry["content"] for entry in spec(tokenizer)["added_tokens"]]
+
+
+def _learned(tokenizer) -> int:
+    return len(tokenizer) - len(_added(tokenizer))
+
+
+def test_reserved_specials_are_left_out_and_the_vocab_size_is_learned_tokens(gemma_like, corpora, caplog):
+    import logging
+
+    from transtok.tokenizer import unused_special_tokens
+
+    unused = [f"<unused{i}>" for i in range(300)]
+    assert unused_special_tokens(gemma_like) == unused
+    with caplog.at_level(logging.INFO, logger="transtok.tokenizer"):
+        target = train_tokenizer(corpora[1], gemma_like, 600)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped ")]
+    assert said == ["dropped 300 reserved special tokens of the source (<unused0> .. <unused299>) that have no role "
+                    "and are not in the chat template; keep_reserved=True (--keep-reserved-tokens) keeps them"]
+    # the others stay first, in the source's order, non-special <table> and role-less [multimodal] included
+    assert _added(target) == [token for token in _added(gemma_like) if token not in unused]
+    assert {"[multimodal]", "<table>", "<start_of_turn>", "<image_soft_token>"} <= set(_added(target))
+    assert not [token for token in target.get_vocab() if token.startswith("<unused")]
+    kept = train_tokenizer(corpora[1], gemma_like, 600, keep_reserved=True)
+    assert _added(kept) == _added(gemma_like)
+    assert list(kept.extra_special_tokens) == list(gemma_like.extra_special_tokens)
+    # 600 tokens either way: the reserved ones no longer take the place of 300 learned ones
+    assert len(target) == len(kept) == 600
+    assert _learned(target) == _learned(kept) + 300
+
+
+def test_roles_and_chat_template_tokens_of_a_gemma_like_source_keep_working(gemma_like, corpora, tmp_path):
+    target = train_tokenizer(corpora[1], gemma_like, 600)
+    save_tokenizer(target, tmp_path / "tok")
+    for tok in (target, AutoTokenizer.from_pretrained(tmp_path / "tok")):
+        vocab = tok.get_vocab()
+        for role in ("bos", "eos", "pad", "unk", "mask", "boi", "eoi", "image"):
+            token = getattr(tok, f"{role}_token")
+            assert token == getattr(gemma_like, f"{role}_token") and getattr(tok, f"{role}_token_id") == vocab[token]
+        assert list(tok.extra_special_tokens) == ["<start_of_turn>", "<end_of_turn>"]
+        assert tok(corpora[2][0]).input_ids[0] == tok.bos_token_id == 2
+        ids = tok.apply_chat_template([{"role": "user", "content": corpora[2][0]}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=False)
+        turn = [vocab["<start_of_turn>"], vocab["<end_of_turn>"]]
+        assert ids[:2] == [tok.bos_token_id, turn[0]] and ids.count(turn[0]) == 2 and ids.count(turn[1]) == 1
+        assert corpora[2][0] in tok.decode(ids, skip_special_tokens=True)
+
+
+def test_only_role_less_unused_specials_outside_the_chat_template_are_left_out(corpora):
+    """Conservative: a reserved-looking name is kept when it has a role, is in the chat template, is
+    inserted by the post-processor or is not special; T5's sentinels are not reserved."""
+    from tokenizers import AddedToken
+
+    from transtok.tokenizer import unused_special_tokens
+
+    backend = factories.byte_level_tokenizer(corpora[0][:200], 300).backend_tokenizer
+    dropped = ["<|reserved_special_token_0|>", "[control_12]", "<SPECIAL_20>", "<|placeholder1|>", "<unused9>",
+               "<|extra_0|>"]
+    kept = ["<unused0>", "<unused1>", "<unused2>", "<unused3>", "<extra_id_0>", "<start_of_image>"]
+    backend.add_special_tokens([*dropped, *kept[:3], *kept[4:]])
+    backend.add_tokens([AddedToken("<unused3>", special=False)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<unused2> $A", special_tokens=[("<unused2>", backend.token_to_id("<unused2>"))])
+    source = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<unused0>", eos_token="<|endoftext|>",
+                                     extra_special_tokens=dropped)  # declared, but no role and not in the template
+    source.chat_template = "{% for m in messages %}<unused1>{{ m['content'] }}{% endfor %}"
+    assert unused_special_tokens(source) == dropped
+    target = train_tokenizer(corpora[1], source, 400)
+    assert set(kept) | {"<|endoftext|>"} <= set(target.get_vocab()) and not set(dropped) & set(target.get_vocab())
+    assert target.pad_token == "<unused0>" and list(target.extra_special_tokens) == []
+    assert target.convert_ids_to_tokens(target("mupex").input_ids[0]) == "<unused2>"
+
+
+def test_minimum_vocab_size_counts_only_the_specials_kept(gemma_like):
+    minimum = minimum_vocab_size(gemma_like)
+    assert minimum_vocab_size(gemma_like, keep_reserved=True) == minimum + 300
+    assert len(train_tokenizer(["some text"], gemma_like, minimum + 9)) <= minimum + 9  # + the 9 characters
+    with pytest.raises(ConfigError, match=rf"smaller than the {minimum + 300:,} tokens .* use --vocab-size "
+                                          rf"{minimum + 300:,} or more"):
+        train_tokenizer(["some text"], gemma_like, minimum + 9, keep_reserved=True)
+
+
+def test_cli_train_tokenizer_keep_reserved_tokens(tmp_path, corpora, gemma_like, capsys):
+    from transtok.cli import main
+
+    gemma_like.save_pretrained(tmp_path / "source")
+    corpus = tmp_path / "target.txt"
+    corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
+    common = ["train-tokenizer", "--corpus", str(corpus), "--source-model", str(tmp_path / "source")]
+    assert main([*common, "--vocab-size", "600", "--output", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--vocab-size", "600", "--keep-reserved-tokens", "--output", str(tmp_path / "all")]) == 0
+    plain, every = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("plain", "all"))
+    assert "<unused7>" not in plain.get_vocab() and "<unused7>" in every.get_vocab()
+    assert len(plain) == len(every) == 600
+    capsys.readouterr()
+    assert main([*common, "--extend", "20", "--keep-reserved-tokens", "--output", str(tmp_path / "ext")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("transtok train-tokenizer: error: --keep-reserved-tokens is for --vocab-size")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "ext").exists()

@@ -305,6 +305,7 @@ def _add_transfer(sub) -> None:
                    help="target vocabulary size (--mode replace, with --target-corpus; default: the source model's, "
                         "chosen on the dev books, or fewer where the text supports fewer merges)")
     p.add_argument("--new-tokens", type=int, metavar="N", help="tokens to add to the source vocabulary (--mode extend)")
+    _add_keep_reserved(p)
     p.add_argument("--aligner", default="eflomal", choices=["eflomal", "fast_align"], help="(default: %(default)s)")
     _add_segmenter(p)
     _add_cleaning_options(p)
@@ -325,6 +326,7 @@ def _run_transfer(args) -> int:
         source_model=args.source_model, parallel=args.parallel, output=args.output,
         target_tokenizer=args.target_tokenizer, target_corpus=args.target_corpus, vocab_size=args.vocab_size,
         mode=args.mode, new_tokens=args.new_tokens, aligner=args.aligner, segmenter=args.segmenter,
+        keep_reserved_tokens=args.keep_reserved_tokens,
         mapping=_mapping_config(args), focus=_focus_config(args), dtype=args.dtype,
         new_token_offset=args.new_token_offset, unigram_prior=args.unigram_prior,
         **({} if args.offset_pairs is None else {"offset_pairs": args.offset_pairs}), max_pairs=args.max_pairs,
@@ -659,9 +661,17 @@ def _add_train_tokenizer(sub) -> None:
                            "corpus (BPE sources: the merge list continues)")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
+    _add_keep_reserved(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (sizes, fertility) on stdout")
     _add_output(p)
     p.set_defaults(func=_run_train_tokenizer)
+
+
+def _add_keep_reserved(p) -> None:
+    p.add_argument("--keep-reserved-tokens", action="store_true",
+                   help="keep the source's reserved special tokens (Gemma's <unusedN>, Llama-3's "
+                        "<|reserved_special_token_N|>, Mistral's [control_N]) that have no role and are not in the "
+                        "chat template; by default a trained vocabulary leaves them out and learns tokens instead")
 
 
 def _run_train_tokenizer(args) -> int:
@@ -670,8 +680,12 @@ def _run_train_tokenizer(args) -> int:
     from transtok.artifacts import check_output_dir
     from transtok.corpus import read_texts
     from transtok.evaluate import fertility
+    from transtok.errors import ConfigError
     from transtok.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
+    if args.extend is not None and args.keep_reserved_tokens:
+        raise ConfigError("--keep-reserved-tokens is for --vocab-size (an --extend tokenizer keeps every source "
+                          "token already); drop it")
     inputs = [args.source_model, *args.corpus]
     check_output_dir(args.output, overwrite=args.overwrite, inputs=inputs)  # fail before the training, not after
     source = load_tokenizer(args.source_model)
@@ -682,7 +696,8 @@ def _run_train_tokenizer(args) -> int:
 
         target, extension = extend_tokenizer(texts, source, args.extend, min_frequency=args.min_frequency)
     else:
-        target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency)
+        target = train_tokenizer(texts, source, args.vocab_size, min_frequency=args.min_frequency,
+                                 keep_reserved=args.keep_reserved_tokens)
     save_tokenizer(target, args.output, overwrite=args.overwrite, inputs=inputs)
     sample = texts[:20000]  # fertility on a sample: it is a summary, not a measurement
     report = {"output": args.output, "vocab_size": len(target), "source_vocab_size": len(source),

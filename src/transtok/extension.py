@@ -227,6 +227,13 @@ def extend_tokenizer(texts: Iterable[str], source_tokenizer, new_tokens: int, *,
     if vocab and max(vocab.values()) >= first_id:
         raise ConfigError(f"the source tokenizer's ids are not contiguous (model id {max(vocab.values())} >= "
                           f"{first_id} tokens); it cannot be extended safely")
+    # tokenizers numbers the added tokens missing from the model vocabulary from the model's size on, so
+    # those past it (Llama-3's, Qwen2's, Gemma's specials) would move behind the new tokens. Entered in the
+    # model vocabulary they keep their ids (the model never sees them: they are taken out of the text first).
+    used = set(vocab.values())
+    for entry in spec.get("added_tokens") or []:
+        if entry["content"] not in vocab and entry["id"] not in used:
+            vocab[entry["content"]] = entry["id"]
     split = _word_splitter(spec)
     word_counts: Counter[str] = Counter()
     lines = 0

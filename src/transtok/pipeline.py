@@ -365,6 +365,9 @@ class TransferConfig:
     vocab_size: int | None = None
     """--mode replace with --target-corpus: target vocabulary size; None: the source model's (fewer when
     the text supports fewer merges)."""
+    keep_reserved_tokens: bool = False
+    """--mode replace with --target-corpus: keep the source's reserved special tokens (Gemma's ``<unusedN>``,
+    :func:`transtok.tokenizer.unused_special_tokens`) in the trained tokenizer; by default they are left out."""
     mode: str = "replace"
     """replace: a new vocabulary of --vocab-size tokens; extend: the source's plus --new-tokens."""
     new_tokens: int | None = None
@@ -413,6 +416,10 @@ class TransferConfig:
             check_prior(self.unigram_prior)
         if self.new_token_offset is not None:
             check_offset(self.new_token_offset)
+        if self.keep_reserved_tokens and (self.mode == "extend" or self.target_tokenizer is not None):
+            raise ConfigError("--keep-reserved-tokens applies to a tokenizer trained on --target-corpus with --mode "
+                              "replace (an extended tokenizer keeps every source token, a --target-tokenizer has its "
+                              "own); drop it")
         if self.mode == "extend":
             if self.unigram_prior:
                 raise ConfigError("--unigram-prior is for --mode replace (it moves every head row; an extended model "
@@ -491,7 +498,8 @@ def transfer(config: TransferConfig) -> TransferResult:
         # The source model's size unless told otherwise (chosen on the dev books); a small text supports
         # fewer merges and the trainer stops there.
         asked = config.vocab_size or len(source_tokenizer)
-        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size)
+        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size,
+                                           keep_reserved=config.keep_reserved_tokens)
         logger.info("target vocabulary: %s tokens (%s%s)", f"{len(target_tokenizer):,}",
                     f"--vocab-size {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
                     "" if len(target_tokenizer) >= asked else "; the text supports no more merges")

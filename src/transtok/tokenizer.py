@@ -6,7 +6,9 @@ splitting), the decoder and the post-processor are copied from the source's ``to
 and only the model (BPE / WordPiece / Unigram) is trained anew. One repair: a split regex that
 cuts words at combining marks keeps them in their word (:func:`keep_marks_in_words`). The
 source's added/special tokens come first, in the source's order, so that their ids are small and the same in every target
-tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces.
+tokenizer trained from that source; byte-fallback sources also get all 256 ``<0xXX>`` pieces. Reserved
+special tokens that nothing uses (Gemma's ``<unusedN>``: :func:`unused_special_tokens`) are left out
+unless asked for.
 
 Training is reproducible (same texts and source → identical ``tokenizer.json``) for BPE and
 WordPiece. Unigram is not quite: tokenizers' UnigramTrainer accumulates its EM statistics in
@@ -392,10 +394,12 @@ def _nonblank(texts: Iterable[str]) -> Iterator[str]:
             yield text
 
 
-def _reserved_tokens(spec: dict) -> list[str]:
-    """Tokens the target vocabulary starts with: the source's added tokens in id order, then (for
-    byte-fallback models) the 256 ``<0xXX>`` pieces, then a WordPiece unk missing from both."""
-    reserved = list(dict.fromkeys(t["content"] for t in _special_entries(spec)))
+def _reserved_tokens(spec: dict, left_out: Iterable[str] = ()) -> list[str]:
+    """Tokens the target vocabulary starts with: the source's added tokens in id order (but those
+    ``left_out``), then (for byte-fallback models) the 256 ``<0xXX>`` pieces, then a WordPiece unk
+    missing from both."""
+    left_out = set(left_out)
+    reserved = list(dict.fromkeys(t["content"] for t in _special_entries(spec) if t["content"] not in left_out))
     if spec["model"].get("byte_fallback"):
         reserved += [piece for piece in BYTE_PIECES if piece not in set(reserved)]
     unk = spec["model"].get("unk_token")
@@ -410,11 +414,89 @@ SHORT_VOCAB_WARNING = 0.5
 """Warn when the trained vocabulary is smaller than this fraction of the requested size."""
 
 
-def minimum_vocab_size(source_tokenizer) -> int:
+def minimum_vocab_size(source_tokenizer, *, keep_reserved: bool = False) -> int:
     """The smallest vocabulary a target tokenizer trained from this source can have, before counting
-    the corpus's own characters: the reserved tokens (+ the 256-symbol byte-level alphabet)."""
+    the corpus's own characters: the special/added tokens it keeps (all of them with ``keep_reserved``,
+    else all but :func:`unused_special_tokens`) and byte pieces (+ the 256-symbol byte-level alphabet)."""
     spec = _source_spec(source_tokenizer)
-    return len(_reserved_tokens(spec)) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
+    left_out = () if keep_reserved else _unused_specials(spec, source_tokenizer)
+    return _minimum(spec, _reserved_tokens(spec, left_out))
+
+
+def _minimum(spec: dict, reserved: list[str]) -> int:
+    return len(reserved) + (256 if _mentions(spec.get("pre_tokenizer"), "ByteLevel") else 0)
+
+
+# Names of reserved special tokens that no text, role or template produces: Gemma's <unused0>, Llama-3's
+# <|reserved_special_token_0|>, Mistral v3's [control_12], Tekken's <SPECIAL_20>, Phi-3's <|placeholder1|>,
+# Qwen-1's <|extra_0|>. Not T5's <extra_id_0>: its sentinels are used in pretraining.
+_UNUSED_BODY = r"(?:unused|reserved(?:_special_token)?|special|control|placeholder|extra)_?\d+"
+_UNUSED_NAME = re.compile(rf"<\|?{_UNUSED_BODY}\|?>|\[{_UNUSED_BODY}\]", re.IGNORECASE)
+
+
+def _processor_tokens(component: Any) -> set[str]:
+    """The tokens a post-processor spec inserts (the ones :func:`_remap_processor` rewrites)."""
+    if isinstance(component, list):
+        return set().union(*map(_processor_tokens, component))
+    if not isinstance(component, dict):
+        return set()
+    out = set()
+    for key, value in component.items():
+        if key == "special_tokens" and isinstance(value, dict):
+            out.update(token for entry in value.values() for token in entry["tokens"])
+        elif key in ("sep", "cls") and isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+            out.add(value[0])
+        else:
+            out |= _processor_tokens(value)
+    return out
+
+
+def _chat_template_text(tokenizer) -> str:
+    """The tokenizer's chat template(s) as one text (transformers allows a dict of named templates)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "\n".join(map(str, template.values())) if isinstance(template, dict) else str(template)
+
+
+def _role_tokens(tokenizer) -> dict[str, str]:
+    """Named special tokens: bos/eos/unk/pad/... and model-specific ones (``image_token``, ``boi_token``)."""
+    names = getattr(tokenizer, "SPECIAL_TOKENS_ATTRIBUTES", ROLES)
+    values = {name: getattr(tokenizer, name, None) for name in names}
+    return {name: str(value) for name, value in values.items() if value and not isinstance(value, (list, dict))}
+
+
+def unused_special_tokens(source_tokenizer) -> list[str]:
+    """The source's reserved special tokens that a trained target tokenizer leaves out by default, in id order.
+
+    Conservative: only added tokens that are special, whose name says reserved/unused (``<unused12>``,
+    ``<|reserved_special_token_3|>``, ``[control_9]``, ``<SPECIAL_20>``, ...), that have no role
+    (bos/eos/..., ``image_token``), are not in the chat template and are not needed by the pipeline
+    (post-processor, unk, padding). Gemma 3 has 6,242 such ``<unusedN>``, which would otherwise take a
+    fifth of a 32,000-token target vocabulary; the model never produced them, so nothing is lost.
+    """
+    return _unused_specials(_source_spec(source_tokenizer), source_tokenizer)
+
+
+def _unused_specials(spec: dict, source_tokenizer) -> list[str]:
+    model = spec["model"]
+    needed = set(_role_tokens(source_tokenizer).values()) | _processor_tokens(spec.get("post_processor"))
+    needed.add(model.get("unk_token"))
+    if model["type"] == "Unigram" and model.get("unk_id") is not None:
+        needed.add(model["vocab"][model["unk_id"]][0])
+    needed.add((spec.get("padding") or {}).get("pad_token"))
+    template = _chat_template_text(source_tokenizer)
+    return list(dict.fromkeys(
+        entry["content"] for entry in _special_entries(spec)
+        if entry.get("special") and _UNUSED_NAME.fullmatch(entry["content"]) and entry["content"] not in needed
+        and entry["content"] not in template))
+
+
+def _ranges(tokens: list[str], shown: int = 3) -> str:
+    """``<unused0> .. <unused6241>, <SPECIAL_20>``: the first and last token of each kind (digits aside)."""
+    kinds: dict[str, list[str]] = {}
+    for token in tokens:
+        kinds.setdefault(re.sub(r"\d+", "N", token), []).append(token)
+    parts = [group[0] if len(group) == 1 else f"{group[0]} .. {group[-1]}" for group in kinds.values()]
+    return ", ".join(parts[:shown] + (["..."] if len(parts) > shown else []))
 
 
 # Candidates for the word-boundary mark of training (private use: stable under NFC/NFKC, never a letter).
@@ -451,7 +533,8 @@ def _split_at_mark(backend, mark: str) -> None:
 
 
 def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, min_frequency: int = 2,
-                    show_progress: bool | None = None, segmenter=None, at_most: bool = False):
+                    show_progress: bool | None = None, segmenter=None, at_most: bool = False,
+                    keep_reserved: bool = False):
     """Train a target tokenizer of the source tokenizer's family on ``texts``.
 
     Returns a ``PreTrainedTokenizerFast`` with at most ``vocab_size`` tokens, the source's
@@ -466,6 +549,10 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     :func:`transtok.segment.training_segmenter`) bounds merges by words in text written without
     spaces: a learned token never spans two of the segmenter's words there (the source's
     pre-tokenizer sees a whole clause as one word). Spaced text is unaffected; encoding is unchanged.
+
+    The source's reserved special tokens (:func:`unused_special_tokens`, e.g. Gemma's ``<unusedN>``)
+    are left out unless ``keep_reserved``; ``vocab_size`` counts the tokens kept, so learned tokens
+    take their place.
     """
     from tokenizers import Tokenizer
 
@@ -478,9 +565,12 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
                           "vocabulary (the largest have about 262k tokens); use e.g. --vocab-size 32000")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
-    added = _special_entries(spec)
-    specials = _reserved_tokens(spec)
-    minimum = minimum_vocab_size(source_tokenizer)
+    source_added = _special_entries(spec)
+    unused = [] if keep_reserved else _unused_specials(spec, source_tokenizer)
+    dropped = set(unused)
+    added = [entry for entry in source_added if entry["content"] not in dropped]
+    specials = _reserved_tokens(spec, unused)
+    minimum = _minimum(spec, specials)
     if vocab_size < minimum:
         raise ConfigError(
             f"vocab_size {vocab_size:,} is smaller than the {minimum:,} tokens every target tokenizer trained from "
@@ -511,7 +601,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     train_spec.update(model=_empty_model(spec["model"]), added_tokens=[], post_processor=None, truncation=None,
                       padding=None, pre_tokenizer=pre_tokenizer)
     backend = Tokenizer.from_str(json.dumps(train_spec))
-    added_contents = {t["content"] for t in added}
+    added_contents = {t["content"] for t in source_added}
     learned = spec["model"].get("vocab") or {}
     learned = learned.keys() if isinstance(learned, dict) else [piece for piece, _ in learned]
     _split_words_for_training(backend, (piece for piece in learned if piece not in added_contents))
@@ -525,6 +615,10 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
                 _split_at_mark(backend, mark)
                 logger.info("merges bounded by the %s segmenter's words in text written without spaces",
                             segmenter_name(segmenter))
+    if unused:
+        logger.info("dropped %s reserved special tokens of the source (%s) that have no role and are not in the "
+                    "chat template; keep_reserved=True (--keep-reserved-tokens) keeps them", f"{len(unused):,}",
+                    _ranges(unused))
     if show_progress is None:  # TQDM_DISABLE: the CLI's -q
         show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
     logger.info("training a %s tokenizer of %s tokens on %s texts (%s characters)", kind, f"{vocab_size:,}",
@@ -555,7 +649,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     trained["post_processor"] = _remap_processor(spec.get("post_processor"), vocab)
     trained["truncation"], trained["padding"] = spec.get("truncation"), spec.get("padding")
     trained["pre_tokenizer"] = pre_tokenizer  # undo _split_words_for_training and _split_at_mark
-    target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)))
+    target = wrap_like(source_tokenizer, Tokenizer.from_str(json.dumps(trained, ensure_ascii=False)),
+                       left_out=unused)
     logger.info("trained a %s tokenizer of %s tokens (%d special/added)", kind, f"{len(target):,}", len(added))
     if len(target) < SHORT_VOCAB_WARNING * vocab_size and not at_most:
         logger.warning("trained only %s of the %s tokens requested: the training text (%s lines, %s characters) has "
@@ -564,15 +659,20 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     return target
 
 
-def wrap_like(source_tokenizer, backend):
-    """A ``PreTrainedTokenizerFast`` around ``backend`` with the source's special-token roles, extra
-    special tokens, chat template and padding/length settings."""
+def wrap_like(source_tokenizer, backend, *, left_out: Iterable[str] = ()):
+    """A ``PreTrainedTokenizerFast`` around ``backend`` with the source's special-token roles (model-specific
+    ones such as ``image_token`` too), extra special tokens (but those ``left_out`` of ``backend``), chat
+    template and padding/length settings."""
     from transformers import PreTrainedTokenizerFast
 
     settings = {key: getattr(source_tokenizer, key) for key in COPIED_SETTINGS if hasattr(source_tokenizer, key)}
-    roles = {key: str(getattr(source_tokenizer, key)) for key in ROLES if getattr(source_tokenizer, key, None)}
-    extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or [])]
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, **roles, extra_special_tokens=extra, **settings)
+    named = _role_tokens(source_tokenizer)
+    roles = {key: value for key, value in named.items() if key in ROLES}
+    model_specific = {key: value for key, value in named.items() if key not in ROLES}
+    left_out = set(left_out)
+    extra = [str(t) for t in (getattr(source_tokenizer, "extra_special_tokens", None) or []) if str(t) not in left_out]
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, **roles, extra_special_tokens=extra, **settings,
+                                      **({"model_specific_special_tokens": model_specific} if model_specific else {}))
     wrapped.chat_template = getattr(source_tokenizer, "chat_template", None)
     return wrapped
 
