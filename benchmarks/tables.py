@@ -265,6 +265,23 @@ def refit_table(saved: dict) -> list[str]:
     return lines
 
 
+def data_size_table(saved: dict) -> list[str]:
+    """benchmarks/data_size.py: bits per byte at init against the number of training pairs, per language."""
+    lines = ["| language | training pairs | target vocabulary | dev BPB | held-out BPB | transfer seconds |",
+             "|---|---|---|---|---|---|"]
+    for lang, entry in saved["languages"].items():
+        name, source = LANGS.get(lang, lang), entry["source"]
+        lines.append(f"| {name} | source model, own tokenizer | | {source['dev']['bits_per_byte']:.3f} | "
+                     f"{source['test']['bits_per_byte']:.3f} | |")
+        for p in sorted(entry["points"], key=lambda p: p["pairs"]):
+            cells = [p["bits_per_byte"][split] for split in ("dev", "test")]
+            shown = [f"**{v:.3f}**" if v < source[split]["bits_per_byte"] else f"{v:.3f}"
+                     for v, split in zip(cells, ("dev", "test"))]
+            lines.append(f"| {name} | {p['pairs']:,} | {p['vocab_size']:,} | {shown[0]} | {shown[1]} | "
+                         f"{p['seconds']['transfer']:.0f} |")
+    return lines
+
+
 DEV_BLOCKS = {
     "dev_vocab": (["segmentation_ja/dev"], ["source model, own tokenizer", "vocabulary 8,000", "defaults",
                                             "vocabulary 32,000", "vocabulary 49,152", "vocabulary 64,000", "FVT",
@@ -379,6 +396,16 @@ def sections() -> dict[str, list[str]]:
         out["refit"] = ["The unigram prior (re)fitted on a model, Spanish dev books "
                         "(benchmarks/results/refit_prior_es_dev/, benchmarks/refit_prior.py):",
                         "", *refit_table(json.loads(refit.read_text())), ""]
+    data_size = RESULTS / "data_size" / "results.json"
+    if data_size.is_file():
+        saved = json.loads(data_size.read_text())
+        out["data_size"] = [
+            "Bits per byte at init (transfer's defaults, no training) against the number of training verse pairs "
+            "(a seed-0 sample of the training books), dev and held-out books, windows of 512 moved by 128; bold: "
+            "below the source model (benchmarks/data_size.py, benchmarks/results/data_size/, curve.png). The "
+            "smallest size from which every larger one beats the source model on dev: "
+            + ", ".join(f"{LANGS.get(lang, lang)} {entry.get('threshold_dev') or 'none measured'}"
+                        for lang, entry in saved["languages"].items()) + ".", "", *data_size_table(saved), ""]
     translation = RESULTS / "translation" / "translation.json"
     if translation.is_file():
         saved = json.loads(translation.read_text())

@@ -459,3 +459,35 @@ def test_the_results_index_lists_every_results_directory_once():
     for line in index.splitlines():
         if line.startswith("| `"):
             assert line.count(" | ") == 4 and line.split(" | ")[-1].strip(" |"), f"five cells, a status: {line}"
+
+
+def test_data_size_benchmark_runs_resumes_and_reads_its_threshold_on_dev(tmp_path, monkeypatch):
+    bench = factories.benchmark("data_size")
+    pairs = factories.cipher_corpus(500)
+    source = factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=330)
+    model = factories.tiny_causal_lm("llama", len(source), True, source)
+    model.save_pretrained(tmp_path / "source")
+    source.save_pretrained(tmp_path / "source")
+
+    class Bible:
+        train = ParallelCorpus([s for s, _ in pairs[:400]], [t for _, t in pairs[:400]])
+        dev = ParallelCorpus([s for s, _ in pairs[400:450]], [t for _, t in pairs[400:450]])
+        test = ParallelCorpus([s for s, _ in pairs[450:]], [t for _, t in pairs[450:]])
+
+    monkeypatch.setattr(bench, "parallel_bible", lambda *a, **k: Bible())
+    monkeypatch.setattr(bench, "smollm2_checkpoint", lambda: tmp_path / "source")
+    argv = ["--langs", "xx", "--pairs", "100", "0", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    bench.main(argv)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    entry = saved["languages"]["xx"]
+    assert [p["pairs"] for p in entry["points"]] == [100, 400] and entry["corpus_pairs"] == 400
+    assert (tmp_path / "out" / "curve.png").is_file() and "| xx | 400 |" in (tmp_path / "out" / "results.md").read_text()
+    bench.main(argv)  # a rerun finds every point done
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())["languages"]["xx"]["points"]) == 2
+    assert not (tmp_path / "work" / "xx" / "model100").exists()  # models are not kept unless asked
+
+    source_bpb = {"dev": {"bits_per_byte": 2.0}, "test": {"bits_per_byte": 2.0}}
+    points = [{"pairs": n, "bits_per_byte": {"dev": d, "test": d}} for n, d in ((1000, 2.1), (2000, 1.9),
+                                                                                 (5000, 2.05), (10000, 1.8))]
+    assert bench.threshold(points, source_bpb) == 10000  # every larger size must beat it, not only one
+    assert bench.threshold(points[:1], source_bpb) is None
