@@ -491,3 +491,13 @@ def test_data_size_benchmark_runs_resumes_and_reads_its_threshold_on_dev(tmp_pat
                                                                                  (5000, 2.05), (10000, 1.8))]
     assert bench.threshold(points, source_bpb) == 10000  # every larger size must beat it, not only one
     assert bench.threshold(points[:1], source_bpb) is None
+
+
+def test_transfers_warning_threshold_is_what_the_data_size_benchmark_measured_on_dev():
+    from pathlib import Path
+
+    from transtok.pipeline import ENOUGH_PAIRS
+
+    saved = json.loads((Path(__file__).parents[1] / "benchmarks/results/data_size/results.json").read_text())
+    thresholds = [entry["threshold_dev"] for entry in saved["languages"].values()]
+    assert len(thresholds) >= 2 and ENOUGH_PAIRS == max(thresholds)

@@ -294,3 +294,18 @@ def test_finetune_refit_prior_bad_values(world, tmp_path, capsys):
                  "--output", str(tmp_path / "o"), "--refit-prior", "inf"])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "--refit-prior must be a finite number >= 0" in err[0], err
+
+
+def test_all_rows_needs_no_readable_provenance(extended, tmp_path):
+    import shutil
+
+    root, n, vocab = extended
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "model", broken)
+    (broken / "transtok" / "mapping" / "mapping.json").write_text('{"keeps_source_rows": true, "shape": "?"}')
+    with pytest.raises(ConfigError, match="cannot read which rows .* pass --all-rows"):
+        calibrate(str(broken), [str(root / "train.txt")], str(tmp_path / "auto"), sample=100)
+    assert not (tmp_path / "auto").exists()
+    out = calibrate(str(broken), [str(root / "train.txt")], str(tmp_path / "all"), sample=100, rows="all")
+    record = json.loads((out / "transtok" / "calibrate.json").read_text())
+    assert record["rows"] == "all" and record["source_vocab_size"] is None

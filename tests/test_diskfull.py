@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -123,6 +124,9 @@ def test_a_full_disk_is_recognised_by_errno_text_or_cause(tmp_path, monkeypatch)
     monkeypatch.setattr(shutil, "disk_usage", usage(4096))
     assert diskspace.is_disk_full(opaque, tmp_path)  # a writer that names no cause, on a full disk
     assert not diskspace.is_disk_full(KeyboardInterrupt(), tmp_path)
+    # not a write: an out-of-memory error or a bug while the disk happens to be low is not a full disk
+    assert not diskspace.is_disk_full(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), tmp_path)
+    assert not diskspace.is_disk_full(ValueError("a bug"), tmp_path)
 
 
 def test_free_space_is_read_from_the_nearest_existing_parent(tmp_path, monkeypatch):
@@ -340,7 +344,8 @@ def test_an_interrupt_counts_only_complete_checkpoints(ws, tmp_path):
     ft.mark_complete(stage / "checkpoint-4")
     (stage / "checkpoint-8").mkdir()
     assert "resumable checkpoints stay in" in ft.after_interrupt(config)
-    assert [p.name for p in stage.iterdir()] == ["checkpoint-4"]
+    # not a directory this process prepared (no run.json now): nothing removed; --resume skips the cut one
+    assert sorted(p.name for p in stage.iterdir()) == ["checkpoint-4", "checkpoint-8"]
 
 
 def test_a_checkpoint_that_fills_the_disk_keeps_the_last_complete_one(ws, tmp_path, capsys, monkeypatch):
@@ -486,3 +491,63 @@ def test_a_real_full_disk_under_finetune_checkpoints_then_resume(ws, tmp_path, d
     done = cli(*argv, "--resume")
     assert done.returncode == 0, done.stderr
     assert not (disk / "ck").exists() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# --- what a resumed or interrupted run may remove ----------------------------------------------------
+
+def _checkpoint(stage: Path, step: int, *, marked: bool) -> Path:
+    path = stage / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"weights")
+    if marked:
+        ft.mark_complete(path)
+    return path
+
+
+def test_an_older_transtoks_checkpoints_have_no_marker_and_are_never_taken_for_cut_ones(ws, tmp_path):
+    config = _ft_config(ws, tmp_path)
+    root, stage = config.checkpoint_path, config.checkpoint_path / "stage-1-embeddings"
+    stage.mkdir(parents=True)
+    (root / "run.json").write_text(json.dumps({"made_dir": True}))  # written before checkpoints were marked
+    old = _checkpoint(stage, 3, marked=False)
+    assert ft._completed_steps(stage) == (str(old), 3)
+    assert "resumable checkpoints stay" in ft.after_interrupt(config) and old.is_dir()
+
+
+def test_an_interrupt_removes_no_checkpoint_and_resume_removes_only_cut_ones_of_a_marking_run(ws, tmp_path):
+    config = _ft_config(ws, tmp_path)
+    root, stage = config.checkpoint_path, config.checkpoint_path / "stage-1-embeddings"
+    ft._check_run_dir(config, {}, True)
+    assert json.loads((root / "run.json").read_text())["complete_markers"] is True
+    whole, cut = _checkpoint(stage, 2, marked=True), _checkpoint(stage, 4, marked=False)
+    ft._RUN_DIRS.clear()  # prepared by another process (e.g. a run still writing there)
+    assert "resumable checkpoints stay" in ft.after_interrupt(config)
+    assert whole.is_dir() and cut.is_dir()  # an interrupt removes nothing it did not write
+    assert ft._completed_steps(stage) == (str(whole), 2) and not cut.exists()  # --resume skips and removes it
+
+
+def test_overwrite_keeps_the_record_of_who_made_the_checkpoint_directory(ws, tmp_path):
+    config = _ft_config(ws, tmp_path)
+    root = config.checkpoint_path
+    root.mkdir(parents=True)  # the user's (empty) directory
+    ft._check_run_dir(config, {}, True)
+    assert json.loads((root / "run.json").read_text())["made_dir"] is False
+    ft._RUN_DIRS.clear()  # a later run, in another process, replaces it under --overwrite
+    (root / "stage-1-embeddings").mkdir()
+    ft._check_run_dir(_ft_config(ws, tmp_path, overwrite=True), {}, True)
+    assert json.loads((root / "run.json").read_text())["made_dir"] is False
+
+
+def test_a_diverged_step_logs_null_not_nan_and_the_history_stays_json(tmp_path):
+    from types import SimpleNamespace
+
+    _, RunLog, _, _ = ft._make_trainer_classes()
+    history: list[dict] = []
+    log = RunLog(tmp_path / "log.jsonl", 0, "embeddings", 0, 128, history, writer=True)
+    log.on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": float("nan"), "grad_norm": float("inf"),
+                                                               "learning_rate": 1e-3})
+    assert history[0]["loss"] is None and history[0]["grad_norm"] is None and history[0]["learning_rate"] == 1e-3
+    line = (tmp_path / "log.jsonl").read_text()
+    assert "NaN" not in line and "Infinity" not in line
+    artifacts.write_json(tmp_path / "history.json", history)  # strict JSON: would raise on a NaN

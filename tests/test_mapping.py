@@ -107,7 +107,7 @@ def test_source_discount_lets_the_rarer_partner_lead_and_keeps_the_trust():
     a, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0)))
     b, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0, source_discount=1.0)))
     assert a.matrix[1, 1] + a.matrix[1, 0] == pytest.approx(b.matrix[1, 1] + b.matrix[1, 0])
-    with pytest.raises(ConfigError, match="--source-discount must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match="source_discount must be a finite number >= 0"):
         MappingConfig(source_discount=-1)
 
 

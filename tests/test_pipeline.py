@@ -105,6 +105,20 @@ def test_transfer_from_a_gemma_like_source_leaves_out_its_reserved_tokens(worksp
     assert not (tmp_path / "never").exists()
 
 
+def test_transfer_warns_below_the_corpus_size_that_beat_the_source_model(workspace, tmp_path, caplog):
+    import logging
+
+    from transtok.pipeline import ENOUGH_PAIRS
+
+    with caplog.at_level(logging.WARNING, logger="transtok"):
+        assert run("-q", "transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+                   "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+                   "--unigram-prior", 0, "--output", tmp_path / "out") == 0
+    said = [r.getMessage() for r in caplog.records if "pairs after cleaning" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("the parallel corpus has 600 pairs after cleaning; with fewer than "
+                                                  f"{ENOUGH_PAIRS:,}, an untrained transfer read held-out text worse")
+
+
 def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
     prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
     if not prior.exists():

@@ -281,10 +281,12 @@ class UnigramPrior:
     positions: int
     texts: int
 
-    def report(self) -> dict:
+    def report(self, start: int = 0) -> dict:
+        """Strength, sample and the logit changes of the rows from ``start`` on (those that moved)."""
+        moved = self.bias[start:]
         return {"strength": self.strength, "positions": self.positions, "texts": self.texts,
-                "bias_mean_abs": float(self.bias.abs().mean()), "bias_min": float(self.bias.min()),
-                "bias_max": float(self.bias.max())}
+                "bias_mean_abs": float(moved.abs().mean()), "bias_min": float(moved.min()),
+                "bias_max": float(moved.max())}
 
 
 def check_prior(strength: float, flag: str = "--unigram-prior") -> float:

@@ -782,7 +782,7 @@ def _run_evaluate_perplexity(args) -> int:
     device = _device(args)  # before reading the text and loading the model
     texts = read_texts(args.text)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
-    bf16 = {"auto": None, "bf16": True, "fp32": False}[args.precision]
+    bf16 = args.precision  # 'auto', 'bf16' or 'fp32': evaluate_perplexity resolves it (checks.pick_bf16)
     seq_len = eval_seq_len(model, args.seq_len) if args.seq_len > 0 else args.seq_len
     if seq_len != args.seq_len:
         logger.warning("--seq-len %d capped to %d: the model has %d positions, one of which goes to the bos/eos "
@@ -843,7 +843,7 @@ def _translation_likelihood(args):
         hydra, sources, references, source=source, target=target, instruction=instruction,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),
         target_language=LANGUAGE_NAMES.get(args.target, args.target), batch_size=batch_size,
-        bf16={"auto": None, "bf16": True, "fp32": False}[args.precision])
+        bf16=args.precision)
 
 
 # --- hydra and translate (helper "hydra") ---------------------------------------------------------
@@ -1091,9 +1091,9 @@ def _run_translate(args) -> int:
     device = _device(args)
     texts = _read_lines(args.input)
     _take_output_file(args.output, args.input)
+    source, target = _translation_vocabularies(args)  # reads hydra.json: before the model loads
     hydra = _open_hydra(args.model, dtype=args.dtype, device=device)
     clock = time.perf_counter()
-    source, target = _translation_vocabularies(args)
     translations = hydra.translate(
         texts, source=source, target=target, instruction=instruction,
         chat=False if args.no_chat else None, source_language=LANGUAGE_NAMES.get(args.source, args.source),

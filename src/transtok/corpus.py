@@ -204,8 +204,7 @@ def iter_parallel(paths: PathLike | Sequence[PathLike], chunk_size: int = 100_00
     Memory stays proportional to ``chunk_size``; the concatenated chunks equal :func:`read_parallel`.
     Format errors surface when the generator reaches the bad line.
     """
-    if chunk_size <= 0:
-        raise ConfigError(f"chunk_size must be a positive number of pairs, got {chunk_size}")
+    check_number("chunk_size", chunk_size, low=1, integer=True, hint="pairs")
     source: list[str] = []
     target: list[str] = []
     total = 0
@@ -276,12 +275,11 @@ def clean(corpus: ParallelCorpus, *, dedupe: bool = True, max_length_ratio: floa
 
     Stats keys: ``input``, the four reasons and ``kept``.
     """
-    if min_length < 0:
-        raise ConfigError(f"min_length must be >= 0 characters, got {min_length}")
+    check_number("min_length", min_length, low=0, hint="characters")
     if max_length_ratio is not None:
         check_number("max_length_ratio", max_length_ratio, low=1, hint="or None to disable")
-    if max_pairs is not None and max_pairs <= 0:
-        raise ConfigError(f"max_pairs must be a positive number of pairs (or None for all), got {max_pairs}")
+    if max_pairs is not None:
+        check_number("max_pairs", max_pairs, low=1, integer=True, hint="pairs, or None for all")
 
     n = len(corpus)
     source_len = np.fromiter((len(s) for s in corpus.source), dtype=np.float64, count=n)

@@ -13,13 +13,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transtok.artifacts import write_text_atomic
 from transtok.mapping import MappingConfig
 from transtok.progress import duration, timings
 
 logger = logging.getLogger(__name__)
 
 DEMO_VERSES = 120
-"""Held-out verses the demo scores: Jude and the start of Revelation (1:1 .. 4:11 in most Bibles), a
+"""Held-out verses the demo scores: Jude and the start of Revelation (1:1 .. 5:13 in most Bibles), a
 quarter of the held-out books and of the scoring time."""
 
 
@@ -127,7 +128,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
         samples=samples, prompt=prompt, provenance=result.report.provenance, seconds=seconds,
         protocol=before.signature.split("|")[2:4])
     picture = output / "transtok" / "demo.svg"
-    picture.write_text(before_after_svg(result), encoding="utf-8")
+    write_text_atomic(picture, before_after_svg(result))  # whole or absent, in the finished output
     logger.info("before/after picture: %s", picture)
     return result
 

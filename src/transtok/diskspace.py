@@ -78,7 +78,13 @@ def is_disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> 
         if any(text in str(current).lower() for text in _FULL_TEXTS):
             return True
         current = current.__cause__ or current.__context__
-    if where is not None and isinstance(exc, Exception):
+    # Only a failed write may be guessed from a nearly full disk: an OSError, or a RuntimeError of torch's
+    # serializer (inline_container.cc: "file write failed", "unexpected pos"); never an out-of-memory error or
+    # a bug that happens while the disk is low.
+    text = str(exc).lower()
+    written = isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and ("inline_container" in text
+                                                                              or "write" in text))
+    if where is not None and written:
         free = free_space(where)
         return free is not None and free < LOW_SPACE
     return False

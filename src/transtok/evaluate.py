@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transtok import __version__
-from transtok.checks import check_device
+from transtok.checks import check_device, pick_bf16
 from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.hydra import DEFAULT_INSTRUCTION
 
@@ -125,7 +125,7 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
 
 
 def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int = 512, stride: int | None = None,
-                        batch_size: int = 8, device=None, bf16: bool | None = None) -> PerplexityResult:
+                        batch_size: int = 8, device=None, bf16: bool | str | None = None) -> PerplexityResult:
     """Score ``texts`` with a causal LM; return bits per byte and token perplexity.
 
     Protocol (identical for every tokenizer, so BPB is comparable): the texts are joined with
@@ -142,7 +142,8 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     positions).
 
     ``device``: where to run (the model is moved there); default: where the model is.
-    ``bf16``: autocast to bfloat16; default: when the device supports it natively.
+    ``bf16``: autocast to bfloat16 (True / 'bf16') or not (False / 'fp32'); None / 'auto': where the device
+    computes it natively.
     """
     import torch
     from transtok.progress import bar as progress_bar
@@ -183,7 +184,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device
-    use_bf16 = bf16_supported(device) if bf16 is None else bool(bf16)
+    use_bf16 = pick_bf16(bf16, device)
     precision = "bf16" if use_bf16 else "fp32"
 
     windows = [(ids[start:end], scored) for start, end, scored in sliding_windows(len(ids), seq_len, stride)]
@@ -376,7 +377,7 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
                            instruction: str = DEFAULT_INSTRUCTION, chat: bool | None = None,
                            source_language: str | None = None, target_language: str | None = None,
                            batch_size: int = 8, shuffle_seed: int = 0, end: bool = True, device=None,
-                           bf16: bool | None = None) -> TranslationLikelihood:
+                           bf16: bool | str | None = None) -> TranslationLikelihood:
     """Bits per byte of each reference after the translation prompt of its own source, and of another's.
 
     The prompt is exactly what :meth:`Hydra.translate` feeds the model (:func:`~transtok.hydra.translation_prompt`:
@@ -432,7 +433,7 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
     if device is not None:
         hydra.model.to(device)
     device = next(hydra.model.parameters()).device
-    use_bf16 = bf16_supported(device) if bf16 is None else bool(bf16)
+    use_bf16 = pick_bf16(bf16, device)
     # Both passes at once, longest first, so that a batch holds sequences of similar length (little padding).
     items = [(i, False, prompts[i]) for i in range(len(prompts))] + [(i, True, prompts[j]) for i, j in enumerate(order)]
     items.sort(key=lambda item: -(len(item[2]) + len(answers[item[0]])))

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import resource
@@ -584,7 +585,8 @@ def _make_trainer_classes():
                       "tokens": self._tokens(state.global_step)}
             for key, value in logs.items():
                 if key in ("loss", "learning_rate", "grad_norm") or key.startswith("eval_"):
-                    record[key] = float(value)
+                    # a diverged step logs inf/nan: JSON has no such number, and the trained model must still save
+                    record[key] = float(value) if math.isfinite(float(value)) else None
             if "loss" in record:
                 record["tokens_per_second"] = self.tokens_per_second
             if len(record) <= 4:
@@ -727,13 +729,15 @@ def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> 
         logger.info("resuming from %s", root)
         return True
     _refuse_foreign_run_dir(config)
-    made = exists or not root.is_dir()
+    # whether the directory itself is this tool's to remove after success: a replaced one keeps its record
+    made = bool(read_json(run_file).get("made_dir", True)) if exists else not root.is_dir()
     _barrier()
     if is_main:
         if exists:  # a transtok checkpoint directory (it holds run.json), replaced under --overwrite
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_json(run_file, {**fingerprint, "made_dir": made})  # read by a resumed run, which removes it
+        # made_dir: read by a resumed run, which removes the directory; complete_markers: see _uses_markers
+        write_json(run_file, {**fingerprint, "made_dir": made, "complete_markers": True})
     _RUN_DIRS[Path(os.path.abspath(root))] = made
     _barrier()
     return False
@@ -796,12 +800,25 @@ def _checkpoints(stage_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
 
 
+def _uses_markers(root: Path) -> bool:
+    """Whether the checkpoint directory ``root`` was started by a transtok that marks complete checkpoints
+    (its run.json says so); an older one's checkpoints have no marker and are never taken for cut ones."""
+    try:
+        return bool(read_json(root / "run.json").get("complete_markers"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _drop_incomplete(stage_dir: Path, remove: bool = True, level: int = logging.WARNING) -> list[Path]:
     """The complete checkpoints of ``stage_dir``, newest first; the incomplete ones (a run stopped while
-    writing them, e.g. on a full disk) are logged at ``level`` and, when ``remove``, deleted."""
+    writing them, e.g. on a full disk) are logged at ``level`` and, when ``remove``, deleted. In a directory
+    of an older transtok (no markers) a checkpoint with its trainer_state.json counts as complete and
+    nothing is removed."""
+    markers = _uses_markers(stage_dir.parent)
+    remove = remove and markers
     complete = []
     for checkpoint in _checkpoints(stage_dir):
-        if checkpoint_complete(checkpoint):
+        if checkpoint_complete(checkpoint) or (not markers and (checkpoint / "trainer_state.json").is_file()):
             complete.append(checkpoint)
             continue
         logger.log(level, "skipping %s: it was not completely written (the run writing it stopped)%s", checkpoint,
@@ -812,8 +829,10 @@ def _drop_incomplete(stage_dir: Path, remove: bool = True, level: int = logging.
 
 
 def _resumable(root: Path) -> bool:
-    """Whether ``root`` holds a complete checkpoint; incomplete ones (this run's, cut short) are removed."""
-    return any([_drop_incomplete(stage, level=logging.DEBUG) for stage in sorted(root.glob("stage-*"))
+    """Whether ``root`` holds a complete checkpoint. The cut ones are removed only from a directory this
+    process prepared (its own, cut short); elsewhere --resume skips them."""
+    mine = Path(os.path.abspath(root)) in _RUN_DIRS
+    return any([_drop_incomplete(stage, remove=mine, level=logging.DEBUG) for stage in sorted(root.glob("stage-*"))
                 if stage.is_dir()])
 
 
@@ -921,7 +940,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         from transtok.calibration import prior_rows
 
         refit_from = config.new_rows_from if config.new_rows_from is not None else \
-            first_new_row(config.model, tokenizer) or 0
+            first_new_row(config.model, tokenizer, fix="pass --new-rows-from ID (the source vocabulary size)") or 0
         prior_rows(slice(refit_from, None), len(tokenizer))  # a bad range fails now, not after training
 
     # --- data -----------------------------------------------------------------------------
@@ -1044,7 +1063,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
             refit.update(untied=is_tied(final), rows_from=refit_from)
             refit.update(apply_unigram_prior(final, tokenizer, train_texts, strength=config.refit_prior,
-                                             bf16=use_bf16, rows=slice(refit_from, None)).report())
+                                             bf16=use_bf16, rows=slice(refit_from, None)).report(refit_from))
 
         with _disk_full_says_what_stays(config, output), \
                 atomic_output_dir(output, overwrite=config.overwrite, inputs=inputs) as tmp:

@@ -106,9 +106,9 @@ class MappingConfig:
             check_number("--top-k", self.top_k, low=1, integer=True, hint="or omitted for all partners")
         check_number("--sharpen", self.sharpen, low=0, low_open=True, hint="1 keeps the counts' proportions")
         check_number("--confidence", self.confidence, low=0, hint="aligned occurrences; 0 trusts any evidence")
-        check_number("--source-discount", self.source_discount, low=0, hint="0: raw counts")
+        check_number("source_discount", self.source_discount, low=0, hint="0: raw counts")
         check_number("--copy-prior", self.copy_prior, low=0, hint="aligned occurrences; 0 turns the prior off")
-        for flag, share in (("--first-piece-weight", self.first_piece_weight), ("--copy-weight", self.copy_weight),
+        for flag, share in (("first_piece_weight", self.first_piece_weight), ("--copy-weight", self.copy_weight),
                             ("--spelling-weight", self.spelling_weight),
                             ("--head-spelling-weight", self.head_spelling_weight)):
             if share is not None:

@@ -256,6 +256,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     if offset_pairs is not None:
         check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
     device = pick_device(device)
+    passes_in_bf16(precision, device)  # a bad precision fails before the work
     inputs = [source_model, mapping_dir, *(parallel or ())]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     mapping = TokenMapping.load(mapping_dir)
@@ -353,6 +354,12 @@ def save_checkpoint(directory: Path, model, tokenizer) -> None:
     tokenizer.save_pretrained(directory)
 
 
+ENOUGH_PAIRS = 5_000
+"""Parallel pairs from which an untrained transfer read the dev books better than the source model in
+benchmarks/data_size.py (SmolLM2-135M, Bible verses, Spanish and Russian: below it the transfer read them
+worse, e.g. 1,000 pairs: 2.13 against 1.88 bits per byte in Spanish); ``transfer`` warns below it."""
+
+
 @dataclass
 class TransferConfig:
     """Everything ``transtok transfer`` needs; saved resolved into the output's provenance folder."""
@@ -410,7 +417,8 @@ class TransferConfig:
         if self.max_pairs is not None:
             check_number("--max-pairs", self.max_pairs, low=1, integer=True, hint="or omitted for all pairs")
         if self.max_length_ratio is not None:
-            check_number("--max-length-ratio", self.max_length_ratio, low=1, hint="or 0 to disable")
+            check_number("--max-length-ratio", self.max_length_ratio, low=1,
+                         hint="or 0 at the command line, None in Python, to disable")
         from transtok.calibration import check_offset, check_prior
         if self.unigram_prior is not None:
             check_prior(self.unigram_prior)
@@ -472,12 +480,19 @@ def transfer(config: TransferConfig) -> TransferResult:
     inputs = [config.source_model, *config.parallel, config.target_tokenizer, *(config.target_corpus or ()),
               config.focus.fasttext_model if config.focus else None]
     check_output_dir(config.output, overwrite=config.overwrite, inputs=inputs)
+    logger.info("transfer on %s: %s -> %s", device, config.source_model, config.output)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     corpus = read_parallel(config.parallel)
     corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
                                     max_length_ratio=config.max_length_ratio)
-    logger.info("transfer on %s: loading the source model %s", device, config.source_model)
+    if len(corpus) < ENOUGH_PAIRS and config.mode == "replace" and config.mapping.init == "trans-tokenization":
+        logger.warning("the parallel corpus has %s pairs after cleaning; with fewer than %s, an untrained transfer "
+                       "read held-out text worse than the source model in benchmarks/data_size.py (Bible verses, "
+                       "Spanish and Russian; 1,000 pairs: 2.03 against 1.78 bits per byte in Spanish): give more "
+                       "pairs, or plan to fine-tune (benchmarks/RESULTS.md, 'How much parallel data is enough')",
+                       f"{len(corpus):,}", f"{ENOUGH_PAIRS:,}")
+    logger.info("loading the source model %s", config.source_model)
     model, source_tokenizer = load_model(config.source_model, dtype=config.dtype)
     seconds["load"] = time.perf_counter() - clock
 
@@ -632,11 +647,12 @@ def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentC
 CALIBRATE_ROWS = ("auto", "new", "all")
 
 
-def first_new_row(model_dir: str | os.PathLike, tokenizer) -> int | None:
+def first_new_row(model_dir: str | os.PathLike, tokenizer, *,
+                  fix: str = "pass --all-rows to calibrate every row") -> int | None:
     """The first new token id of an extended model (its tokenizer extends a source's), from the provenance
     that ``transfer`` / ``transplant`` write (and ``finetune`` / ``calibrate`` copy); None for a model without
-    that provenance. Raises :class:`ConfigError` when the provenance says "extended" but not where the
-    new ids start, or gives a start outside the tokenizer."""
+    that provenance. Raises :class:`ConfigError` (ending in the caller's ``fix``) when the provenance says
+    "extended" but not where the new ids start, or gives a start outside the tokenizer."""
     from transtok.artifacts import read_json
 
     provenance = Path(model_dir) / PROVENANCE_DIR
@@ -658,14 +674,13 @@ def first_new_row(model_dir: str | os.PathLike, tokenizer) -> int | None:
             return None
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ConfigError(f"cannot read which rows of {str(model_dir)!r} are new from its {PROVENANCE_DIR}/ folder "
-                          f"({exc!r}); pass --all-rows to calibrate every row") from exc
+                          f"({exc!r}); {fix}") from exc
     if first is None:
         raise ConfigError(f"{str(model_dir)!r} is an extended model ({PROVENANCE_DIR}/ says so) but records no source "
-                          f"vocabulary size ({PROVENANCE_DIR}/mapping/mapping.json or extension.json); pass --all-rows "
-                          "to calibrate every row")
+                          f"vocabulary size ({PROVENANCE_DIR}/mapping/mapping.json or extension.json); {fix}")
     if not 0 < first < len(tokenizer):
         raise ConfigError(f"{str(model_dir)!r}: its {PROVENANCE_DIR}/ folder says the new ids start at {first:,}, its "
-                          f"tokenizer has {len(tokenizer):,} tokens; pass --all-rows to calibrate every row")
+                          f"tokenizer has {len(tokenizer):,} tokens; {fix}")
     return first
 
 
@@ -703,8 +718,20 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
     inputs = [model_dir, *texts_files]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     texts = read_texts(list(texts_files))  # before loading: a bad file fails fast
+    from transtok.tokenizer import load_tokenizer
+
+    # which rows move, from the provenance, before the load; rows='all' needs none (recorded when readable)
+    try:
+        first = first_new_row(model_dir, load_tokenizer(str(model_dir)))
+    except ConfigError:
+        if rows != "all":
+            raise
+        first = None
     model, tokenizer = load_model(model_dir, dtype=dtype)
-    first = first_new_row(model_dir, tokenizer)
+    tied = is_tied(model)
+    head = model.get_output_embeddings().weight
+    check_free_space(Path(output).parent, model_bytes(model) + (head.numel() * head.element_size() if tied else 0),
+                     what="the calibrated model", overwrite=overwrite)
     if rows == "new" and first is None:
         raise ConfigError(f"rows='new': {str(model_dir)!r} is not an extended model (no {PROVENANCE_DIR}/ folder "
                           "records a source vocabulary), so there are no new rows; give rows='all' or 'auto'")
@@ -713,7 +740,6 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
         logger.info("%s extends a source vocabulary of %s tokens: %s", model_dir, f"{first:,}",
                     f"only the {len(tokenizer) - first:,} new head rows move (--all-rows moves every row)"
                     if start else "every head row moves (--all-rows)")
-    tied = is_tied(model)
     if tied:
         logger.info("the LM head is tied to the input embeddings: calibrate unties it (the output saves both), so "
                     "that the input embeddings stay as they are")
@@ -727,7 +753,6 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
               "device": str(device), "precision": "bf16" if bf16 else "fp32",
               "bias_mean_abs": float(moved.abs().mean()), "bias_min": float(moved.min()),
               "bias_max": float(moved.max()), "transtok_version": __version__}
-    check_free_space(Path(output).parent, model_bytes(model), what="the calibrated model", overwrite=overwrite)
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         save_checkpoint(tmp, model, tokenizer)
         provenance, old = tmp / PROVENANCE_DIR, Path(model_dir) / PROVENANCE_DIR

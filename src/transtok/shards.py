@@ -132,7 +132,8 @@ class CorpusStream:
         if max_pairs is not None:
             check_number("--max-pairs", max_pairs, low=1, integer=True, hint="or omitted for all pairs")
         if max_length_ratio is not None:
-            check_number("--max-length-ratio", max_length_ratio, low=1, hint="or 0 to disable")
+            check_number("--max-length-ratio", max_length_ratio, low=1,
+                         hint="or 0 at the command line, None in Python, to disable")
         self.paths = [Path(p) for p in paths]
         self.chunk_size = chunk_size
         self.shard = Shard.parse(shard)
