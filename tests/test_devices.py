@@ -41,6 +41,7 @@ VERBS = {
                  "OUT"],
     "transplant": ["transplant", "--source-model", "M", "--mapping", "MAP", "--parallel", "P.tsv", "--output", "OUT"],
     "demo": ["demo", "--output", "OUT"],
+    "finetune": ["finetune", "--model", "M", "--train", "T.txt", "--output", "OUT"],
     "evaluate": ["evaluate", "perplexity", "--model", "M", "--text", "T.txt"],
     "translate": ["translate", "--model", "M", "--from", "en", "--to", "es", "--input", "IN.txt"],
     "hydra generate": ["hydra", "generate", "--model", "M", "--prompt-vocab", "en", "--prompt", "hi"],
@@ -85,3 +86,14 @@ def test_transfer_runs_its_passes_where_asked_and_records_it(tmp_path, caplog):
     # bf16 passes estimate the same prior to bf16's precision: close, not equal
     assert not torch.equal(heads["fp32"], heads["bf16"])
     assert torch.allclose(heads["fp32"], heads["bf16"], atol=0.05)
+
+
+def test_finetune_trains_where_asked(monkeypatch):
+    from transtok.finetune import FinetuneConfig, _training_device
+
+    assert _training_device("auto") == "cpu" and _training_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _training_device("auto") == "cuda" and _training_device("cuda") == "cuda"
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+        FinetuneConfig(model="m", train=["t"], output="o", device="cuda:1")

@@ -534,6 +534,9 @@ def _add_finetune(sub) -> None:
     budget.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     budget.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                         help="auto = bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+    budget.add_argument("--device", default=d.device,
+                        help="auto (cuda when available), cpu or cuda; which GPUs: CUDA_VISIBLE_DEVICES or the "
+                             "launcher (default: %(default)s)")
     budget.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     lora = p.add_argument_group("LoRA (--stage lora)")
     lora.add_argument("--lora-rank", type=int, default=d.lora_rank, help="(default: %(default)s)")
@@ -573,7 +576,8 @@ def _run_finetune(args) -> int:
         join=args.join, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         eval_every=args.eval_every,
         eval_batch_size=args.eval_batch_size, eval_seq_len=args.eval_seq_len, eval_stride=args.eval_stride, log_every=args.log_every, save_every=args.save_every,
-        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
+        precision=args.precision, device=args.device, gradient_checkpointing=args.gradient_checkpointing,
+        lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, merge=not args.no_merge,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
         new_rows_from=args.new_rows_from, overwrite=args.overwrite, refit_prior=args.refit_prior)

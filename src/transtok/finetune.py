@@ -129,6 +129,9 @@ class FinetuneConfig:
     (no resume; for benchmarks and throwaway runs)."""
     precision: str = "auto"
     """auto (bf16 autocast where the hardware supports it) | bf16 | fp32."""
+    device: str = "auto"
+    """auto (CUDA when available) | cpu | cuda. Which GPUs: CUDA_VISIBLE_DEVICES, or one per process under
+    torchrun / accelerate launch."""
     gradient_checkpointing: bool = False
     lora_rank: int = 16
     lora_alpha: float = 32.0
@@ -158,6 +161,7 @@ class FinetuneConfig:
             raise ConfigError(f"unknown join {self.join!r}; choose one of {', '.join(JOINS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        _training_device(self.device)  # a GPU this machine lacks fails here, before any work
         for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len", "eval_stride",
                      "log_every", "lora_rank"):
             check_number(name, getattr(self, name), low=1, integer=True)
@@ -222,13 +226,25 @@ class FinetuneResult:
 
 # --- precision -------------------------------------------------------------------------------
 
-def _use_bf16(precision: str) -> bool:
-    """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
-    import torch
+def _training_device(device: str) -> str:
+    """'cuda' or 'cpu' for ``--device`` (checked: a missing GPU is a one-line error); the GPU itself is
+    chosen by CUDA_VISIBLE_DEVICES or the launcher, so 'cuda:N' is refused with that advice."""
+    from transtok.checks import pick_device
 
+    picked = pick_device(device)
+    if picked.type == "cuda" and picked.index is not None:
+        raise ConfigError(f"--device {device}: finetune trains on the GPUs the launcher gives each process; pick them "
+                          f"with CUDA_VISIBLE_DEVICES={picked.index} and --device cuda")
+    if picked.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: finetune trains on cpu or cuda")
+    return picked.type
+
+
+def _use_bf16(precision: str, device: str = "auto") -> bool:
+    """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
     from transtok.evaluate import bf16_supported
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _training_device(device)
     if precision == "fp32":
         return False
     supported = bf16_supported(device)
@@ -862,8 +878,6 @@ def _disk_full_says_what_stays(config: FinetuneConfig, where: Path):
 
 def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
                         evaluate: bool):
-    import torch
-
     from transformers import TrainingArguments
 
     eval_every = config.eval_every or max(1, n_steps // 5)
@@ -880,7 +894,7 @@ def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: P
         save_steps=config.save_every or eval_every,  # older checkpoints go once the new one is complete
         # the library logs and draws its own progress bar; frozen parameters are simply absent from DDP's graph
         report_to="none", disable_tqdm=True, dataloader_drop_last=True, remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
+        use_cpu=_training_device(config.device) == "cpu", ddp_find_unused_parameters=False,
     )
 
 
@@ -925,10 +939,12 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     check_output_dir(config.output, overwrite=config.overwrite, inputs=inputs)
     # Joins the process group under torchrun / accelerate launch (a no-op in a single process);
     # the Trainer reuses it.
-    process = accelerate.PartialState(cpu=not torch.cuda.is_available())
+    on_cpu = _training_device(config.device) == "cpu"
+    logger.info("finetune on %s", "cpu" if on_cpu else "cuda")
+    process = accelerate.PartialState(cpu=on_cpu)
     world, is_main = process.num_processes, process.is_main_process
     BitsPerByteTrainer, RunLog, AfterStep, MarkComplete = _make_trainer_classes()
-    use_bf16 = _use_bf16(config.precision)
+    use_bf16 = _use_bf16(config.precision, config.device)
 
     model, tokenizer, saved_dtype = _load(config.model)
     from transtok.vocabulary import vocab_hash
