@@ -99,7 +99,8 @@ def test_write_json_refuses_nan_and_infinity(tmp_path):
     (["--shard", "0/3"], ("--shard 0/3 is not a shard",)),
     (["--max-length-ratio", "nan"], ("--max-length-ratio", "got nan")),
     (["--max-length-ratio", "inf"], ("--max-length-ratio", "got inf")),
-    (["--max-length-ratio", "0.5"], ("--max-length-ratio", "or 0 to disable", "got 0.5")),
+    (["--max-length-ratio", "0.5"],
+     ("--max-length-ratio", "or 0 at the command line, None in Python, to disable", "got 0.5")),
     (["--chunk-size", "0"], ("--chunk-size", "got 0")),
     (["--max-pairs", "0"], ("--max-pairs", "got 0")),
 ])
