@@ -144,12 +144,23 @@ def after_table(records, priors=()) -> list[str]:
     return lines
 
 
+def source_prior(lang: str) -> float | None:
+    """Held-out bits per byte of the source model with the unigram prior fitted on the training books
+    (benchmarks/results/source_prior_<lang>/, refit_prior.py --split test), if run."""
+    path = RESULTS / f"source_prior_{lang}" / "refit.json"
+    if not path.is_file():
+        return None
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["model"].startswith("source model")]
+    return rows[0]["bpb_refit"] if rows and rows[0]["split"] == "test" else None
+
+
 def prior_table(inits, priors) -> list[str]:
     """Held-out bits per byte at init with and without the unigram prior of the head, per language: the
-    plain figures from init_<lang>, the prior's from init_prior_<lang> (same split, tokenizer cache, protocol)."""
+    plain figures from init_<lang>, the prior's from init_prior_<lang> (same split, tokenizer cache, protocol),
+    the source model's with the same prior from source_prior_<lang>."""
     plain = {r["lang"]: r for _, r in inits}
-    lines = ["| language | source model | trans-tokenization | **+ unigram prior** | FVT | FVT + unigram prior |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| language | source model | source model + unigram prior | trans-tokenization | **+ unigram prior** | "
+             "FVT | FVT + unigram prior |", "|---|---|---|---|---|---|---|"]
     for _, r in priors:
         base = plain.get(r["lang"], {}).get("methods", {})
 
@@ -157,7 +168,9 @@ def prior_table(inits, priors) -> list[str]:
             value = methods.get(name, {}).get("init")
             return "-" if value is None else f"{value:.3f}"
 
+        calibrated = source_prior(r["lang"])
         lines.append(f"| {LANGS.get(r['lang'], r['lang'])} | {cell(r['methods'], 'source (own tokenizer)')} | "
+                     f"{'-' if calibrated is None else f'{calibrated:.3f}'} | "
                      f"{cell(base, 'trans-tokenization')} | {cell(r['methods'], 'trans-tokenization')} | "
                      f"{cell(base, 'fvt')} | {cell(r['methods'], 'fvt')} |")
     return lines
@@ -192,10 +205,13 @@ def headline_table(inits, priors) -> list[str]:
     """The README's few lines: held-out bits per byte at init of the source model, trans-tokenization and
     trans-tokenization with the unigram prior (today's default), one row per language with a prior run."""
     plain = {r["lang"]: r["methods"] for _, r in inits}
-    lines = ["| language | source model, own tokenizer | trans-tokenization | + unigram prior (the default) |",
-             "|---|---|---|---|"]
+    calibrated = any(source_prior(r["lang"]) is not None for _, r in priors)
+    lines = ["| language | source model, own tokenizer | "
+             + ("+ the same unigram prior | " if calibrated else "")
+             + "trans-tokenization | + unigram prior (the default) |", "|---|---|---|---|" + ("---|" if calibrated else "")]
     for _, r in priors:
         values = [r["methods"].get("source (own tokenizer)", {}).get("init"),
+                  *([source_prior(r["lang"])] if calibrated else []),
                   plain.get(r["lang"], {}).get("trans-tokenization", {}).get("init"),
                   r["methods"].get("trans-tokenization", {}).get("init")]
         best = min(v for v in values if v is not None)

@@ -161,7 +161,8 @@ class FinetuneConfig:
             raise ConfigError(f"unknown join {self.join!r}; choose one of {', '.join(JOINS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        _training_device(self.device)  # a GPU this machine lacks fails here, before any work
+        if self.device != "auto":  # auto needs no check (and no torch import at parse time)
+            _training_device(self.device)  # a GPU this machine lacks fails here, before any work
         for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len", "eval_stride",
                      "log_every", "lora_rank"):
             check_number(name, getattr(self, name), low=1, integer=True)
