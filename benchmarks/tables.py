@@ -387,12 +387,15 @@ def sections() -> dict[str, list[str]]:
         strength = {pr[1]["args"]["unigram_prior"] for pr in priors}
         out["prior"] = [
             f"Held-out bits per byte at init with the unigram prior of strength {', '.join(f'{s:g}' for s in strength)} "
-            "on the head of every mapped method (from the training books' target side; the same split, tokenizers "
-            "and windows as the six-language table):", "", *prior_table(inits, priors), ""]
+            "on the head of every mapped method, and of the source model (from the training books' target side; "
+            "the same split, tokenizers and windows as the six-language table; the source model's from "
+            "benchmarks/results/source_prior_<lang>/, refit_prior.py --split test, q from 256 lines):", "",
+            *prior_table(inits, priors), ""]
         out["headline"] = [
             "Held-out bits per byte (Jude + Revelation, never trained on; lower is better) before any training: "
-            "SmolLM2-135M-Instruct reading each language with its own tokenizer, and transferred to a new target "
-            "tokenizer by trans-tokenization, without and with the unigram prior of its head:",
+            "SmolLM2-135M-Instruct reading each language with its own tokenizer (also with the same unigram prior "
+            "of its head, fitted on the same training text: a calibration any model can take), and transferred to "
+            "a new target tokenizer by trans-tokenization, without and with that prior:",
             "", *headline_table(inits, priors), ""]
     demo = RESULTS / "demo" / "demo_es.txt"
     if demo.is_file():

@@ -122,11 +122,18 @@ def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(
     (tmp_path / "results" / "init_prior_xx").mkdir()
     (tmp_path / "results" / "init_prior_xx" / "results.json").write_text(json.dumps(with_prior))
     blocks = tables.sections()
-    assert blocks["prior"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} | "
-                                   f"{tt['init']:.3f} | 0.123 | - | - |") and "strength 1 " in blocks["prior"][0]
+    source = first['results'][0]['methods']['source (own tokenizer)']['init']
+    assert blocks["prior"][-2] == f"| xx | {source:.3f} | - | {tt['init']:.3f} | 0.123 | - | - |"
+    assert "strength 1 " in blocks["prior"][0]
     # The README's headline: the source model, trans-tokenization and the prior, the best in bold.
-    assert blocks["headline"][-2] == (f"| xx | {first['results'][0]['methods']['source (own tokenizer)']['init']:.3f} "
-                                      f"| {tt['init']:.3f} | **0.123** |")
+    assert blocks["headline"][-2] == f"| xx | {source:.3f} | {tt['init']:.3f} | **0.123** |"
+    # The source model given the same prior (refit_prior.py --split test) is a column of both once it exists.
+    (tmp_path / "results" / "source_prior_xx").mkdir()
+    (tmp_path / "results" / "source_prior_xx" / "refit.json").write_text(json.dumps({"rows": [
+        {"model": "source model, own tokenizer, untrained", "split": "test", "bpb": source, "bpb_refit": 0.1}]}))
+    blocks = tables.sections()
+    assert blocks["prior"][-2] == f"| xx | {source:.3f} | 0.100 | {tt['init']:.3f} | 0.123 | - | - |"
+    assert blocks["headline"][-2] == f"| xx | {source:.3f} | **0.100** | {tt['init']:.3f} | 0.123 |"
     # An after-budget run with the prior (prior_after_<lang>_seed<k>) is a column of the after table, with its
     # seeds named where they differ from the row's; without one the column is absent.
     assert "unigram prior" not in "".join(line for line in blocks["tables"] if line.startswith("| language"))
