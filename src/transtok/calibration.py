@@ -397,7 +397,7 @@ def apply_unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: flo
     """Compute the prior on ``model`` and add b_t·v to LM-head row t for every token of ``tokenizer``
     (in place; padding rows untouched). A tied head is untied first (its rows are also the input
     embeddings, which the prior must not move): +V·d parameters. ``device`` / ``bf16``: where and how
-    the forward passes run (:func:`_head_passes`; default: where the model is, bf16 where native).
+    the forward passes run (default: where the model is; :func:`passes_in_bf16`).
     ``rows``: only these token ids' head rows move (e.g. ``slice(n_source, None)``, an extended model's
     new rows; the others stay bit-identical); None: every token's."""
     import torch
@@ -411,9 +411,9 @@ def apply_unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: flo
     with torch.no_grad():
         change = prior.bias[start:stop, None] * prior.vector[None, :]  # (rows, d) float64
         head[start:stop] = (head[start:stop].double() + change.to(head.device)).to(head.dtype)
-    moved = prior.bias[start:stop]
+    r = prior.report(start)
     logger.info("unigram prior (strength %.2f) on %s head rows%s: logits move by %.3f nats on average (|b|), "
                 "from %.2f to %.2f", strength, f"{stop - start:,}",
                 "" if (start, stop) == (0, len(tokenizer)) else f" (ids {start:,}..{stop - 1:,})",
-                float(moved.abs().mean()), float(moved.min()), float(moved.max()))
+                r["bias_mean_abs"], r["bias_min"], r["bias_max"])
     return prior

@@ -248,10 +248,10 @@ def check_causal_checkpoint(name_or_path: str | os.PathLike):
 def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
     """``AutoModelForCausalLM.from_pretrained`` after :func:`check_causal_checkpoint`. ``kwargs`` go
     to ``from_pretrained``."""
+    import pickle
+
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
-
-    import pickle
 
     config = check_causal_checkpoint(name_or_path)
     try:
@@ -557,19 +557,16 @@ def transplant_size(layout: CheckpointLayout, mapping: TokenMapping, directory: 
     small files (config, tokenizer) are left out: an estimate to check free space with."""
     rows = padded_vocab_size(layout.entry(layout.input_name)["shape"][0], mapping.shape[1], mapping.shape[0])
     untie = layout.tied and mapping.head is not None
-    target = Path(os.path.abspath(directory))
-    while not target.exists():
-        target = target.parent
-    device = target.stat().st_dev
+    from transtok.diskspace import nearest_existing
 
-    def resized(name: str) -> int:  # bytes of tensor ``name`` with ``rows`` rows
-        entry = layout.entry(name)
-        stored = entry["data_offsets"][1] - entry["data_offsets"][0]
-        return stored // max(entry["shape"][0], 1) * rows
+    device = nearest_existing(directory).stat().st_dev
 
-    def stored(name: str) -> int:
+    def stored(name: str) -> int:  # bytes of tensor ``name`` in the source
         entry = layout.entry(name)
         return entry["data_offsets"][1] - entry["data_offsets"][0]
+
+    def resized(name: str) -> int:  # bytes of tensor ``name`` with ``rows`` rows
+        return stored(name) // max(layout.entry(name)["shape"][0], 1) * rows
 
     touched = {layout.shard_of(n) for n in [*layout.edited, *layout.stale]}
     total = 0

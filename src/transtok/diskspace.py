@@ -24,17 +24,19 @@ LOW_SPACE = 1 << 20
 RuntimeError, an aligner child's exit code) is taken to have failed for want of space."""
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` (absolute) if it exists, else its nearest existing parent: where a new output would go."""
+    path = Path(os.path.abspath(path))
+    return next(candidate for candidate in (path, *path.parents) if candidate.exists())
+
+
 def free_space(path: str | os.PathLike) -> int | None:
     """Bytes free to this user on the file system of ``path``, or of its nearest existing parent;
     None when that cannot be read."""
-    path = Path(os.path.abspath(path))
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            try:
-                return shutil.disk_usage(candidate).free
-            except OSError:
-                return None
-    return None
+    try:
+        return shutil.disk_usage(nearest_existing(path)).free
+    except OSError:
+        return None
 
 
 def size_text(size: int | None) -> str:
@@ -118,9 +120,7 @@ def check_free_space(directory: str | os.PathLike, needed: int, *, what: str, ov
     free = free_space(directory)
     if free is None or needed <= free:
         return
-    directory = Path(os.path.abspath(directory))
-    while not directory.exists():
-        directory = directory.parent
+    directory = nearest_existing(directory)
     kept = " (the previous output stays until the new one is complete)" if overwrite else ""
     raise DiskFullError(f"{what} needs about {size_text(needed)} in {str(directory)!r}, which has {size_text(free)} "
                         f"free{kept}; free space there or choose another --output", path=directory, free=free)

@@ -745,14 +745,12 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
                     "that the input embeddings stay as they are")
     prior = apply_unigram_prior(model, tokenizer, texts, strength=strength, sample=sample, device=device, bf16=bf16,
                                 rows=slice(start, None))
-    moved = prior.bias[start:len(tokenizer)]
     record = {"verb": "calibrate", "model": str(model_dir), "text": [str(f) for f in texts_files],
               "strength": strength, "sample": sample, "texts_sampled": prior.texts, "positions": prior.positions,
               "rows": "new" if start else "all", "row_range": [start, len(tokenizer)],
               "source_vocab_size": first, "untied": tied, "dtype": str(model.dtype).removeprefix("torch."),
-              "device": str(device), "precision": "bf16" if bf16 else "fp32",
-              "bias_mean_abs": float(moved.abs().mean()), "bias_min": float(moved.min()),
-              "bias_max": float(moved.max()), "transtok_version": __version__}
+              "device": str(device), "precision": "bf16" if bf16 else "fp32", "transtok_version": __version__,
+              **{k: v for k, v in prior.report(start).items() if k.startswith("bias_")}}
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         save_checkpoint(tmp, model, tokenizer)
         provenance, old = tmp / PROVENANCE_DIR, Path(model_dir) / PROVENANCE_DIR
