@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from transtok.artifacts import SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR
 from transtok.checks import check_number
 from transtok.corpus import ParallelCorpus, clean, iter_parallel
 from transtok.errors import ConfigError, DataError, MismatchError
@@ -326,7 +327,6 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
 
     from transtok.align import AlignmentCounts
     from transtok.artifacts import atomic_output_dir, check_output_dir
-    from transtok.pipeline import SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR
 
     if not directories:
         raise ConfigError("nothing to merge: give at least one alignment directory after --alignment")
