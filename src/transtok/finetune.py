@@ -244,7 +244,7 @@ def _training_device(device: str) -> str:
 
 def _use_bf16(precision: str, device: str = "auto") -> bool:
     """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
-    from transtok.evaluate import bf16_supported
+    from transtok.checks import bf16_supported
 
     device = _training_device(device)
     if precision == "fp32":
