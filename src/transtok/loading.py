@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transtok.artifacts import PROVENANCE_DIR
 from transtok.errors import ArchitectureError, ConfigError, CorruptFileError, DataError, require
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def read_header(path: str | os.PathLike, fix: str | None = None) -> tuple[dict, 
 def checkpoint_fix(directory: str | os.PathLike) -> str:
     """How to get a good copy of a checkpoint directory: the transtok verb that wrote it, else a fresh download."""
     directory = Path(directory)
-    provenance = directory / "transtok"
+    provenance = directory / PROVENANCE_DIR
     if (directory / "hydra.json").is_file():
         return "rebuild it with 'transtok hydra build'"
     if (provenance / "finetune.json").is_file():
@@ -237,7 +238,8 @@ def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
         raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
                           "Give a local checkpoint directory or a hub id of a causal language model") from exc
 
-def load_model(name_or_path: str | os.PathLike, *, dtype: str = "auto"):
+
+def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto"):
     """(causal LM in eval mode, its tokenizer) from a directory or a hub id, the model in ``dtype``
     (one of :data:`DTYPES`)."""
     parsed = torch_dtype(dtype)  # a bad dtype fails before the tokenizer is read
