@@ -40,7 +40,8 @@ from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import MappingConfig  # noqa: E402
-from transtok.pipeline import load_model, mapping_from_alignment  # noqa: E402
+from transtok.loading import load_model  # noqa: E402
+from transtok.pipeline import mapping_from_alignment  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
 
 logger = logging.getLogger("ablation")

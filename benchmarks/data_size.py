@@ -31,7 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
 from transtok.corpus import ParallelCorpus  # noqa: E402
 from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity  # noqa: E402
-from transtok.pipeline import TransferConfig, load_model, transfer  # noqa: E402
+from transtok.loading import load_model, load_tokenizer  # noqa: E402
+from transtok.pipeline import TransferConfig, transfer  # noqa: E402
 
 logger = logging.getLogger("data_size")
 
@@ -152,11 +153,9 @@ def main(argv=None) -> None:
                                              overwrite=True))
             seconds = time.perf_counter() - start
             scored = score(str(model_dir), evals)
-            from transformers import AutoTokenizer
-
             entry["points"].append({
                 "pairs_asked": n, "pairs": len(corpus), "pairs_aligned": result.alignment_stats.get("pairs_aligned"),
-                "vocab_size": len(AutoTokenizer.from_pretrained(model_dir)),
+                "vocab_size": len(load_tokenizer(model_dir)),
                 "bits_per_byte": {k: v["bits_per_byte"] for k, v in scored.items()},
                 "tokens": {k: v["tokens"] for k, v in scored.items()},
                 "signature": scored["dev"]["signature"],

@@ -53,9 +53,10 @@ from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # no
 from transtok.extension import extend_tokenizer  # noqa: E402
 from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
 from transtok.mapping import EXTEND_SPELLING_WEIGHT, MappingConfig, resolve_config  # noqa: E402
-from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
+from transtok.loading import load_model, load_tokenizer  # noqa: E402
+from transtok.pipeline import mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
-from transtok.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
+from transtok.tokenizer import train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
 PHASES = ("select", "spelling", "head", "source", "replace", "extend", "inits")

@@ -43,7 +43,8 @@ from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
-from transtok.pipeline import load_model, mapping_from_alignment, save_checkpoint  # noqa: E402
+from transtok.loading import load_model, load_tokenizer  # noqa: E402
+from transtok.pipeline import mapping_from_alignment, save_checkpoint  # noqa: E402
 from transtok.surgery import transplant, untie_head  # noqa: E402
 
 logger = logging.getLogger("init_methods")
@@ -147,8 +148,6 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
     ``--work/LANG/cache`` by (vocabulary size, aligner): the ablation and reruns with other seeds or budgets
     reuse them. eflomal samples from system entropy, so a cache is one draw of its counts; ``draw`` > 0
     caches another draw beside it (how far two draws differ)."""
-    from transformers import AutoTokenizer
-
     from transtok.tokenizer import train_tokenizer as train
 
     vocab_size = vocab_size or args.vocab_size
@@ -163,7 +162,7 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
     words = getattr(args, "tokenizer_segmenter", "none")
     root = Path(args.work) / lang / "cache" / (f"vocab{vocab_size}" + ("" if words == "none" else f"-words-{words}"))
     if (root / "tokenizer" / "tokenizer_config.json").is_file():
-        target_tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+        target_tokenizer = load_tokenizer(root / "tokenizer")
     else:
         with measured(steps, "train_tokenizer"):
             target_tokenizer = train(split.train.target, source_tokenizer, vocab_size,

@@ -21,8 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
 from transtok.calibration import apply_unigram_prior  # noqa: E402
-from transtok.evaluate import DEFAULT_STRIDE, bf16_supported, eval_seq_len, evaluate_perplexity  # noqa: E402
-from transtok.pipeline import TransferConfig, load_model, transfer  # noqa: E402
+from transtok.checks import bf16_supported  # noqa: E402
+from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity  # noqa: E402
+from transtok.loading import load_model  # noqa: E402
+from transtok.pipeline import TransferConfig, transfer  # noqa: E402
 
 logger = logging.getLogger("prior_precision")
 

@@ -52,7 +52,7 @@ def mistral_shaped(tokenizer_dir: Path, output: Path, hidden: int) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
     config = AutoConfig.for_model(
@@ -78,7 +78,7 @@ def checks(source_dir: Path, target_dir: Path, mapping_dir: Path, test: list[str
     """What matters with real vocabularies: bytes by byte, overlap across spellings, word units."""
     from transtok.align import word_units
     from transtok.mapping import PROVENANCE, TokenMapping
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
     from transtok.vocabulary import byte_fallback_ids, exact_matches, special_ids, token_bytes, tokenizer_family
 
     source, target = load_tokenizer(source_dir), load_tokenizer(target_dir)
@@ -126,7 +126,7 @@ def checks(source_dir: Path, target_dir: Path, mapping_dir: Path, test: list[str
 def cross_spelling(work: Path, names: list[str], langs: list[str]) -> dict:
     """Exact overlap of every trained target with every *other* family's source vocabulary: a
     SentencePiece target (``▁de``) against Tekken (``Ġde``), and back."""
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
     from transtok.vocabulary import byte_fallback_ids, exact_matches, token_bytes, tokenizer_family
 
     out = {}
@@ -176,7 +176,7 @@ def run(name: str, lang: str, args, results: dict) -> dict:
         steps[f"evaluate_{label}"] = round(time.perf_counter() - start, 2)
 
     from transtok.evaluate import fertility
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     source, target = load_tokenizer(source_dir), load_tokenizer(work / "tokenizer")
     record["target_vocab"] = len(target)

@@ -68,7 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from transtok.assets import smollm2_checkpoint
-    from transtok.tokenizer import load_tokenizer, train_tokenizer
+    from transtok.loading import load_tokenizer
+    from transtok.tokenizer import train_tokenizer
 
     import init_methods  # benchmarks/init_methods.py
 

@@ -29,7 +29,7 @@ import init_methods as bench  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.calibration import apply_unigram_prior  # noqa: E402
 from transtok.evaluate import evaluate_perplexity  # noqa: E402
-from transtok.pipeline import load_model  # noqa: E402
+from transtok.loading import load_model  # noqa: E402
 
 
 def score(name: str, model_dir: str, train: list[str], dev: list[str], args) -> dict:

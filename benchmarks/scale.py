@@ -233,7 +233,7 @@ def child_write_corpus(args: dict) -> dict:
 def child_align(args: dict) -> dict:
     from transtok.align import align
     from transtok.shards import CorpusStream
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     source, target = load_tokenizer(args["source"]), load_tokenizer(args["target"])
     stream = CorpusStream([args["path"]], chunk_size=args["chunk_size"], dedupe=False, max_length_ratio=None)

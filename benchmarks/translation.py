@@ -46,7 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from transtok.evaluate import bf16_supported  # noqa: E402
+from transtok.checks import bf16_supported  # noqa: E402
 from transtok.hydra import (DEFAULT_INSTRUCTION, LANGUAGE_NAMES, TRANSLATE_NO_REPEAT_NGRAM,  # noqa: E402
                             TRANSLATE_REPETITION_PENALTY, Hydra, newline_ids, translation_prompt)
 

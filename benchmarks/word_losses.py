@@ -29,7 +29,8 @@ import init_methods as bench  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import _prefix_id, eval_seq_len, sliding_windows  # noqa: E402
 from transtok.mapping import MappingConfig  # noqa: E402
-from transtok.pipeline import load_model, mapping_from_alignment  # noqa: E402
+from transtok.loading import load_model  # noqa: E402
+from transtok.pipeline import mapping_from_alignment  # noqa: E402
 from transtok.surgery import transplant  # noqa: E402
 
 logger = logging.getLogger("word_losses")

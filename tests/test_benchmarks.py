@@ -223,7 +223,7 @@ def test_trained_from_adds_equal_bytes_without_mapping_or_training_again(tmp_pat
 
 def test_eval_split_dev_scores_and_trains_against_the_dev_books(tmp_path):
     from transtok.evaluate import evaluate_perplexity
-    from transtok.pipeline import load_model
+    from transtok.loading import load_model
 
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
@@ -250,7 +250,7 @@ def test_word_losses_charge_every_token_to_a_word_and_add_up_to_the_perplexity(t
     import math
 
     from transtok.evaluate import evaluate_perplexity
-    from transtok.pipeline import load_model
+    from transtok.loading import load_model
 
     words = factories.benchmark("word_losses")
     assert words.word_index("  ab c\n de  ") == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
@@ -283,7 +283,7 @@ def test_unigram_prior_and_untied_head_apply_to_every_mapped_method_and_are_not_
         assert prior[method]["init"] != plain["methods"][method]["init"], "scored again, not reused"
     assert prior["source (own tokenizer)"]["init"] == plain["methods"]["source (own tokenizer)"]["init"]
     # --untie-head: the prior's extra head parameters without the prior; the same model, so the same figure.
-    from transtok.pipeline import load_model
+    from transtok.loading import load_model
     from transtok.surgery import is_tied
 
     untied = bench.run_language("xx", bench.parse_args(common + ["--untie-head"]), tmp_path / "source",

@@ -10,10 +10,10 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 import factories
-from transtok.checkpoint import (INDEX_FILE, UnsupportedCheckpoint, inspect_checkpoint, map_rows,
-                                 transplant_checkpoint)
+from transtok.checkpoint import UnsupportedCheckpoint, inspect_checkpoint, map_rows, transplant_checkpoint
 from transtok.cli import main
 from transtok.errors import ArchitectureError, MismatchError
+from transtok.loading import INDEX_FILE
 from transtok.mapping import TokenMapping
 from transtok.surgery import transplant
 from transtok.vocabulary import vocab_hash

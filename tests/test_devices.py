@@ -25,12 +25,12 @@ def test_auto_is_cuda_when_available_else_cpu(monkeypatch):
 
 
 def test_precision_rules(monkeypatch):
-    import transtok.evaluate
+    import transtok.checks
 
     assert pick_bf16("fp32", "cpu") is False and pick_bf16("bf16", "cpu") is True and pick_bf16(True, "cpu")
     with pytest.raises(ConfigError, match="precision 'fp16' is not one of auto, bf16, fp32"):
         pick_bf16("fp16", "cpu")
-    monkeypatch.setattr(transtok.evaluate, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(transtok.checks, "bf16_supported", lambda device: True)
     assert pick_bf16("auto", "cpu") is True  # evaluation: bf16 wherever it is native
     assert passes_in_bf16("auto", "cpu") is False  # the calibration passes stay fp32 on the CPU
     assert passes_in_bf16("bf16", "cpu") is True and passes_in_bf16("auto", "cuda") is True

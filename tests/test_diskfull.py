@@ -142,7 +142,7 @@ def test_free_space_is_read_from_the_nearest_existing_parent(tmp_path, monkeypat
 def test_transplant_size_counts_rewritten_and_copied_shards_but_not_linked_ones(ws, tmp_path):
     from transtok.checkpoint import inspect_checkpoint, transplant_checkpoint, transplant_size
     from transtok.mapping import TokenMapping
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     layout = inspect_checkpoint(ws / "sharded")
     assert len(layout.headers) > 2

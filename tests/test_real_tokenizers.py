@@ -15,8 +15,8 @@ from transtok import assets
 from transtok.align import word_units
 from transtok.mapping import PROVENANCE, MappingConfig
 from transtok.pipeline import mapping_from_alignment
-from transtok.tokenizer import (BYTE_PIECES, TEKKEN_DEFAULT_SPECIALS, load_tokenizer, minimum_vocab_size,
-                               train_tokenizer, unused_special_tokens)
+from transtok.loading import TEKKEN_DEFAULT_SPECIALS, load_tokenizer
+from transtok.tokenizer import BYTE_PIECES, minimum_vocab_size, train_tokenizer, unused_special_tokens
 from transtok.vocabulary import byte_fallback_ids, exact_matches, special_ids, token_bytes, tokenizer_family
 
 SPANISH = ("Y dijo Dios: Sea la luz; y fué la luz. En el año 2024, ¿cómo estás? ¡Muy bien! "

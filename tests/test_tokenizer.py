@@ -10,7 +10,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 import factories
 from transtok.errors import ConfigError, DataError, MissingDependencyError
 from transtok.evaluate import fertility
-from transtok.tokenizer import BYTE_PIECES, load_tokenizer, minimum_vocab_size, save_tokenizer, train_tokenizer
+from transtok.loading import load_tokenizer
+from transtok.tokenizer import BYTE_PIECES, minimum_vocab_size, save_tokenizer, train_tokenizer
 
 PIPELINE = ("normalizer", "pre_tokenizer", "decoder")
 

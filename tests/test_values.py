@@ -163,12 +163,12 @@ def test_finetune_warmup_takes_whole_steps_or_a_fraction():
 def no_model_load(monkeypatch):
     """Loading a model fails the test: the values must be refused before."""
     import transtok.hydra
-    import transtok.pipeline
+    import transtok.loading
 
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the options were checked")
 
-    monkeypatch.setattr(transtok.pipeline, "load_model", load)
+    monkeypatch.setattr(transtok.loading, "load_model", load)
     monkeypatch.setattr(transtok.hydra.Hydra, "from_checkpoints", load)
     monkeypatch.setattr(transtok.hydra.Hydra, "from_pretrained", load)
 

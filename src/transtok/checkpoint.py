@@ -25,8 +25,9 @@ from types import SimpleNamespace
 import torch
 from safetensors import safe_open
 
-from transtok.errors import (ArchitectureError, ConfigError, CorruptFileError, DataError, MismatchError,
-                             TranstokError)
+from transtok.errors import ArchitectureError, MismatchError, TranstokError
+from transtok.loading import (INDEX_FILE, SINGLE_FILE, check_weights, index_shards, read_header, require_causal_lm,
+                              torch_dtype)
 from transtok.mapping import TokenMapping
 from transtok.progress import bar as progress_bar
 from transtok.surgery import (check_vocabularies, pad_rows, padded_vocab_size, set_padding_suppression,
@@ -34,8 +35,6 @@ from transtok.surgery import (check_vocabularies, pad_rows, padded_vocab_size, s
 
 logger = logging.getLogger(__name__)
 
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 _COPY_BLOCK = 64 << 20
 _TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
@@ -75,194 +74,6 @@ class CheckpointLayout:
     @property
     def edited(self) -> list[str]:
         return [n for n in (self.input_name, self.head_name, self.head_bias_name) if n is not None]
-
-
-def read_header(path: str | os.PathLike, fix: str | None = None) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and the byte offset where its data starts.
-
-    Raises :class:`CorruptFileError` (naming the file and ``fix``) when the file is truncated or
-    not safetensors: a short or unreadable header, or a size other than the header says.
-    """
-    fix = fix or checkpoint_fix(Path(path).parent)
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise CorruptFileError(path, fix, f"{size} bytes, shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(size - 8, 100 << 20):
-            raise CorruptFileError(path, fix, f"its header claims {length:,} bytes of a {size:,}-byte file")
-        try:
-            header = json.loads(handle.read(length))
-            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise CorruptFileError(path, fix, f"unreadable header: {exc}") from exc
-    if 8 + length + end != size:
-        raise CorruptFileError(path, fix, f"{size:,} bytes where its header describes {8 + length + end:,}")
-    return header, 8 + length
-
-
-def checkpoint_fix(directory: str | os.PathLike) -> str:
-    """How to get a good copy of a checkpoint directory: the transtok verb that wrote it, else a fresh download."""
-    directory = Path(directory)
-    provenance = directory / "transtok"
-    if (directory / "hydra.json").is_file():
-        return "rebuild it with 'transtok hydra build'"
-    if (provenance / "finetune.json").is_file():
-        return "rebuild it with 'transtok finetune'"
-    if (provenance / "config.json").is_file():
-        try:
-            verb = json.loads((provenance / "config.json").read_text(encoding="utf-8")).get("verb", "transfer")
-        except ValueError:
-            verb = "transfer"
-        return f"rebuild it with 'transtok {verb}'"
-    return "download the checkpoint again (e.g. hf download MODEL --local-dir DIR) or copy it again"
-
-
-def check_weights(directory: str | os.PathLike) -> None:
-    """Check every safetensors file of a local checkpoint directory (headers and sizes only; no weights
-    are read), so that a truncated download fails with the file's name, not deep inside a loader.
-
-    A directory without safetensors weights is loaded from its ``pytorch_model*.bin`` pickles:
-    those are checked by :func:`check_pickle`, so that one that would run code fails with one line."""
-    directory = Path(directory)
-    if directory.is_dir():
-        for index in (INDEX_FILE, PICKLE_INDEX_FILE):
-            if (directory / index).is_file():
-                index_shards(directory, index)  # every shard it names lies inside the directory
-        for path in sorted(directory.glob("*.safetensors")):
-            read_header(path)
-        if not ((directory / SINGLE_FILE).is_file() or (directory / INDEX_FILE).is_file()):
-            for path in sorted(directory.glob(PICKLE_WEIGHTS)):
-                check_pickle(path)
-
-
-PICKLE_WEIGHTS = "pytorch_model*.bin"
-"""The pickle weight files transformers loads when a checkpoint has no safetensors weights."""
-PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
-
-
-def path_inside(directory: str | os.PathLike, name: str, *, named_by: str | os.PathLike) -> Path:
-    """``directory / name``, refused with a :class:`DataError` when ``name`` leads outside ``directory``
-    (an absolute path or ``..``): a model directory refers only to files inside it. ``named_by`` is
-    the file that names it. Judged on the path as written: links inside the directory (a hub cache
-    snapshot's) are the file system's business, not the file's."""
-    normal = os.path.normpath(name) if isinstance(name, str) and name else ""
-    if not normal or os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
-        raise DataError(f"{named_by} refers to {name!r}, which is not a path inside {directory}: a model directory "
-                        f"may only refer to files inside it. Fix that entry or {checkpoint_fix(directory)}")
-    return Path(directory) / normal
-
-
-def index_shards(directory: str | os.PathLike, index_name: str = INDEX_FILE) -> dict[str, str]:
-    """The weight map (tensor name -> shard file) of a checkpoint's index file, each shard checked
-    to lie inside ``directory``; a broken index is a :class:`CorruptFileError`."""
-    directory = Path(directory)
-    path = directory / index_name
-    try:
-        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise TypeError("weight_map is not an object of tensor name -> shard file name")
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise CorruptFileError(path, checkpoint_fix(directory), f"{type(exc).__name__}: {exc}") from exc
-    for shard in sorted(set(weight_map.values())):
-        path_inside(directory, shard, named_by=path)
-    return dict(weight_map)
-
-
-def check_pickle(path: str | os.PathLike) -> None:
-    """Refuse a pickle weight file that torch's weights-only loader refuses: loading it would import
-    and call what it names (it may run code), so nothing in it is run and the error names the file
-    and the fix. The check unpickles onto the meta device, reading no weights of a zip-format file."""
-    import pickle
-    import warnings
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
-            warnings.simplefilter("ignore")
-            torch.load(path, map_location="meta", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise unsafe_pickle(path, exc) from None
-    except Exception as exc:  # torch's errors for a cut or foreign file: EOFError, RuntimeError, KeyError...
-        raise CorruptFileError(path, checkpoint_fix(path.parent), f"{type(exc).__name__}: {exc}") from exc
-
-
-def unsafe_pickle(path: str | os.PathLike, exc: BaseException) -> DataError:
-    """The one-line error for a pickle that torch's weights-only loader refused (``exc``)."""
-    import re
-
-    text = " ".join(str(exc).split())
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        what = f"would import and call {found.group(1)} when loaded"
-    else:
-        found = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
-        what = f"holds more than tensors ({found.group(1).strip() if found else text[:120]})"
-    return DataError(
-        f"{path} is not a plain tensor file: it is a pickle that {what}, so it was not loaded and nothing in it "
-        "ran. Give a safetensors checkpoint; or, only if you trust where the file came from, convert it yourself: "
-        "load the model's weights with torch.load(FILE, weights_only=False) and save the model with "
-        "save_pretrained(DIR, safe_serialization=True), which writes model.safetensors")
-
-
-def require_causal_lm(config, where: str | os.PathLike) -> None:
-    """Refuse a checkpoint whose config does not describe a causal LM. Decided by the config: an
-    architecture that AutoModelForCausalLM maps to (or that ends in ForCausalLM), custom code
-    registered for AutoModelForCausalLM, else a model type AutoModelForCausalLM knows."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
-        return
-    architectures = list(getattr(config, "architectures", None) or [])
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    if architectures:
-        if any(a in causal or a.endswith("ForCausalLM") for a in architectures):
-            return
-        found = f"a {' / '.join(architectures)} checkpoint"
-    elif getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return
-    else:
-        found = f"a {type(config).__name__} ({getattr(config, 'model_type', '?')}) checkpoint"
-    raise ArchitectureError(
-        f"{str(where)!r} is {found}, not a causal language model: transtok needs a decoder-only model that "
-        "AutoModelForCausalLM loads (config.json architectures like LlamaForCausalLM or GPT2LMHeadModel); give "
-        "the checkpoint of a causal LM")
-
-
-def check_causal_checkpoint(name_or_path: str | os.PathLike):
-    """The config of a causal-LM checkpoint whose safetensors files are whole; raises a one-line
-    error otherwise. Reads no weights."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
-                          "Give a local checkpoint directory or a hub id of a causal language model") from exc
-    require_causal_lm(config, name_or_path)
-    check_weights(name_or_path)
-    return config
-
-
-def load_causal_lm(name_or_path: str | os.PathLike, **kwargs):
-    """``AutoModelForCausalLM.from_pretrained`` after :func:`check_causal_checkpoint`. ``kwargs`` go
-    to ``from_pretrained``."""
-    import pickle
-
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM
-
-    config = check_causal_checkpoint(name_or_path)
-    try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, config=config, **kwargs)
-    except SafetensorError as exc:  # e.g. a hub snapshot, not checked above
-        raise CorruptFileError(name_or_path, checkpoint_fix(name_or_path), exc) from exc
-    except pickle.UnpicklingError as exc:  # likewise: a pickle that torch's weights-only loader refused
-        raise unsafe_pickle(name_or_path, exc) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a causal LM from {str(name_or_path)!r}: {' '.join(str(exc).split())[:300]}. "
-                          "Give a local checkpoint directory or a hub id of a causal language model") from exc
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
@@ -376,10 +187,9 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, *, dtype: str = "auto") 
 
 
 def _dtype_code(dtype: str) -> str:
-    for code, torch_dtype in _TORCH_DTYPES.items():
-        if getattr(torch, dtype, None) is torch_dtype:
-            return code
-    return dtype
+    """The safetensors code (F32, BF16, ...) of the dtype ``dtype`` names (one of loading.DTYPES but auto)."""
+    wanted = torch_dtype(dtype)
+    return next(code for code, stored in _TORCH_DTYPES.items() if stored is wanted)
 
 
 def _names_by_parameter(model) -> dict[int, list[str]]:

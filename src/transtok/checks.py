@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 from typing import Any
 
 from transtok.errors import ConfigError
@@ -100,6 +101,26 @@ def pick_device(device: Any = None, *, flag: str = "--device"):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def bf16_supported(device) -> bool:
+    """Whether bf16 autocast is fast on ``device``: native bf16 on CUDA, AVX512-BF16/AMX on CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability().upper()
+        if "AMX" in capability or "BF16" in capability:
+            return True
+        # get_cpu_capability reports the ISA torch dispatches to (e.g. "AVX512"), not the bf16 extension.
+        try:
+            flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
 def pick_bf16(precision: str | bool | None, device) -> bool:
     """Whether to autocast to bfloat16 on ``device``: 'bf16' / True yes, 'fp32' / False no, 'auto' / None
     where the device computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
@@ -108,7 +129,5 @@ def pick_bf16(precision: str | bool | None, device) -> bool:
     if precision not in (None, *PRECISIONS):
         raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision in (None, "auto"):
-        from transtok.evaluate import bf16_supported
-
         return bf16_supported(device)
     return precision == "bf16"

@@ -685,7 +685,8 @@ def _run_train_tokenizer(args) -> int:
     from transtok.corpus import read_texts
     from transtok.evaluate import fertility
     from transtok.errors import ConfigError
-    from transtok.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from transtok.loading import load_tokenizer
+    from transtok.tokenizer import save_tokenizer, train_tokenizer
 
     if args.extend is not None and args.keep_reserved_tokens:
         raise ConfigError("--keep-reserved-tokens is for --vocab-size (an --extend tokenizer keeps every source "
@@ -781,7 +782,7 @@ def _run_evaluate_perplexity(args) -> int:
 
     from transtok.corpus import read_texts
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity
-    from transtok.pipeline import load_model
+    from transtok.loading import load_model
 
     device = _device(args)  # before reading the text and loading the model
     texts = read_texts(args.text)

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transtok.artifacts import write_text_atomic
+from transtok.artifacts import PROVENANCE_DIR, write_text_atomic
 from transtok.mapping import MappingConfig
 from transtok.progress import duration, timings
 
@@ -73,7 +73,8 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
     from transtok.assets import cached_assets, cached_split, smollm2_checkpoint
     from transtok.checks import pick_bf16, pick_device
     from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity, fertility
-    from transtok.pipeline import TransferConfig, load_model, transfer
+    from transtok.loading import load_model
+    from transtok.pipeline import TransferConfig, transfer
 
     device = pick_device(device)
     bf16 = pick_bf16(precision, device)
@@ -127,7 +128,7 @@ def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: 
         tokens={"source": before.tokens, "transferred": after.tokens},
         samples=samples, prompt=prompt, provenance=result.report.provenance, seconds=seconds,
         protocol=before.signature.split("|")[2:4])
-    picture = output / "transtok" / "demo.svg"
+    picture = output / PROVENANCE_DIR / "demo.svg"
     write_text_atomic(picture, before_after_svg(result))  # whole or absent, in the finished output
     logger.info("before/after picture: %s", picture)
     return result

@@ -51,26 +51,6 @@ class PerplexityResult:
                 f"{self.tokens:,} tokens, {self.bytes:,} bytes, {self.windows:,} windows | {self.signature}")
 
 
-def bf16_supported(device) -> bool:
-    """Whether bf16 autocast is fast on ``device``: native bf16 on CUDA, AVX512-BF16/AMX on CPU."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        capability = torch.backends.cpu.get_cpu_capability().upper()
-        if "AMX" in capability or "BF16" in capability:
-            return True
-        # get_cpu_capability reports the ISA torch dispatches to (e.g. "AVX512"), not the bf16 extension.
-        try:
-            flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
-
-
 def context_limit(model) -> int | None:
     """The model's maximum number of positions, from whichever config key its architecture uses."""
     config = model.config

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transtok.artifacts import atomic_output_dir, check_output_dir, path_relation, read_json, write_json
+from transtok.artifacts import (PROVENANCE_DIR, atomic_output_dir, check_output_dir, path_relation, read_json,
+                                write_json)
 from transtok.corpus import read_texts
 from transtok.checks import SEED_MAX, check_number
 from transtok.diskspace import disk_full_error, is_disk_full, previous_output
@@ -243,7 +244,7 @@ def _training_device(device: str) -> str:
 
 def _use_bf16(precision: str, device: str = "auto") -> bool:
     """bf16 autocast for 'auto' only where the hardware has native bf16 (emulated bf16 is slower)."""
-    from transtok.evaluate import bf16_supported
+    from transtok.checks import bf16_supported
 
     device = _training_device(device)
     if precision == "fp32":
@@ -361,7 +362,7 @@ class FrozenRows:
 
 def new_rows_start(model_dir: str | Path, tokenizer) -> int:
     """The first new token id of an extended model, from its ``transtok/mapping/mapping.json``."""
-    meta_path = Path(model_dir) / "transtok" / "mapping" / "mapping.json"
+    meta_path = Path(model_dir) / PROVENANCE_DIR / "mapping" / "mapping.json"
     meta = read_json(meta_path) if meta_path.is_file() else {}
     if not meta.get("keeps_source_rows"):
         raise ConfigError(
@@ -654,21 +655,19 @@ def _make_trainer_classes():
 def _load(model_dir: str):
     """(fp32 model, tokenizer, the checkpoint's own dtype)."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from transtok.checkpoint import load_causal_lm
+    from transtok.loading import load_causal_lm, load_tokenizer
 
     try:
-        saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        saved_dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)  # parsed to a torch.dtype
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load a causal LM and tokenizer from {model_dir!r}: {exc}. Give the directory "
                           "written by 'transtok transfer' (or any HF causal LM checkpoint)") from exc
+    tokenizer = load_tokenizer(model_dir)
     # fp32 master weights: AdamW on bf16 weights loses small updates; bf16 is applied by autocast
     model = load_causal_lm(model_dir, dtype=torch.float32)
-    if isinstance(saved_dtype, str):
-        saved_dtype = getattr(torch, saved_dtype, None)
-    return model, tokenizer, saved_dtype
+    return model, tokenizer, saved_dtype if isinstance(saved_dtype, torch.dtype) else None
 
 
 _RUN_DIRS: dict[Path, bool] = {}
@@ -1086,9 +1085,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 atomic_output_dir(output, overwrite=config.overwrite, inputs=inputs) as tmp:
             merged_lora = _save_final(trainer, tokenizer, tmp, merge=config.merge, dtype=saved_dtype,
                                       state_dict=state_dict, refit=refit_prior if config.refit_prior else None)
-            provenance = tmp / "transtok"
-            if (Path(config.model) / "transtok").is_dir():
-                shutil.copytree(Path(config.model) / "transtok", provenance)
+            provenance = tmp / PROVENANCE_DIR
+            if (Path(config.model) / PROVENANCE_DIR).is_dir():
+                shutil.copytree(Path(config.model) / PROVENANCE_DIR, provenance)
             provenance.mkdir(exist_ok=True)
             from transtok import __version__
 

@@ -310,19 +310,18 @@ class Hydra:
         The first checkpoint provides the body; every other one contributes only its vocabulary,
         after its non-embedding weights are checked to be identical to the first one's.
         """
-        from transtok.checkpoint import check_causal_checkpoint, load_causal_lm
+        from transtok.loading import check_causal_checkpoint, load_model, torch_dtype
 
         if not checkpoints:
             raise ConfigError("give at least one vocabulary checkpoint, e.g. {'en': 'smollm2/', 'es': 'smollm2-es/'}")
         for path in checkpoints.values():  # refuse a bad one before loading any
             check_causal_checkpoint(str(path))
-        torch_dtype = _torch_dtype(dtype)
+        dtype = torch_dtype(dtype)
         names = list(checkpoints)
         body, vocabularies, reference = None, [], {}
         for name in progress_bar(names, desc="loading vocabularies"):
             path = str(checkpoints[name])
-            model = load_causal_lm(path, dtype=torch_dtype).eval()
-            tokenizer = _load_tokenizer(path)
+            model, tokenizer = load_model(path, dtype=dtype)
             vocabularies.append(Vocabulary.from_model(name, model, tokenizer))
             if body is None:
                 body = model
@@ -342,15 +341,15 @@ class Hydra:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, dtype: str | torch.dtype = "auto") -> Hydra:
         """Load a directory written by :meth:`save_pretrained`."""
-        from transtok.checkpoint import load_causal_lm
+        from transtok.loading import load_causal_lm, load_tokenizer, torch_dtype
 
         directory = Path(directory)
         if not (directory / HYDRA_FILE).is_file():
             raise ConfigError(f"{str(directory)!r} has no {HYDRA_FILE}; give a directory written by "
                               "'transtok hydra build' or Hydra.save_pretrained")
         spec, tokenizers = read_spec(directory)  # before the model: a bad file fails at once
-        model = load_causal_lm(directory, dtype=_torch_dtype(dtype)).eval()
-        spans = [VocabularySpan(v["name"], v["offset"], v["size"], tuple(v["stop_ids"]), _load_tokenizer(str(path)))
+        model = load_causal_lm(directory, dtype=torch_dtype(dtype)).eval()
+        spans = [VocabularySpan(v["name"], v["offset"], v["size"], tuple(v["stop_ids"]), load_tokenizer(path))
                  for v, path in zip(spec["vocabularies"], tokenizers)]
         hydra = cls(model, spans, spec["output"])
         hydra.sources = (str(directory),)
@@ -686,7 +685,7 @@ def read_spec(directory: str | os.PathLike) -> tuple[dict, list[Path]]:
     duplicate or unusable names, offsets that do not tile the table, stop ids outside their
     vocabulary, and tokenizer paths that leave the directory.
     """
-    from transtok.checkpoint import checkpoint_fix, path_inside
+    from transtok.loading import checkpoint_fix, path_inside
     from transtok.errors import CorruptFileError
 
     directory = Path(directory)
@@ -796,33 +795,3 @@ def _padding(span: VocabularySpan) -> list[int]:
     """Global ids of ``span``'s padding rows (a padded table has more rows than its tokenizer tokens)."""
     tokens = len(span.tokenizer) if span.tokenizer is not None else span.size
     return list(range(span.offset + min(tokens, span.size), span.end))
-
-
-def _torch_dtype(dtype: str | torch.dtype):
-    import torch
-
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise ConfigError(f"dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
-    return value
-
-
-def _load_tokenizer(path: str):
-    """Load a tokenizer directory as saved, even next to a config.json.
-
-    ``AutoTokenizer`` prefers the class registered for the model type in ``config.json`` over the
-    saved generic ``TokenizersBackend`` (e.g. ``Qwen2Tokenizer`` adds ``<|endoftext|>``), which would
-    change the vocabulary; a generic tokenizer is therefore loaded with the generic class.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    config = Path(path) / "tokenizer_config.json"
-    generic = config.is_file() and read_json(config).get("tokenizer_class") in ("TokenizersBackend",
-                                                                                "PreTrainedTokenizerFast")
-    try:
-        return (PreTrainedTokenizerFast if generic else AutoTokenizer).from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a tokenizer from {path!r}: {exc}; the directory needs tokenizer.json "
-                          "and tokenizer_config.json") from exc

@@ -15,12 +15,14 @@ import numpy as np
 
 from transtok import __version__
 from transtok.align import AlignmentCounts, align
-from transtok.artifacts import atomic_output_dir, check_output_dir, scratch_dir, write_json
+from transtok.artifacts import (PROVENANCE_DIR, SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR, atomic_output_dir,
+                                check_output_dir, scratch_dir, write_json)
 from transtok.calibration import DEFAULT_PAIRS, passes_in_bf16, resolve_offset, resolve_prior
 from transtok.checks import check_number, pick_bf16, pick_device
 from transtok.diskspace import check_free_space
 from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
+from transtok.loading import load_model
 from transtok.progress import duration, timings
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
                               keep_source_rows, new_rows_report, provenance_counts, resolve_config)
@@ -30,25 +32,7 @@ from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, sp
 
 logger = logging.getLogger(__name__)
 
-SOURCE_TOKENIZER_DIR = "source_tokenizer"
-TARGET_TOKENIZER_DIR = "target_tokenizer"
-PROVENANCE_DIR = "transtok"
 MODES = ("replace", "extend")
-
-
-def load_model(name_or_path: str, *, dtype: str = "auto"):
-    """Load a causal LM and its tokenizer from a directory or a hub id."""
-    import torch
-
-    from transtok.checkpoint import load_causal_lm
-    from transtok.tokenizer import load_tokenizer
-
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
-    if torch_dtype is None:
-        raise ConfigError(f"--dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
-    tokenizer = load_tokenizer(name_or_path)
-    model = load_causal_lm(name_or_path, dtype=torch_dtype)
-    return model.eval(), tokenizer
 
 
 def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None,
@@ -134,7 +118,7 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
     """
     from transtok.shards import CorpusStream, stream_coverage
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     inputs = [source_model, target_tokenizer_path, *parallel]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
@@ -171,7 +155,7 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     tokenizer) give one mapping each, averaged with ``alignment_weights`` (multi-source initialisation).
     """
     from transtok.corpus import read_texts
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     alignments = [alignment] if isinstance(alignment, (str, os.PathLike)) else list(alignment or [])
     inputs = [*alignments, source_model, target_tokenizer_path, *(target_text or ()),
@@ -248,10 +232,10 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     (default: CUDA when available, bf16 where the device computes it natively).
     """
     from transtok.calibration import apply_language_offset, language_offset, log_offset
-    from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, load_causal_lm, offset_head_rows,
+    from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, offset_head_rows,
                                      transplant_checkpoint, transplant_size)
     from transtok.extension import extends
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_causal_lm, load_tokenizer
 
     if offset_pairs is not None:
         check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
@@ -473,7 +457,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     """Train (or load) the target tokenizer, align, map, transplant, and write checkpoint + provenance."""
     from transtok.corpus import clean as clean_corpus, read_parallel, read_texts
     from transtok.extension import extend_tokenizer, extends
-    from transtok.tokenizer import load_tokenizer, train_tokenizer
+    from transtok.loading import load_tokenizer
+    from transtok.tokenizer import train_tokenizer
 
     device = pick_device(config.device)
     pick_bf16(config.precision, device)  # a bad precision fails before the work
@@ -718,7 +703,7 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
     inputs = [model_dir, *texts_files]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     texts = read_texts(list(texts_files))  # before loading: a bad file fails fast
-    from transtok.tokenizer import load_tokenizer
+    from transtok.loading import load_tokenizer
 
     # which rows move, from the provenance, before the load; rows='all' needs none (recorded when readable)
     try:

@@ -1,4 +1,5 @@
-"""Target tokenizers: load one, or train one of the same family as the source model's.
+"""Target tokenizers: train one of the same family as the source model's (loading one:
+:func:`transtok.loading.load_tokenizer`).
 
 "Same family" means the trained tokenizer keeps everything of the source's pipeline except the
 learned vocabulary: the normalizer, the pre-tokenizer (e.g. Llama-3's split regex, digit
@@ -29,7 +30,7 @@ from typing import Any
 import regex
 
 from transtok.artifacts import atomic_output_dir
-from transtok.errors import ConfigError, DataError, require
+from transtok.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -41,136 +42,12 @@ COPIED_SETTINGS = ("model_max_length", "padding_side", "truncation_side", "clean
 _LEARNED = {"vocab", "merges", "type"}
 
 
-_SENTENCEPIECE_FILE = re.compile(r"\.model(\.v\w+)?$")  # tokenizer.model, Mistral's tokenizer.model.v3
-
-
-def is_sentencepiece_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a SentencePiece model file (``*.model``, or Mistral's ``*.model.vN``)."""
-    return bool(_SENTENCEPIECE_FILE.search(Path(path).name))
-
-
-def is_tekken_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a Mistral Tekken vocabulary (``tekken*.json``, as mistral-common decides)."""
-    name = Path(path).name
-    return "tekken" in name and name.endswith(".json")
-
-
-def sentencepiece_to_fast(path: str | os.PathLike):
-    """A fast tokenizer from a Llama/Mistral-style SentencePiece BPE ``.model`` file (byte fallback, ``▁``).
-
-    Converted by transformers' ``LlamaTokenizer`` (needs ``sentencepiece`` and ``protobuf``: extra
-    ``sentencepiece``); adds ``<s>`` when encoding, as Mistral's and Llama-2's tokenizers do.
-    """
-    import shutil
-    import tempfile
-
-    require("sentencepiece", package="sentencepiece", extra="sentencepiece",
-            purpose="reading a SentencePiece .model file")
-    require("google.protobuf", package="protobuf", extra="sentencepiece",
-            purpose="reading a SentencePiece .model file")
-    from transformers import LlamaTokenizer
-
-    with tempfile.TemporaryDirectory(prefix="transtok-spm-") as tmp:
-        shutil.copyfile(path, Path(tmp) / "tokenizer.model")
-        try:
-            return LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, legacy=False)
-        except Exception as exc:  # a corrupt or non-SentencePiece file: protobuf/sentencepiece errors vary
-            raise ConfigError(f"{str(path)!r} is not a SentencePiece model transformers can convert "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                              "give a Llama/Mistral-style tokenizer.model") from exc
-
-
-def tekken_to_fast(path: str | os.PathLike):
-    """A fast tokenizer from a Mistral Tekken ``tekken*.json`` (tiktoken-style byte-level BPE).
-
-    Converted by transformers' own ``convert_tekken_tokenizer``. Files of the old format carry no
-    ``special_tokens`` list; mistral-common then uses its defaults, which are filled in here (so
-    mistral-common itself is not needed): :data:`TEKKEN_DEFAULT_SPECIALS`, then ``<SPECIAL_i>``
-    up to ``config.default_num_special_tokens``.
-    """
-    import tempfile
-
-    from transformers.integrations.mistral import convert_tekken_tokenizer
-
-    try:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
-        spec["config"]
-        spec["vocab"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{str(path)!r} is not a Tekken vocabulary (a JSON file with 'config' and 'vocab'): "
-                          f"{type(exc).__name__}; give mistral-common's tekken*.json") from exc
-    with tempfile.TemporaryDirectory(prefix="transtok-tekken-") as tmp:
-        if spec.get("special_tokens") is None:
-            spec["special_tokens"] = [{"rank": rank, "token_str": token, "is_control": True}
-                                      for rank, token in enumerate(TEKKEN_DEFAULT_SPECIALS)]
-        spec.pop("image", None)
-        spec.pop("audio", None)
-        converted = Path(tmp) / "tekken.json"
-        converted.write_text(json.dumps(spec), encoding="utf-8")
-        tokenizer = convert_tekken_tokenizer(str(converted), chat_template=None)
-    # Mistral's tokenizers start every text with <s>, as the SentencePiece ones do.
-    from tokenizers import processors
-
-    tokenizer.backend_tokenizer.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single=f"{tokenizer.bos_token} $A", pair=f"{tokenizer.bos_token} $A $B",
-                                      special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id)])])
-    return tokenizer
-
-
-# mistral-common's Tekkenizer.DEPRECATED_SPECIAL_TOKENS (ranks 0..19), for Tekken files without a
-# special_tokens list (tekken_240718.json, tekken_240911.json).
-TEKKEN_DEFAULT_SPECIALS = (
-    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
-    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
-    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
-)
-
-
-def load_tokenizer(name_or_path: str | os.PathLike):
-    """Load a fast tokenizer from a directory, a hub id, a ``.gguf`` file, a SentencePiece ``.model``
-    file or a Mistral ``tekken*.json``.
-
-    Raises :class:`ConfigError` naming the path when there is no (fast) tokenizer there.
-    """
-    from transformers import AutoTokenizer
-
-    name = str(name_or_path)
-    kwargs: dict[str, Any] = {}
-    path = Path(name)
-    if (path.is_absolute() or name.startswith((".", "~"))) and not path.expanduser().exists():
-        raise ConfigError(f"no tokenizer could be loaded from {name!r}: the path does not exist; check it, or give "
-                          "a hub id")
-    if path.is_file() and is_sentencepiece_file(path):
-        return sentencepiece_to_fast(path)
-    if path.is_file() and is_tekken_file(path):
-        return tekken_to_fast(path)
-    if path.suffix == ".gguf" and path.is_file():
-        # A GGUF file carries its tokenizer in the metadata; transformers rebuilds a fast one.
-        require("gguf", package="gguf", extra="assets", purpose="reading a tokenizer from a .gguf file")
-        name, kwargs["gguf_file"] = str(path.parent), path.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"no tokenizer could be loaded from {str(name_or_path)!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "give a directory with tokenizer.json (as written by 'transtok train-tokenizer' or save_pretrained), "
-            "a model directory, a .gguf file, or a hub id") from exc
-    if not getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "backend_tokenizer"):
-        raise ConfigError(
-            f"the tokenizer at {str(name_or_path)!r} is a slow (Python) tokenizer ({type(tokenizer).__name__}); "
-            "transtok needs a fast one: save it with tokenizer.json (e.g. convert it with "
-            "AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR))")
-    return tokenizer
-
-
 def _source_spec(source_tokenizer) -> dict:
     backend = getattr(source_tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ConfigError(
             f"the source tokenizer {type(source_tokenizer).__name__} has no fast backend; "
-            "load it with transtok.tokenizer.load_tokenizer (fast tokenizers only)")
+            "load it with transtok.loading.load_tokenizer (fast tokenizers only)")
     return json.loads(backend.to_str())
 
 
