@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transtok.align import AlignmentCounts, align
+from transtok.align import Aligner, AlignmentCounts, align
 from transtok.calibration import DEFAULT_PAIRS, DEFAULT_PRIOR_TEXTS
 from transtok.corpus import ParallelCorpus
 from transtok.errors import MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (MappingConfig, MappingReport, TokenMapping, build_mapping, keep_source_rows,
                               new_rows_report, resolve_config)
-from transtok.shards import CorpusStream
+from transtok.segment import Segmenter
+from transtok.shards import CorpusStream, stream_coverage
 from transtok.vocabulary import byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes, vocab_hash
 
 if TYPE_CHECKING:
@@ -39,9 +40,11 @@ CHUNK_PAIRS = 200_000
 def corpus_stream(parallel: Sequence[str | Path], *, clean: bool = True, dedupe: bool = True,
                   max_length_ratio: float | None = 3.0, max_pairs: int | None = None,
                   chunk_size: int = CHUNK_PAIRS, shard: str | None = None) -> CorpusStream:
-    """The one cleaning of a parallel corpus read from files (:class:`transtok.shards.CorpusStream`):
-    chunks of ``chunk_size`` pairs, each cleaned (:func:`transtok.corpus.clean`) and deduplicated against
-    the earlier ones, at most ``max_pairs`` kept. ``clean=False`` turns deduplication and the ratio test off."""
+    """The one cleaning of a parallel corpus read from files, for ``align``, ``transplant`` and ``transfer``
+    alike (:class:`transtok.shards.CorpusStream`): chunks of ``chunk_size`` pairs, each cleaned
+    (:func:`transtok.corpus.clean`, its length-ratio test with the chunk's median density) and deduplicated
+    against the earlier ones, at most ``max_pairs`` kept. ``clean=False`` turns deduplication and the ratio
+    test off."""
     return CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
                         max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
 
@@ -84,13 +87,12 @@ def offset_sample(corpus: ParallelCorpus, pairs: int | None = None) -> tuple[lis
 
 # --- align ----------------------------------------------------------------------------------------------------------
 def align_corpus(corpus: CleanedCorpus | CorpusStream | ParallelCorpus, source_tokenizer, target_tokenizer, *,
-                 aligner="eflomal", segmenter="auto", chunk_size: int = CHUNK_PAIRS,
+                 aligner: str | Aligner = "eflomal", segmenter: str | Segmenter | None = "auto",
+                 chunk_size: int = CHUNK_PAIRS,
                  work_dir: str | Path | None = None) -> AlignmentCounts:
     """Word-align ``corpus`` and count token pairs (:func:`transtok.align.align`). A corpus read from files
     (:func:`read_corpus`, :func:`corpus_stream`) is aligned chunk by chunk as it was cleaned, and its
     cleaning, shard and coverage go into the counts (what ``transtok merge-alignments`` checks)."""
-    from transtok.shards import stream_coverage
-
     if isinstance(corpus, CleanedCorpus):
         corpus, stream = corpus.chunks, corpus.stream
     else:
