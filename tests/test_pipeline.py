@@ -199,8 +199,8 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     saved = {name: json.loads((workspace / name / "transtok/config.json").read_text())
              for name in ("model", "whole", "model-no-prior", "whole-no-prior")}
     assert [saved[name]["verb"] for name in saved] == ["transplant", "transfer"] * 2
-    shared = ("source_model", "dtype", "mapping", "new_token_offset", "unigram_prior", "device", "precision",
-              "source_vocab_hash", "target_vocab_hash", "transtok_version")
+    shared = ("source_model", "dtype", "mapping", "new_token_offset", "offset_pairs", "unigram_prior", "device",
+              "precision", "source_vocab_hash", "target_vocab_hash", "transtok_version")
     for steps, whole in (("model", "whole"), ("model-no-prior", "whole-no-prior")):
         assert {k: saved[steps][k] for k in shared} == {k: saved[whole][k] for k in shared}
     assert saved["model"]["parallel"] == saved["whole"]["parallel"] and saved["model-no-prior"]["parallel"] is None

@@ -285,7 +285,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
                      transplant_size(layout, mapping, Path(output).parent, hardlink=hardlink),
                      what="the transplanted checkpoint", overwrite=overwrite)
     settings = {"source_model": source_model, "mapping_dir": str(mapping_dir), "mapping": mapping.config,
-                "parallel": [str(p) for p in parallel] if parallel else None, "offset_pairs": offset_pairs,
+                "parallel": [str(p) for p in parallel] if parallel else None,
+                "offset_pairs": DEFAULT_PAIRS if offset_pairs is None else offset_pairs,
                 "dtype": dtype, "hardlink": hardlink, "path": "in-memory" if layout is None else "streaming"}
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         if layout is None:
