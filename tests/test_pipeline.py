@@ -213,6 +213,17 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     assert not (workspace / "model-bad").exists()
 
 
+def test_give_vocabulary_refuses_an_offset_or_prior_without_its_text_before_any_work():
+    from transtok.errors import ConfigError
+    from transtok.steps import give_vocabulary
+
+    # model None: the refusal comes before the transplant touches anything
+    with pytest.raises(ConfigError, match="offset of 1 is computed on parallel text: give offset_corpus"):
+        give_vocabulary(None, None, None, offset=1.0)
+    with pytest.raises(ConfigError, match="prior of strength 0.5 counts target-language tokens: give prior_texts"):
+        give_vocabulary(None, None, None, prior=0.5)
+
+
 def test_existing_output_is_refused_without_overwrite(workspace, capsys):
     (workspace / "taken").mkdir()
     (workspace / "taken" / "keep.txt").write_text("x")

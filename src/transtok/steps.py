@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from transtok.align import Aligner, AlignmentCounts, align
 from transtok.calibration import DEFAULT_PAIRS, DEFAULT_PRIOR_TEXTS
 from transtok.corpus import ParallelCorpus
-from transtok.errors import MismatchError
+from transtok.errors import ConfigError, MismatchError
 from transtok.focus import FocusConfig, focus_mapping
 from transtok.mapping import (MappingConfig, MappingReport, TokenMapping, build_mapping, keep_source_rows,
                               new_rows_report, resolve_config)
@@ -215,6 +215,12 @@ def give_vocabulary(model, mapping: TokenMapping, target_tokenizer, *, source_to
     (:func:`transtok.calibration.resolve_offset`, :func:`~transtok.calibration.resolve_prior`)."""
     from transtok.surgery import transplant, untie_head
 
+    if offset and offset_corpus is None:
+        raise ConfigError(f"a language offset of {offset:g} is computed on parallel text: give offset_corpus "
+                          "(the training pairs), or offset=0")
+    if prior and prior_texts is None:
+        raise ConfigError(f"a unigram prior of strength {prior:g} counts target-language tokens: give prior_texts "
+                          "(the training corpus's target side), or prior=0")
     done = NewVocabulary()
     clock = time.perf_counter()
     transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
