@@ -35,14 +35,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import init_methods as bench  # noqa: E402
 from transtok.align import EflomalAligner, FastAlignAligner  # noqa: E402
-from transtok.calibration import DEFAULT_PRIOR_TEXTS, apply_unigram_prior  # noqa: E402
+from transtok.calibration import DEFAULT_PRIOR_TEXTS  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import MappingConfig  # noqa: E402
 from transtok.loading import load_model  # noqa: E402
-from transtok.pipeline import mapping_from_alignment  # noqa: E402
-from transtok.surgery import transplant  # noqa: E402
+from transtok.steps import give_vocabulary, mapping_from_alignment  # noqa: E402
 
 logger = logging.getLogger("ablation")
 
@@ -109,12 +108,9 @@ def run_language(lang: str, args, source_dir: Path, split, previous: list[dict] 
         mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, config,
                                                  target_texts=split.train.target, focus=focus)
         model, _ = load_model(str(source_dir))
-        transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
-        extra = {}
-        if prior:  # from the training books' target side only
-            started = time.perf_counter()
-            apply_unigram_prior(model, target_tokenizer, split.train.target, strength=prior, sample=prior_sample)
-            extra = {"prior_seconds": round(time.perf_counter() - started, 1), "prior_sample": prior_sample}
+        made = give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer, prior=prior,
+                               prior_texts=split.train.target, prior_sample=prior_sample)  # training books only
+        extra = {"prior_seconds": round(made.seconds["prior"], 1), "prior_sample": prior_sample} if prior else {}
         for stride in [args.stride, *strides]:
             score(model, target_tokenizer, setting, group, stride, fallback=report.provenance.get("fallback", 0),
                   provenance=report.provenance, **extra)

@@ -45,17 +45,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import torch  # noqa: E402
 
-from transtok.align import align  # noqa: E402
 from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
-from transtok.calibration import (DEFAULT_OFFSET, DEFAULT_PAIRS, apply_language_offset, language_offset,  # noqa: E402
-                                  offset_rows, sample_pairs)
+from transtok.calibration import (DEFAULT_OFFSET, DEFAULT_PAIRS, language_offset, offset_rows,  # noqa: E402
+                                  resolve_offset)
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.extension import extend_tokenizer  # noqa: E402
 from transtok.finetune import FinetuneConfig, finetune  # noqa: E402
 from transtok.mapping import EXTEND_SPELLING_WEIGHT, MappingConfig, resolve_config  # noqa: E402
 from transtok.loading import load_model, load_tokenizer  # noqa: E402
-from transtok.pipeline import mapping_from_alignment, save_checkpoint  # noqa: E402
-from transtok.surgery import transplant  # noqa: E402
+from transtok.pipeline import save_checkpoint  # noqa: E402
+from transtok.steps import align_corpus, give_vocabulary, mapping_from_alignment, offset_sample  # noqa: E402
 from transtok.tokenizer import train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("extension")
@@ -88,22 +87,18 @@ def _train(model_dir: Path, stage: str, work: Path, args) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def _offset_sample(split, args) -> tuple[list[str], list[str]]:
-    """The language offset's sample: pairs of the TRAINING books (never dev or test)."""
-    return sample_pairs(split.train.source, split.train.target, args.offset_pairs)
-
-
 def _transferred(source_dir: Path, source_tokenizer, target_tokenizer, split, args):
-    """The source model with ``target_tokenizer``, initialised as ``transfer`` does by default (an
-    extended vocabulary: untied head rows and the default language offset)."""
-    counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner)
+    """The source model with ``target_tokenizer``, initialised by the steps of ``transfer`` with its default
+    mapping and offset (an extended vocabulary: untied head rows and the default language offset, its means
+    from --offset-pairs pairs of the TRAINING books, never dev or test); no unigram prior."""
+    counts = align_corpus(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner)
     mapping, report = mapping_from_alignment(source_tokenizer, target_tokenizer, counts)
     model, _ = load_model(str(source_dir))
-    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
-    if mapping.head is not None:
-        offset = apply_language_offset(model, target_tokenizer, *_offset_sample(split, args), delta=DEFAULT_OFFSET,
-                                       new_from=len(source_tokenizer))
-        report.config["offset"] = offset.report()
+    made = give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer,
+                           offset=resolve_offset(None, head_rows=mapping.head is not None), offset_corpus=split.train,
+                           offset_pairs=args.offset_pairs)
+    if made.offset is not None:
+        report.config["offset"] = made.offset.report()
     return model, report
 
 
@@ -141,7 +136,7 @@ def _dev_setup(split, source_dir: Path, args, n: int):
                       "english": _bpb(model, source_tokenizer, split.dev.source)}}
     del model
     extended, _ = extend_tokenizer(split.train.target, source_tokenizer, n)
-    counts = align(split.train, source_tokenizer, extended, aligner=args.aligner)
+    counts = align_corpus(split.train, source_tokenizer, extended, aligner=args.aligner)
     return source_tokenizer, out, extended, counts
 
 
@@ -154,7 +149,7 @@ def phase_spelling(lang: str, split, source_dir: Path, args, n: int) -> dict:
         mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
                                             MappingConfig(spelling_weight=weight, tied_head=True))
         model, _ = load_model(str(source_dir))
-        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        give_vocabulary(model, mapping, extended, source_tokenizer=source_tokenizer)
         out[str(weight)] = {"target": _bpb(model, extended, split.dev.target),
                             "english": _bpb(model, extended, split.dev.source)}
         logger.info("%s spelling weight %s: %s", lang, weight, out[str(weight)])
@@ -173,19 +168,19 @@ def phase_head(lang: str, split, source_dir: Path, args, n: int) -> dict:
     source_tokenizer, out, extended, counts = _dev_setup(split, source_dir, args, n)
     mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts, MappingConfig(tied_head=True))
     model, _ = load_model(str(source_dir))
-    transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+    give_vocabulary(model, mapping, extended, source_tokenizer=source_tokenizer)
     out["tied"] = {"spelling_weight": mapping.config["spelling_weight"],
                    "target": _bpb(model, extended, split.dev.target), "english": _bpb(model, extended, split.dev.source)}
     logger.info("%s tied head, share %s: %s", lang, mapping.config["spelling_weight"], out["tied"])
     del model
-    sample = _offset_sample(split, args)
+    sample = offset_sample(split.train, args.offset_pairs)  # the TRAINING books, never dev or test
     unit = None
     new = slice(len(source_tokenizer), len(extended))
     for share in args.head_grid:
         mapping, _ = mapping_from_alignment(source_tokenizer, extended, counts,
                                             MappingConfig(head_spelling_weight=share))
         model, _ = load_model(str(source_dir))
-        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        give_vocabulary(model, mapping, extended, source_tokenizer=source_tokenizer)
         if unit is None:
             unit = language_offset(model, extended, *sample, 1.0)
             out["offset_unit"] = {**unit.report(), "pairs": len(sample[0])}
@@ -265,7 +260,7 @@ def phase_inits(lang: str, split, source_dir: Path, args, n: int) -> dict:
     for name, options in INIT_VARIANTS.items():
         mapping, _ = mapping_from_alignment(source_tokenizer, extended, None, MappingConfig(**options))
         model, _ = load_model(str(source_dir))
-        transplant(model, mapping, extended, source_tokenizer=source_tokenizer)
+        give_vocabulary(model, mapping, extended, source_tokenizer=source_tokenizer)
         out[name] = {"new_tokens": n, "init": _scores(model, extended, split)}
         logger.info("%s %s: %s", lang, name, out[name])
         del model

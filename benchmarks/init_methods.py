@@ -35,17 +35,16 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-from transtok.calibration import apply_unigram_prior  # noqa: E402
 from transtok.assets import DEV_BOOKS, parallel_bible, smollm2_checkpoint, write_split  # noqa: E402
-from transtok.align import AlignmentCounts, align, get_aligner  # noqa: E402
+from transtok.align import AlignmentCounts, get_aligner  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.focus import FocusConfig  # noqa: E402
 from transtok.mapping import INIT_METHODS, MappingConfig  # noqa: E402
 from transtok.segment import SEGMENTERS  # noqa: E402
 from transtok.finetune import JOINS  # noqa: E402
 from transtok.loading import load_model, load_tokenizer  # noqa: E402
-from transtok.pipeline import mapping_from_alignment, save_checkpoint  # noqa: E402
-from transtok.surgery import transplant, untie_head  # noqa: E402
+from transtok.pipeline import save_checkpoint  # noqa: E402
+from transtok.steps import align_corpus, give_vocabulary, mapping_from_alignment  # noqa: E402
 
 logger = logging.getLogger("init_methods")
 
@@ -175,8 +174,8 @@ def prepared(lang: str, split, source_tokenizer, args, *, vocab_size: int | None
         counts = AlignmentCounts.load(counts_dir)
     else:
         with measured(steps, "align"):
-            counts = align(split.train, source_tokenizer, target_tokenizer, aligner=aligner,
-                           segmenter=getattr(args, "segmenter", None))
+            counts = align_corpus(split.train, source_tokenizer, target_tokenizer, aligner=aligner,
+                                  segmenter=getattr(args, "segmenter", None))
         counts.save(counts_dir)
     return target_tokenizer, counts
 
@@ -335,12 +334,13 @@ def run_language(lang: str, args, source_dir: Path, split) -> dict:
         entry["provenance"] = report.provenance
         with measured(steps, f"transplant_{method}"):
             model, _ = load_model(str(source_dir))
-            transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
-            if getattr(args, "untie_head", False):  # the prior's extra head parameters, without the prior
-                untie_head(model)
-            if args.unigram_prior:  # from the training books' target side only; every method gets it
-                entry["unigram_prior"] = apply_unigram_prior(model, target_tokenizer, split.train.target,
-                                                             strength=args.unigram_prior).report()
+            # --untie-head: the prior's extra head parameters, without the prior. The prior comes from the
+            # training books' target side only; every method gets it.
+            made = give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer,
+                                   untie=getattr(args, "untie_head", False), prior=args.unigram_prior,
+                                   prior_texts=split.train.target)
+            if made.prior is not None:
+                entry["unigram_prior"] = made.prior_report()
             model_dir = work / f"init-{method}"
             model_dir.mkdir(parents=True, exist_ok=True)
             save_checkpoint(model_dir, model, target_tokenizer)

@@ -166,16 +166,16 @@ def child_stream(args: dict) -> dict:
 def child_in_memory(args: dict) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from transtok.surgery import transplant
+    from transtok.pipeline import save_checkpoint
+    from transtok.steps import give_vocabulary
 
     mapping = _synthetic_mapping(MISTRAL["vocab_size"], args["target_vocab"])
     target = _word_tokenizer(args["target_vocab"], "t")
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(args["directory"], dtype="auto")
     loaded = time.perf_counter()
-    transplant(model, mapping, target)
-    model.save_pretrained(args["output"])
-    target.save_pretrained(args["output"])
+    give_vocabulary(model, mapping, target)
+    save_checkpoint(args["output"], model, target)
     return {"seconds": time.perf_counter() - started, "seconds_load": loaded - started}
 
 
@@ -231,14 +231,13 @@ def child_write_corpus(args: dict) -> dict:
 
 
 def child_align(args: dict) -> dict:
-    from transtok.align import align
-    from transtok.shards import CorpusStream
+    from transtok.steps import align_corpus, corpus_stream
     from transtok.loading import load_tokenizer
 
     source, target = load_tokenizer(args["source"]), load_tokenizer(args["target"])
-    stream = CorpusStream([args["path"]], chunk_size=args["chunk_size"], dedupe=False, max_length_ratio=None)
+    stream = corpus_stream([args["path"]], clean=False, chunk_size=args["chunk_size"])
     started = time.perf_counter()
-    counts = align(stream, source, target, aligner="eflomal", chunk_size=args["chunk_size"])
+    counts = align_corpus(stream, source, target, aligner="eflomal", chunk_size=args["chunk_size"])
     seconds = time.perf_counter() - started
     s = counts.stats
     return {"seconds": seconds, "pairs": s["pairs_aligned"], "pairs_per_s": s["pairs_aligned"] / seconds,

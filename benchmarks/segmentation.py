@@ -26,14 +26,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from init_methods import bible_split, measured  # noqa: E402
-from transtok.align import align  # noqa: E402
 from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import eval_seq_len, evaluate_perplexity, fertility  # noqa: E402
 from transtok.mapping import MappingConfig  # noqa: E402
 from transtok.loading import load_model  # noqa: E402
-from transtok.pipeline import mapping_from_alignment  # noqa: E402
 from transtok.segment import SEGMENTERS  # noqa: E402
-from transtok.surgery import transplant  # noqa: E402
+from transtok.steps import align_corpus, give_vocabulary, mapping_from_alignment  # noqa: E402
 from transtok.tokenizer import train_tokenizer  # noqa: E402
 
 logger = logging.getLogger("segmentation")
@@ -55,7 +53,7 @@ def run_language(lang: str, args, source_dir: Path, split, on_step=None) -> dict
 
     def evaluate(mapping) -> dict:
         model, _ = load_model(str(source_dir))
-        transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+        give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
         result = evaluate_perplexity(model, target_tokenizer, test, seq_len=seq_len)
         return {"init": result.bits_per_byte, "tokens": result.tokens}
 
@@ -72,7 +70,8 @@ def run_language(lang: str, args, source_dir: Path, split, on_step=None) -> dict
     for k, segmenter in enumerate(args.segmenters):
         entry: dict = {}
         with measured(steps, f"align_{segmenter}"):
-            counts = align(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner, segmenter=segmenter)
+            counts = align_corpus(split.train, source_tokenizer, target_tokenizer, aligner=args.aligner,
+                                  segmenter=segmenter)
         stats = counts.stats
         pairs = max(stats["pairs_aligned"], 1)
         entry["segmenter_used"] = stats["segmenter"]

@@ -30,8 +30,7 @@ from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.evaluate import _prefix_id, eval_seq_len, sliding_windows  # noqa: E402
 from transtok.mapping import MappingConfig  # noqa: E402
 from transtok.loading import load_model  # noqa: E402
-from transtok.pipeline import mapping_from_alignment  # noqa: E402
-from transtok.surgery import transplant  # noqa: E402
+from transtok.steps import give_vocabulary, mapping_from_alignment  # noqa: E402
 
 logger = logging.getLogger("word_losses")
 
@@ -111,7 +110,7 @@ def analyse(lang: str, args, source_dir: Path) -> dict:
     _, offsets, nats = token_losses(source_model, source_tokenizer, text, seq_len=window, stride=args.stride)
     source_bits = word_bits(text, offsets, nats)
     mapping, _ = mapping_from_alignment(source_tokenizer, target_tokenizer, counts, MappingConfig())
-    transplant(source_model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
+    give_vocabulary(source_model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
     target_ids, offsets, nats = token_losses(source_model, target_tokenizer, text, seq_len=window, stride=args.stride)
     target_bits = word_bits(text, offsets, nats)
     words = words_of(text)

@@ -81,7 +81,9 @@ class MappingConfig:
     source_discount: float = 0.0
     """α: each aligned count c(t, s) is divided by s's total aligned count ** α before top-k and sharpening
     (0: raw counts). Frequent function words then weigh less in rows of tokens that also align to
-    content words."""
+    content words. Library only, not a CLI flag: a setting of benchmarks/ablation.py (0.25 / 0.5 / 1
+    cost +0.03 / +0.07 / +0.42 bits per byte on the Arabic dev books, benchmarks/results/ablation_ar);
+    kept here because the mapping records its whole configuration (``mapping.json``)."""
     head_spelling_weight: float | None = None
     """Vocabulary extension with separate LM-head rows: the spelling share of the new *head* rows (the
     input rows take :attr:`spelling_weight`). None: :data:`EXTEND_HEAD_SPELLING_WEIGHT` when the
@@ -92,7 +94,9 @@ class MappingConfig:
     stays tied; spelling share :data:`EXTEND_SPELLING_WEIGHT`), instead of separate head rows (a tied
     source is untied). Ignored when the vocabulary is replaced."""
     first_piece_weight: float | None = None
-    """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT)."""
+    """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT).
+    Library only, not a CLI flag: a variant of benchmarks/extension.py (``--phase inits``); kept here
+    because the mapping records its whole configuration (``mapping.json``)."""
     preserve_norm: bool = False
     """Rescale each averaged row to the weighted mean norm of the rows it averages."""
     seed: int = 0

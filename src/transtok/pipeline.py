@@ -1,5 +1,6 @@
-"""The path-taking layer: each function reads inputs, calls the object-level API and writes one
-output directory atomically. The CLI calls these; so can scripts."""
+"""The path-taking layer: each verb reads its inputs, runs the object-level steps of :mod:`transtok.steps`
+and writes one output directory atomically. ``transfer`` runs the same steps as ``align``, ``map`` and
+``transplant`` and writes the same provenance (:func:`write_provenance`). The CLI calls these; so can scripts."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,88 +8,33 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from transtok import __version__
-from transtok.align import AlignmentCounts, align
+from transtok.align import AlignmentCounts
 from transtok.artifacts import (PROVENANCE_DIR, SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR, atomic_output_dir,
                                 check_output_dir, scratch_dir, write_json)
 from transtok.calibration import DEFAULT_PAIRS, passes_in_bf16, resolve_offset, resolve_prior
 from transtok.checks import check_number, pick_bf16, pick_device
 from transtok.diskspace import check_free_space
 from transtok.errors import ConfigError, MismatchError
-from transtok.focus import FocusConfig, focus_mapping
+from transtok.focus import FocusConfig
 from transtok.loading import load_model
 from transtok.progress import duration, timings
-from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, build_mapping,
-                              keep_source_rows, new_rows_report, provenance_counts, resolve_config)
-from transtok.surgery import check_vocabularies, transplant
-from transtok.vocabulary import (byte_fallback_ids, decompose, exact_matches, special_pairs, token_bytes,
-                                 vocab_hash)
+from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, provenance_counts,
+                              resolve_config)
+from transtok.steps import (align_corpus, corpus_stream, give_vocabulary, mapping_from_alignment, offset_report,
+                            offset_sample, read_corpus)
+from transtok.surgery import check_vocabularies
+from transtok.vocabulary import vocab_hash
 
 logger = logging.getLogger(__name__)
 
 MODES = ("replace", "extend")
-
-
-def mapping_from_alignment(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None,
-                           config: MappingConfig = MappingConfig(), *, target_texts: Iterable[str] | None = None,
-                           focus: FocusConfig | None = None) -> tuple[TokenMapping, MappingReport]:
-    """Gather the evidence (alignment, exact overlap, subword spelling, special roles) and build the mapping.
-
-    ``--init focus`` takes its evidence from target-language text instead (``target_texts``, or a
-    trained fastText model named in ``focus``); its seed is ``config.seed`` unless ``focus`` is given.
-    When the target tokenizer extends the source (:func:`transtok.extension.extends`), the source
-    rows are kept as they are and only the new rows come from the evidence; unless
-    ``config.tied_head``, the mapping also carries separate LM-head rows (:func:`resolve_config`).
-    """
-    from transtok.extension import extends
-
-    extended = extends(source_tokenizer, target_tokenizer)
-    config = resolve_config(config, extended)
-    mapping, report = _build(source_tokenizer, target_tokenizer, counts, config, target_texts=target_texts,
-                             focus=focus)
-    if config.head_spelling_weight is not None and mapping.head is None:
-        # Methods whose rows take no spelling share (FOCUS): the head rows are the input rows, untied.
-        mapping = dataclasses.replace(mapping, head=dataclasses.replace(mapping))
-    if extended:
-        mapping = keep_source_rows(mapping)
-        report = new_rows_report(mapping, report)
-        logger.info("the target tokenizer extends the source: %d source rows kept, %d new rows mapped (%s)",
-                    mapping.shape[1], mapping.shape[0] - mapping.shape[1],
-                    "one set of rows for the input table and the LM head, spelling share "
-                    f"{config.spelling_weight}" if mapping.head is None else
-                    f"input rows with spelling share {config.spelling_weight}, separate LM-head rows with "
-                    f"{config.head_spelling_weight}")
-    return mapping, report
-
-
-def _build(source_tokenizer, target_tokenizer, counts: AlignmentCounts | None, config: MappingConfig, *,
-           target_texts: Iterable[str] | None, focus: FocusConfig | None) -> tuple[TokenMapping, MappingReport]:
-    if config.init == "focus":
-        focus = focus if focus is not None else FocusConfig(seed=config.seed)
-        return focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=focus)
-    source_hash, target_hash = vocab_hash(source_tokenizer), vocab_hash(target_tokenizer)
-    if counts is not None and (counts.source_vocab_hash, counts.target_vocab_hash) != (source_hash, target_hash):
-        raise MismatchError(
-            f"the alignment was made with tokenizers {counts.source_vocab_hash}/{counts.target_vocab_hash}, "
-            f"not {source_hash}/{target_hash}; align again with these tokenizers")
-    target_surfaces = token_bytes(target_tokenizer)
-    return build_mapping(
-        target_size=len(target_tokenizer), source_size=len(source_tokenizer),
-        source_vocab_hash=source_hash, target_vocab_hash=target_hash,
-        counts=None if counts is None else counts.counts,
-        decomposition=decompose(target_surfaces, source_tokenizer),
-        exact=exact_matches(target_surfaces, token_bytes(source_tokenizer),
-                            target_byte_pieces=byte_fallback_ids(target_tokenizer),
-                            source_byte_pieces=byte_fallback_ids(source_tokenizer)),
-        specials=special_pairs(target_tokenizer, source_tokenizer),
-        config=config,
-    )
 
 
 def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, target_tokenizer, top: int = 5) -> None:
@@ -106,6 +52,62 @@ def write_mapping_table(path: Path, mapping: TokenMapping, source_tokenizer, tar
                          f"{mapping.residual[t]:.3f}\t{partners}\n")
 
 
+def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingReport | dict | None, source_tokenizer,
+                     target_tokenizer) -> None:
+    """A mapping directory as ``transtok map`` writes it: the mapping, its report (when known), a readable
+    ``mapping.tsv`` and both tokenizers."""
+    mapping.save(directory)
+    if report is not None:
+        write_json(directory / "mapping_report.json", report.to_dict() if isinstance(report, MappingReport) else report)
+    write_mapping_table(directory / "mapping.tsv", mapping, source_tokenizer, target_tokenizer)
+    source_tokenizer.save_pretrained(directory / SOURCE_TOKENIZER_DIR)
+    target_tokenizer.save_pretrained(directory / TARGET_TOKENIZER_DIR)
+
+
+# --- provenance: one schema for every verb that writes a model -----------------------------------------------------
+def provenance_record(verb: str, settings: dict, *, source_tokenizer, target_tokenizer, offset: float,
+                      prior: float, device, precision: str | bool | None) -> dict:
+    """``transtok/config.json``: ``verb``, its resolved ``settings``, the language offset δ and the prior's
+    strength it applied (0: none), where and how their passes ran, the versions and both vocabularies' hashes."""
+    return {**settings, "verb": verb, "new_token_offset": offset, "unigram_prior": prior, "device": str(device),
+            "precision": "bf16" if passes_in_bf16(precision, device) else "fp32", "transtok_version": __version__,
+            "python": platform.python_version(), "source_vocab_hash": vocab_hash(source_tokenizer),
+            "target_vocab_hash": vocab_hash(target_tokenizer)}
+
+
+def write_provenance(directory: Path, record: dict, mapping: TokenMapping, source_tokenizer, target_tokenizer, *,
+                     report: MappingReport | dict | None = None, counts: AlignmentCounts | None = None,
+                     extension: dict | None = None, offset: dict | None = None, prior: dict | None = None,
+                     card: str | None = None) -> Path:
+    """The provenance folder ``directory/transtok/`` of a model that ``transfer`` or ``transplant`` wrote, in
+    one schema (what a verb did not make is left out):
+
+    * ``config.json``: ``record`` (:func:`provenance_record`);
+    * ``mapping/``: the mapping as ``transtok map`` writes it (:func:`save_mapping_dir`);
+    * ``mapping_report.json``: what each target row was built from;
+    * ``alignment/``: the alignment counts (``counts``);
+    * ``extension.json``: the extended tokenizer's report;
+    * ``offset.json`` / ``unigram_prior.json``: the language offset and the unigram prior, when applied;
+
+    and ``card`` as the model card ``directory/README.md``. Returns the folder."""
+    provenance = directory / PROVENANCE_DIR
+    provenance.mkdir()
+    report = report.to_dict() if isinstance(report, MappingReport) else report
+    save_mapping_dir(provenance / "mapping", mapping, report, source_tokenizer, target_tokenizer)
+    if report is not None:
+        write_json(provenance / "mapping_report.json", report)
+    if counts is not None:
+        counts.save(provenance / "alignment")
+    for name, content in (("extension.json", extension), ("offset.json", offset), ("unigram_prior.json", prior)):
+        if content is not None:
+            write_json(provenance / name, content)
+    write_json(provenance / "config.json", record)
+    if card is not None:
+        (directory / "README.md").write_text(card, encoding="utf-8")
+    return provenance
+
+
+# --- the verbs ------------------------------------------------------------------------------------------------------
 def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str], output: str, *,
               aligner: str = "eflomal", segmenter: str = "auto", overwrite: bool = False,
               chunk_size: int = 200_000,
@@ -117,25 +119,17 @@ def run_align(source_model: str, target_tokenizer_path: str, parallel: list[str]
     ``shard="K/N"`` only its K-th of N contiguous blocks is aligned (merge the outputs with
     ``transtok merge-alignments``). ``clean=False`` turns deduplication and the ratio test off.
     """
-    from transtok.shards import CorpusStream, stream_coverage
     from transtok.loading import load_tokenizer
 
     inputs = [source_model, target_tokenizer_path, *parallel]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     source_tokenizer = load_tokenizer(source_model)
     target_tokenizer = load_tokenizer(target_tokenizer_path)
-    stream = CorpusStream(parallel, chunk_size=chunk_size, shard=shard, dedupe=dedupe and clean,
-                          max_length_ratio=max_length_ratio if clean else None, max_pairs=max_pairs)
+    stream = corpus_stream(parallel, clean=clean, dedupe=dedupe, max_length_ratio=max_length_ratio,
+                           max_pairs=max_pairs, chunk_size=chunk_size, shard=shard)
     with scratch_dir(output) as scratch:
-        counts = align(stream, source_tokenizer, target_tokenizer, aligner=aligner, chunk_size=chunk_size,
-                       work_dir=scratch, segmenter=segmenter)
-    counts.coverage = stream_coverage(stream)
-    counts.stats["cleaning"] = dict(stream.stats)
-    counts.stats["shard"] = str(stream.shard)
-    if stream.shard.count > 1:
-        counts.stats["shard_pairs"] = list(stream.range)
-    if stream.total is not None:
-        counts.stats["corpus_pairs"] = stream.total
+        counts = align_corpus(stream, source_tokenizer, target_tokenizer, aligner=aligner, segmenter=segmenter,
+                              chunk_size=chunk_size, work_dir=scratch)
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         counts.save(tmp)
         source_tokenizer.save_pretrained(tmp / SOURCE_TOKENIZER_DIR)
@@ -200,15 +194,6 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     return report
 
 
-def save_mapping_dir(directory: Path, mapping: TokenMapping, report: MappingReport, source_tokenizer,
-                     target_tokenizer) -> None:
-    mapping.save(directory)
-    write_json(directory / "mapping_report.json", report.to_dict())
-    write_mapping_table(directory / "mapping.tsv", mapping, source_tokenizer, target_tokenizer)
-    source_tokenizer.save_pretrained(directory / SOURCE_TOKENIZER_DIR)
-    target_tokenizer.save_pretrained(directory / TARGET_TOKENIZER_DIR)
-
-
 def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrite: bool = False,
                    dtype: str = "auto", in_memory: bool = False, hardlink: bool = False,
                    new_token_offset: float | None = None, parallel: Sequence[str] | None = None,
@@ -217,7 +202,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     """``transtok transplant``: source model + mapping directory → HF checkpoint with the target vocabulary.
 
     Safetensors checkpoints are edited without loading the model (:mod:`transtok.checkpoint`);
-    other formats, or ``in_memory=True``, load the model and use :func:`transtok.surgery.transplant`.
+    other formats, or ``in_memory=True``, load the model and run :func:`transtok.steps.give_vocabulary`,
+    the step ``transfer`` runs.
 
     A mapping with separate LM-head rows (an extended vocabulary) can also get the language offset
     of :mod:`transtok.calibration`, computed on a sample of the ``parallel`` corpus:
@@ -228,10 +214,11 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     A replaced vocabulary gets the head's unigram prior of ``transfer`` from the target side of
     ``parallel`` (``unigram_prior``; None: :data:`~transtok.calibration.DEFAULT_PRIOR` when ``parallel``
     is given, else none); it unties a tied head, so that path loads the model in memory.
+    ``parallel`` is cleaned as ``transfer`` and ``align`` clean it by default (:func:`transtok.steps.read_corpus`).
     ``device`` / ``precision``: where and how the offset's and the prior's forward passes run
     (default: CUDA when available, bf16 where the device computes it natively).
     """
-    from transtok.calibration import apply_language_offset, language_offset, log_offset
+    from transtok.calibration import language_offset, log_offset
     from transtok.checkpoint import (UnsupportedCheckpoint, inspect_checkpoint, offset_head_rows,
                                      transplant_checkpoint, transplant_size)
     from transtok.extension import extends
@@ -245,7 +232,6 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     mapping = TokenMapping.load(mapping_dir)
     delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
-    sample = _offset_sample(parallel, offset_pairs) if delta else None
     if mapping.head is not None and not delta and new_token_offset is None:
         logger.info("no --parallel text: the new LM-head rows get no language offset (give --parallel FILE for "
                     "the default of the extension recipe)")
@@ -258,7 +244,8 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     if replaced and not strength and unigram_prior is None:
         logger.info("no --parallel text: the LM head gets no unigram prior (give --parallel FILE, the training "
                     "corpus, for the default of 'transfer')")
-    prior_texts = _cleaned(parallel).target if strength else None  # read before loading: a bad file fails fast
+    corpus = read_corpus(parallel).pairs if delta or strength else None  # read before loading: a bad file fails fast
+    sample = offset_sample(corpus, offset_pairs) if delta else None
     if strength and not in_memory:
         logger.info("the unigram prior needs a forward pass and unties a tied head: loading the whole model")
         in_memory = True
@@ -271,61 +258,54 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     offset = prior = None
     if layout is None:
         model, source_tokenizer = load_model(source_model, dtype=dtype)
-        transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
-        if sample is not None:
-            offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=mapping.shape[1],
-                                           device=device, bf16=precision)
-        if strength:
-            from transtok.calibration import apply_unigram_prior
-
-            prior = apply_unigram_prior(model, target_tokenizer, prior_texts, strength=strength, device=device,
-                                        bf16=precision).report()
+        made = give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer, offset=delta,
+                               offset_corpus=corpus, offset_pairs=offset_pairs, prior=strength,
+                               prior_texts=corpus.target if strength else None, device=device, precision=precision)
+        offset, prior = made.offset_report(), made.prior_report()
     else:
         source_tokenizer = load_tokenizer(str(layout.directory))
         check_vocabularies(mapping, target_tokenizer, source_tokenizer)  # a wrong mapping before a size from it
     check_free_space(Path(output).parent, model_bytes(model) if layout is None else
                      transplant_size(layout, mapping, Path(output).parent, hardlink=hardlink),
                      what="the transplanted checkpoint", overwrite=overwrite)
+    settings = {"source_model": source_model, "mapping_dir": str(mapping_dir), "mapping": mapping.config,
+                "parallel": [str(p) for p in parallel] if parallel else None,
+                "offset_pairs": DEFAULT_PAIRS if offset_pairs is None else offset_pairs,
+                "dtype": dtype, "hardlink": hardlink, "path": "in-memory" if layout is None else "streaming"}
     with atomic_output_dir(output, overwrite=overwrite, inputs=inputs) as tmp:
         if layout is None:
             save_checkpoint(tmp, model, target_tokenizer)
         else:
             transplant_checkpoint(layout, mapping, target_tokenizer, tmp, source_tokenizer=source_tokenizer,
                                   hardlink=hardlink)
-            if sample is not None:
+            if sample is not None:  # the offset's forward passes need the written model
                 written = load_causal_lm(tmp, dtype="auto").eval()
-                offset = language_offset(written, target_tokenizer, *sample, delta, device=device, bf16=precision)
+                vector = language_offset(written, target_tokenizer, *sample, delta, device=device, bf16=precision)
                 del written
-                offset_head_rows(tmp, offset.vector, mapping.shape[1], mapping.shape[0])
-                log_offset(offset, mapping.shape[0] - mapping.shape[1])
-        provenance = tmp / PROVENANCE_DIR
-        provenance.mkdir()
-        mapping.save(provenance / "mapping")
-        if offset is not None:
-            write_json(provenance / "offset.json", {**offset.report(), "parallel": [str(p) for p in parallel],
-                                                    "pairs": len(sample[0])})
-        if prior is not None:
-            write_json(provenance / "unigram_prior.json", {**prior, "parallel": [str(p) for p in parallel]})
-        write_json(provenance / "config.json", {"verb": "transplant", "source_model": source_model,
-                                                "mapping": str(mapping_dir), "transtok_version": __version__,
-                                                "path": "in-memory" if layout is None else "streaming",
-                                                "new_token_offset": delta, "unigram_prior": strength})
+                offset_head_rows(tmp, vector.vector, mapping.shape[1], mapping.shape[0])
+                log_offset(vector, mapping.shape[0] - mapping.shape[1])
+                offset = offset_report(vector, len(sample[0]))
+        write_provenance(tmp, provenance_record("transplant", settings, source_tokenizer=source_tokenizer,
+                                                target_tokenizer=target_tokenizer, offset=delta, prior=strength,
+                                                device=device, precision=precision),
+                         mapping, source_tokenizer, target_tokenizer, report=_saved_report(mapping_dir),
+                         offset=offset, prior=prior)
     return Path(output)
 
 
-def _cleaned(parallel: Sequence[str]):
-    """``parallel`` read and cleaned as ``transfer`` cleans by default, so that ``transplant`` reads the
-    same pairs (the offset's sample, the prior's target side) from the same corpus."""
-    from transtok.corpus import clean, read_parallel
+def _saved_report(mapping_dir: str | os.PathLike) -> dict | None:
+    """The report ``transtok map`` wrote beside the mapping, for the provenance; None when there is none
+    or it is not JSON (the mapping itself was read and checked)."""
+    from transtok.artifacts import read_json
 
-    return clean(read_parallel(list(parallel)))[0]
-
-
-def _offset_sample(parallel: Sequence[str], pairs: int | None) -> tuple[list[str], list[str]]:
-    from transtok.calibration import sample_pairs
-
-    corpus = _cleaned(parallel)
-    return sample_pairs(corpus.source, corpus.target, DEFAULT_PAIRS if pairs is None else pairs)
+    path = Path(mapping_dir) / "mapping_report.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except ValueError as exc:
+        logger.warning("%s is not JSON (%s): the provenance leaves the mapping's report out", path, exc)
+        return None
 
 
 def model_bytes(model) -> int:
@@ -454,11 +434,10 @@ class TransferResult:
 
 
 def transfer(config: TransferConfig) -> TransferResult:
-    """Train (or load) the target tokenizer, align, map, transplant, and write checkpoint + provenance."""
-    from transtok.corpus import clean as clean_corpus, read_parallel, read_texts
-    from transtok.extension import extend_tokenizer, extends
-    from transtok.loading import load_tokenizer
-    from transtok.tokenizer import train_tokenizer
+    """Train (or load) the target tokenizer, then the steps of ``align``, ``map`` and ``transplant``
+    (:mod:`transtok.steps`) on the model in memory; write checkpoint + provenance (:func:`write_provenance`)."""
+    from transtok.corpus import read_texts
+    from transtok.extension import extends
 
     device = pick_device(config.device)
     pick_bf16(config.precision, device)  # a bad precision fails before the work
@@ -468,9 +447,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     logger.info("transfer on %s: %s -> %s", device, config.source_model, config.output)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    corpus = read_parallel(config.parallel)
-    corpus, cleaning = clean_corpus(corpus, max_pairs=config.max_pairs, dedupe=config.dedupe,
-                                    max_length_ratio=config.max_length_ratio)
+    corpus = read_corpus(config.parallel, dedupe=config.dedupe, max_length_ratio=config.max_length_ratio,
+                         max_pairs=config.max_pairs)
     if len(corpus) < ENOUGH_PAIRS and config.mode == "replace" and config.mapping.init == "trans-tokenization":
         logger.warning("the parallel corpus has %s pairs after cleaning; with fewer than %s, an untrained transfer "
                        "read held-out text worse than the source model in benchmarks/data_size.py (Bible verses, "
@@ -483,26 +461,8 @@ def transfer(config: TransferConfig) -> TransferResult:
 
     clock = time.perf_counter()
     # Target-language text: the --target-corpus when given, else the corpus's target side.
-    target_texts = read_texts(config.target_corpus) if config.target_corpus else corpus.target
-    extension = None
-    if config.target_tokenizer is not None:
-        target_tokenizer = load_tokenizer(config.target_tokenizer)
-        if config.mode == "extend" and not extends(source_tokenizer, target_tokenizer):
-            raise MismatchError(f"--mode extend: the tokenizer {config.target_tokenizer!r} does not extend the source "
-                                f"model's ({len(target_tokenizer)} tokens, source {len(source_tokenizer)}); make it "
-                                "with 'transtok train-tokenizer --extend N', or drop --target-tokenizer")
-    elif config.mode == "extend":
-        target_tokenizer, report = extend_tokenizer(target_texts, source_tokenizer, config.new_tokens)
-        extension = report.to_dict()
-    else:
-        # The source model's size unless told otherwise (chosen on the dev books); a small text supports
-        # fewer merges and the trainer stops there.
-        asked = config.vocab_size or len(source_tokenizer)
-        target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size,
-                                           keep_reserved=config.keep_reserved_tokens)
-        logger.info("target vocabulary: %s tokens (%s%s)", f"{len(target_tokenizer):,}",
-                    f"--vocab-size {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
-                    "" if len(target_tokenizer) >= asked else "; the text supports no more merges")
+    target_texts = read_texts(config.target_corpus) if config.target_corpus else corpus.pairs.target
+    target_tokenizer, extension = _target_tokenizer(config, source_tokenizer, target_texts)
     seconds["tokenizer"] = time.perf_counter() - clock
     extended = config.mode == "extend" or extends(source_tokenizer, target_tokenizer)
     # Resolved before aligning: an explicit prior with a --target-tokenizer that extends the source fails here.
@@ -512,9 +472,8 @@ def transfer(config: TransferConfig) -> TransferResult:
     counts = None
     if config.mapping.init == "trans-tokenization":
         with scratch_dir(config.output) as scratch:
-            counts = align(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner, work_dir=scratch,
-                           segmenter=config.segmenter)
-        counts.stats["cleaning"] = cleaning
+            counts = align_corpus(corpus, source_tokenizer, target_tokenizer, aligner=config.aligner,
+                                  segmenter=config.segmenter, work_dir=scratch)
     seconds["align"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -523,69 +482,63 @@ def transfer(config: TransferConfig) -> TransferResult:
                                              target_texts=target_texts, focus=config.focus)
     seconds["map"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    transplant(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer)
-    seconds["transplant"] = time.perf_counter() - clock
-
-    offset = None
     delta = resolve_offset(config.new_token_offset, head_rows=mapping.head is not None) if extended else 0.0
-    if delta:
-        from transtok.calibration import apply_language_offset, sample_pairs
-
-        clock = time.perf_counter()
-        sample = sample_pairs(corpus.source, corpus.target, config.offset_pairs)
-        logger.info("language offset %.2f of the new head rows, from %d sampled pairs", delta, len(sample[0]))
-        offset = apply_language_offset(model, target_tokenizer, *sample, delta=delta, new_from=len(source_tokenizer),
-                                       device=device, bf16=config.precision).report()
-        offset["pairs"] = len(sample[0])
-        seconds["offset"] = time.perf_counter() - clock
-
-    prior = None
-    if strength:
-        from transtok.calibration import apply_unigram_prior
-
-        clock = time.perf_counter()
-        prior = apply_unigram_prior(model, target_tokenizer, corpus.target, strength=strength, device=device,
-                                    bf16=config.precision).report()
-        seconds["prior"] = time.perf_counter() - clock
+    made = give_vocabulary(model, mapping, target_tokenizer, source_tokenizer=source_tokenizer, offset=delta,
+                           offset_corpus=corpus.pairs, offset_pairs=config.offset_pairs, prior=strength,
+                           prior_texts=corpus.pairs.target, device=device, precision=config.precision)
+    seconds.update(made.seconds)
+    offset, prior = made.offset_report(), made.prior_report()
 
     clock = time.perf_counter()
     logger.info("writing the model (%s parameters) and its provenance to %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", config.output)
     check_free_space(Path(config.output).parent, model_bytes(model), what="the transferred model",
                      overwrite=config.overwrite)
+    settings = asdict(config)
+    settings["mapping"] = asdict(resolve_config(config.mapping, extended))
+    if config.mode == "replace" and config.target_tokenizer is None:
+        settings["vocab_size"] = len(target_tokenizer)  # what the default or the text made of the request
+        settings["vocab_size_asked"] = config.vocab_size
+    record = provenance_record("transfer", settings, source_tokenizer=source_tokenizer,
+                               target_tokenizer=target_tokenizer, offset=delta, prior=strength, device=device,
+                               precision=config.precision)
     with atomic_output_dir(config.output, overwrite=config.overwrite, inputs=inputs) as tmp:
         save_checkpoint(tmp, model, target_tokenizer)
-        provenance = tmp / PROVENANCE_DIR
-        provenance.mkdir()
-        save_mapping_dir(provenance / "mapping", mapping, report, source_tokenizer, target_tokenizer)
-        if counts is not None:
-            counts.save(provenance / "alignment")
-        write_json(provenance / "mapping_report.json", report.to_dict())
-        if extension is not None:
-            write_json(provenance / "extension.json", extension)
-        if offset is not None:
-            write_json(provenance / "offset.json", offset)
-        if prior is not None:
-            write_json(provenance / "unigram_prior.json", prior)
-        resolved = asdict(config)
-        resolved["mapping"] = asdict(resolve_config(config.mapping, extended))
-        resolved["new_token_offset"] = delta
-        resolved["unigram_prior"] = strength
-        resolved["device"] = str(device)
-        resolved["precision"] = "bf16" if passes_in_bf16(config.precision, device) else "fp32"
-        if config.mode == "replace" and config.target_tokenizer is None:
-            resolved["vocab_size"] = len(target_tokenizer)  # what the default or the text made of the request
-            resolved["vocab_size_asked"] = config.vocab_size
-        resolved.update({"transtok_version": __version__, "python": platform.python_version(),
-                         "source_vocab_hash": vocab_hash(source_tokenizer),
-                         "target_vocab_hash": vocab_hash(target_tokenizer)})
-        write_json(provenance / "config.json", resolved)
-        (tmp / "README.md").write_text(model_card(config, report, counts, head=mapping.head is not None,
-                                                  offset=offset, prior=prior), encoding="utf-8")
+        write_provenance(tmp, record, mapping, source_tokenizer, target_tokenizer, report=report, counts=counts,
+                         extension=extension, offset=offset, prior=prior,
+                         card=model_card(config, report, counts, head=mapping.head is not None, offset=offset,
+                                         prior=prior))
     seconds["save"] = time.perf_counter() - clock
     logger.info("transfer done in %s (%s)", duration(sum(seconds.values())), timings(seconds))
     return TransferResult(Path(config.output), report, counts.stats if counts else {}, seconds, extension, offset)
+
+
+def _target_tokenizer(config: TransferConfig, source_tokenizer, target_texts: Sequence[str]):
+    """(the target tokenizer, the extension's report as a dict or None): ``--target-tokenizer`` loaded, or one
+    trained on ``target_texts`` (``--mode extend``: the source's plus ``--new-tokens``)."""
+    from transtok.extension import extend_tokenizer, extends
+    from transtok.loading import load_tokenizer
+    from transtok.tokenizer import train_tokenizer
+
+    if config.target_tokenizer is not None:
+        target_tokenizer = load_tokenizer(config.target_tokenizer)
+        if config.mode == "extend" and not extends(source_tokenizer, target_tokenizer):
+            raise MismatchError(f"--mode extend: the tokenizer {config.target_tokenizer!r} does not extend the source "
+                                f"model's ({len(target_tokenizer)} tokens, source {len(source_tokenizer)}); make it "
+                                "with 'transtok train-tokenizer --extend N', or drop --target-tokenizer")
+        return target_tokenizer, None
+    if config.mode == "extend":
+        target_tokenizer, report = extend_tokenizer(target_texts, source_tokenizer, config.new_tokens)
+        return target_tokenizer, report.to_dict()
+    # The source model's size unless told otherwise (chosen on the dev books); a small text supports
+    # fewer merges and the trainer stops there.
+    asked = config.vocab_size or len(source_tokenizer)
+    target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size,
+                                       keep_reserved=config.keep_reserved_tokens)
+    logger.info("target vocabulary: %s tokens (%s%s)", f"{len(target_tokenizer):,}",
+                f"--vocab-size {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
+                "" if len(target_tokenizer) >= asked else "; the text supports no more merges")
+    return target_tokenizer, None
 
 
 def model_card(config: TransferConfig, report: MappingReport, counts: AlignmentCounts | None, *,
