@@ -19,10 +19,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import scipy.sparse as sp
 from safetensors.numpy import save_file
 
 from transtok.artifacts import pause_point, read_sparse
@@ -30,6 +29,9 @@ from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.progress import bar as progress_bar, duration
 from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
+
+if TYPE_CHECKING:  # scipy loads lazily: the CLI imports this module at parse time
+    import scipy.sparse as sp
 
 logger = logging.getLogger(__name__)
 
@@ -361,6 +363,8 @@ def _projection(m: int, n: int) -> np.ndarray:
 def project_word_counts(pair_counts: dict[tuple[tuple[int, ...], tuple[int, ...]], float],
                         target_size: int, source_size: int) -> sp.csr_matrix:
     """Spread word-pair counts {(source unit, target unit): c} onto a (V_t, V_s) token-pair matrix."""
+    import scipy.sparse as sp
+
     groups: dict[tuple[int, int], list] = {}
     for (source_unit, target_unit), count in pair_counts.items():
         groups.setdefault((len(source_unit), len(target_unit)), []).append((source_unit, target_unit, count))
@@ -432,6 +436,8 @@ def align(
 
     Returns: :class:`AlignmentCounts` of shape (len(target_tokenizer), len(source_tokenizer)).
     """
+    import scipy.sparse as sp
+
     aligner = get_aligner(aligner)
     if work_dir is not None and getattr(aligner, "work_dir", False) is None:
         aligner = dataclasses.replace(aligner, work_dir=work_dir)
