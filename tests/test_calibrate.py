@@ -290,7 +290,7 @@ def test_finetune_refit_prior_bad_values(world, tmp_path, capsys):
             _finetune(root, "tied", "never", refit_prior=bad)
     with pytest.raises(ConfigError, match="--no-merge"):
         _finetune(root, "tied", "never", refit_prior=1.0, stage="lora", merge=False)
-    code = main(["finetune", "--model", str(root / "tied"), "--train", str(root / "train.txt"),
+    code = main(["finetune", "--model", str(root / "tied"), "--text", str(root / "train.txt"),
                  "--output", str(tmp_path / "o"), "--refit-prior", "inf"])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "--refit-prior must be a finite number >= 0" in err[0], err

@@ -223,7 +223,7 @@ def test_cli_streams_by_default_and_falls_back_to_memory(tmp_path, tokenizers, c
     source.save_pretrained(bin_dir)
     runs = {"stream": [source_dir], "memory": [source_dir, "--in-memory"], "bin": [bin_dir]}
     for name, extra in runs.items():
-        args = ["transplant", "--source-model", *extra, "--mapping", mapping_dir, "--output", tmp_path / name]
+        args = ["transplant", "--model", *extra, "--mapping", mapping_dir, "--output", tmp_path / name]
         assert main([str(a) for a in args]) == 0
     paths = {name: json.loads((tmp_path / name / "transtok/config.json").read_text())["path"] for name in runs}
     assert paths == {"stream": "streaming", "memory": "in-memory", "bin": "in-memory"}

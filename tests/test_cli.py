@@ -59,7 +59,7 @@ def test_every_verb_has_help(name, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["map", "--top-k", "many"], "transtok map: error: argument --top-k: invalid int value: 'many'; "
                                  "see 'transtok map --help'"),
-    (["finetune", "--lr", "abc", "--model", "m", "--train", "t", "--output", "o"],
+    (["finetune", "--lr", "abc", "--model", "m", "--text", "t", "--output", "o"],
      "transtok finetune: error: argument --lr: invalid float value: 'abc'; see 'transtok finetune --help'"),
     (["transfer"], "transtok transfer: error: the following arguments are required: "),
     (["frob"], "transtok: error: argument VERB: invalid choice: 'frob' "),

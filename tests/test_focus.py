@@ -196,13 +196,13 @@ def test_cli_map_and_transfer_take_init_focus(source_tokenizer, target_tokenizer
     target_tokenizer.save_pretrained(tmp_path / "target")
     (tmp_path / "target.txt").write_text("".join(t + "\n" for t in target_texts), encoding="utf-8")
     (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in cipher_pairs), encoding="utf-8")
-    base = ["map", "--init", "focus", "--source-model", str(source), "--target-tokenizer", str(tmp_path / "target")]
+    base = ["map", "--init", "focus", "--model", str(source), "--target-tokenizer", str(tmp_path / "target")]
 
     assert main(base + ["--output", str(tmp_path / "none")]) == 2
     assert "--init focus needs target-language text" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
 
-    assert main(base + ["--target-text", str(tmp_path / "target.txt"), "--seed", "3",
+    assert main(base + ["--text", str(tmp_path / "target.txt"), "--seed", "3",
                         "--output", str(tmp_path / "m")]) == 0
     expected, _ = focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=FocusConfig(seed=3))
     written = TokenMapping.load(tmp_path / "m")
@@ -210,7 +210,7 @@ def test_cli_map_and_transfer_take_init_focus(source_tokenizer, target_tokenizer
     assert (written.provenance == PROVENANCE.index("focus")).sum() > 0
 
     # transfer trains fastText on the corpus's target side: the same text, so the same mapping.
-    assert main(["transfer", "--init", "focus", "--seed", "3", "--source-model", str(source), "--parallel",
+    assert main(["transfer", "--init", "focus", "--seed", "3", "--model", str(source), "--parallel",
                  str(tmp_path / "pairs.tsv"), "--target-tokenizer", str(tmp_path / "target"),
                  "--output", str(tmp_path / "model")]) == 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")

@@ -334,13 +334,13 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
 
     source = tmp_path / "in.txt"
     source.write_text(f"{ENGLISH}\nthe city\nof gold\n", encoding="utf-8")
-    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--text", str(source),
                  "--output", str(tmp_path / "out.txt"), "--max-new-tokens", "3", "--batch-size", "2"]) == 0
     translated = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
     assert len(translated) == 4 and translated[-1] == ""
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
-    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--text", str(source),
                  "--output", str(tmp_path / "off.txt"), "--max-new-tokens", "5", "--no-stop-at-newline",
                  "--no-repeat-ngram", "0", "--repetition-penalty", "1.3"]) == 0
     assert (tmp_path / "off.txt").read_text(encoding="utf-8").splitlines() == [
@@ -349,7 +349,7 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
                                                       no_repeat_ngram_size=0, repetition_penalty=1.3)]
 
     # a plain checkpoint is a one-vocabulary model that reads and writes both languages
-    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
+    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--text", str(source),
                  "--output", str(tmp_path / "plain.txt"), "--max-new-tokens", "3"]) == 0
     plain = Hydra.from_checkpoints({"model": tmp_path / "a"})
     assert (tmp_path / "plain.txt").read_text(encoding="utf-8").splitlines() == plain.translate(
@@ -371,7 +371,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     pairs = factories.cipher_corpus(40, seed=3)
     (tmp_path / "test.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs[:6]), encoding="utf-8")
     (tmp_path / "train.txt").write_text("".join(t + "\n" for _, t in pairs[6:]), encoding="utf-8")
-    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--train-texts", str(tmp_path / "train.txt"),
                        "--limit", "4", "--max-new-tokens", "3", "--train-steps", "2", "--train-batch", "2",
                        "--train-block", "16", "--bf16", "off", "--work-dir", str(tmp_path / "work"),
@@ -392,7 +392,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
                                rtol=0, atol=0)
 
     # --grid: every setting on systems a and b, the chosen one among the new settings
-    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--grid",
                        "--grid-no-repeat", "0", "3", "--grid-penalty", "1.0", "--systems", "ab", "--bf16", "off",
                        "--work-dir", str(tmp_path / "grid"), "--output", str(tmp_path / "grid.json")]) == 0
@@ -401,7 +401,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     assert grid["chosen_settings"]["stop_at_newline"] and not grid["before_settings"]["stop_at_newline"]
     assert "**" + grid["chosen"] in (tmp_path / "grid.md").read_text()
     # --speed: plain generate and translate on the same prompts
-    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--speed",
                        "--bf16", "off", "--work-dir", str(tmp_path / "speed"),
                        "--output", str(tmp_path / "speed.json")]) == 0

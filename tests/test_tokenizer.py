@@ -288,7 +288,7 @@ def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
     source_tokenizer.save_pretrained(source_dir)
     corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
     out = tmp_path / "tok"
-    code = main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+    code = main(["train-tokenizer", "--text", str(corpus), "--model", str(source_dir),
                  "--vocab-size", "400", "--output", str(out), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -297,7 +297,7 @@ def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
     assert report["fertility"] < report["source_fertility"]
     assert loaded.get_vocab() == train_tokenizer(corpora[1], source_tokenizer, 400).get_vocab()
     # A second run must not silently replace the first.
-    assert main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+    assert main(["train-tokenizer", "--text", str(corpus), "--model", str(source_dir),
                  "--vocab-size", "400", "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
@@ -541,7 +541,7 @@ def test_cli_train_tokenizer_keep_reserved_tokens(tmp_path, corpora, gemma_like,
     gemma_like.save_pretrained(tmp_path / "source")
     corpus = tmp_path / "target.txt"
     corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
-    common = ["train-tokenizer", "--corpus", str(corpus), "--source-model", str(tmp_path / "source")]
+    common = ["train-tokenizer", "--text", str(corpus), "--model", str(tmp_path / "source")]
     assert main([*common, "--vocab-size", "600", "--output", str(tmp_path / "plain")]) == 0
     assert main([*common, "--vocab-size", "600", "--keep-reserved-tokens", "--output", str(tmp_path / "all")]) == 0
     plain, every = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("plain", "all"))

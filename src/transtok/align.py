@@ -27,7 +27,8 @@ from safetensors.numpy import save_file
 from transtok.artifacts import pause_point, read_sparse
 from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.progress import bar as progress_bar, duration
-from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
+from transtok.options import option
+from transtok.segment import SEGMENTERS, Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
 
 if TYPE_CHECKING:  # scipy loads lazily: the CLI imports this module at parse time
@@ -253,6 +254,19 @@ class FastAlignAligner:
 
 
 ALIGNERS: dict[str, Callable[[], Aligner]] = {"eflomal": EflomalAligner, "fast_align": FastAlignAligner}
+
+
+@dataclass
+class WordAlignment:
+    """How :func:`align` finds word pairs: the settings of every verb that aligns (align, transfer, demo)."""
+
+    aligner: str = option("eflomal", choices=tuple(ALIGNERS), metavar="NAME",
+                          help="word aligner: %(choices)s (default: %(default)s)")
+    segmenter: str = option(
+        "auto", choices=SEGMENTERS, group="advanced",
+        help="word boundaries in text written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese): auto = "
+             "ICU's word break iterator if icu4py is installed (pip install 'transtok[segment]'), else every token "
+             "of such text is a word; none = one word per unspaced clause (default: %(default)s)")
 
 
 def get_aligner(name: str | Aligner) -> Aligner:
