@@ -286,9 +286,9 @@ def test_finetune_refit_prior_of_an_extended_model_keeps_the_source_rows(extende
 def test_finetune_refit_prior_bad_values(world, tmp_path, capsys):
     root, _, _ = world
     for bad in (float("nan"), -0.5):
-        with pytest.raises(ConfigError, match="--refit-prior must be a finite number >= 0"):
+        with pytest.raises(ConfigError, match="`refit_prior` must be a finite number >= 0"):
             _finetune(root, "tied", "never", refit_prior=bad)
-    with pytest.raises(ConfigError, match="--no-merge"):
+    with pytest.raises(ConfigError, match="`merge=False`"):
         _finetune(root, "tied", "never", refit_prior=1.0, stage="lora", merge=False)
     code = main(["finetune", "--model", str(root / "tied"), "--text", str(root / "train.txt"),
                  "--output", str(tmp_path / "o"), "--refit-prior", "inf"])

@@ -206,7 +206,7 @@ def test_formats_it_cannot_edit_are_named(tmp_path, tokenizers):
     (quantized / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedCheckpoint, match="holds bitsandbytes weights, which this path cannot edit"):
         inspect_checkpoint(quantized)
-    with pytest.raises(UnsupportedCheckpoint, match=r"--dtype bfloat16 differs from the stored dtypes \['F32'\]"):
+    with pytest.raises(UnsupportedCheckpoint, match=r"`dtype` bfloat16 differs from the stored dtypes \['F32'\]"):
         inspect_checkpoint(save_source(tmp_path / "f", "llama", True, source, sharded=False), dtype="bfloat16")
 
 

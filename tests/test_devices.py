@@ -28,7 +28,7 @@ def test_precision_rules(monkeypatch):
     import transtok.evaluate
 
     assert pick_bf16("fp32", "cpu") is False and pick_bf16("bf16", "cpu") is True and pick_bf16(True, "cpu")
-    with pytest.raises(ConfigError, match="precision 'fp16' is not one of auto, bf16, fp32"):
+    with pytest.raises(ConfigError, match="`precision` 'fp16' is not one of auto, bf16, fp32"):
         pick_bf16("fp16", "cpu")
     monkeypatch.setattr(transtok.evaluate, "bf16_supported", lambda device: True)
     assert pick_bf16("auto", "cpu") is True  # evaluation: bf16 wherever it is native
@@ -95,5 +95,5 @@ def test_finetune_trains_where_asked(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert _training_device("auto") == "cuda" and _training_device("cuda") == "cuda"
-    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1 and `device` cuda"):
         FinetuneConfig(model="m", train=["t"], output="o", device="cuda:1")

@@ -232,7 +232,7 @@ def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_s
     assert (extend.head.matrix != half.matrix).nnz == 0
     assert (own.matrix != mapping_from_alignment(source, extended, counts, MappingConfig(
         tied_head=True, spelling_weight=0.3))[0].matrix).nnz == 0
-    with pytest.raises(ConfigError, match="--head-spelling-weight"):  # a replaced vocabulary has no new head rows
+    with pytest.raises(ConfigError, match="`head_spelling_weight`"):  # a replaced vocabulary has no new head rows
         mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt",
                                                                                         head_spelling_weight=0.5))
 
@@ -388,7 +388,7 @@ def test_new_rows_stage_tied_model_and_missing_extension_info(transferred, tmp_p
     base = dict(model=str(tmp_path / "tied"), train=[str(root / "train.txt")], stage="new-rows",
                 max_tokens=32 * 4 * 4, seq_len=32, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.1,
                 precision="fp32", save_every=0)
-    with pytest.raises(ConfigError, match="--new-rows-from"):
+    with pytest.raises(ConfigError, match="`new_rows_from`"):
         finetune(FinetuneConfig(output=str(tmp_path / "no"), **base))
     finetune(FinetuneConfig(output=str(tmp_path / "ft"), new_rows_from=n, **base))
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ft")

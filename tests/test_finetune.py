@@ -136,7 +136,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(precision="fp8"), ["'fp8'", "bf16"]),
     (dict(seq_len=0), ["seq_len", "0"]),
     (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
-    (dict(train=[]), ["--text"]),
+    (dict(train=[]), ["`train`"]),
     (dict(max_grad_norm=-1.0), ["max_grad_norm", "-1.0", "0 = no clipping"]),
     (dict(join="tab"), ["'tab'", "newline, eos"]),
 ])
@@ -252,11 +252,11 @@ def test_resume_continues_the_interrupted_run(workdir, monkeypatch):
     assert [p.name for p in (config.checkpoint_path / "stage-1-embeddings").glob("checkpoint-*")] == ["checkpoint-4"]
     monkeypatch.setattr(Trainer, "training_step", original)
 
-    with pytest.raises(ConfigError, match="pass --resume"):
+    with pytest.raises(ConfigError, match="pass `resume=True`"):
         ft.finetune(config)
     other = _config(workdir, "resume-out", max_tokens=SEQ * BATCH * 8, save_every=4, resume=True,
                     model=str(workdir / "other"))
-    with pytest.raises(MismatchError, match=r"different model .*same --model"):
+    with pytest.raises(MismatchError, match=r"different model .*same `model`"):
         ft.finetune(other)
     changed = _config(workdir, "resume-out", max_tokens=SEQ * BATCH * 8, save_every=4, resume=True, lr=1e-3)
     with pytest.raises(MismatchError, match=r"training settings \(lr: 0.01 -> 0.001\)"):

@@ -348,7 +348,7 @@ def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
     (root / "stage-1-embeddings" / "checkpoint-5" / "model.safetensors").write_bytes(b"weights")
     mark_complete(root / "stage-1-embeddings" / "checkpoint-5")
     message = after_interrupt(config)
-    assert f"resumable checkpoints stay in {root}: run the same command with --resume" in message
+    assert f"resumable checkpoints stay in {root}: run the same command with `resume=True`" in message
     assert (root / "stage-1-embeddings" / "checkpoint-5").is_dir()
 
 

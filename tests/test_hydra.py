@@ -371,7 +371,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     pairs = factories.cipher_corpus(40, seed=3)
     (tmp_path / "test.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs[:6]), encoding="utf-8")
     (tmp_path / "train.txt").write_text("".join(t + "\n" for _, t in pairs[6:]), encoding="utf-8")
-    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--train-texts", str(tmp_path / "train.txt"),
                        "--limit", "4", "--max-new-tokens", "3", "--train-steps", "2", "--train-batch", "2",
                        "--train-block", "16", "--bf16", "off", "--work-dir", str(tmp_path / "work"),
@@ -392,7 +392,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
                                rtol=0, atol=0)
 
     # --grid: every setting on systems a and b, the chosen one among the new settings
-    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--grid",
                        "--grid-no-repeat", "0", "3", "--grid-penalty", "1.0", "--systems", "ab", "--bf16", "off",
                        "--work-dir", str(tmp_path / "grid"), "--output", str(tmp_path / "grid.json")]) == 0
@@ -401,7 +401,7 @@ def test_translation_benchmark_runs_on_tiny_models(tokenizers, tmp_path):
     assert grid["chosen_settings"]["stop_at_newline"] and not grid["before_settings"]["stop_at_newline"]
     assert "**" + grid["chosen"] in (tmp_path / "grid.md").read_text()
     # --speed: plain generate and translate on the same prompts
-    assert bench.main(["--model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
+    assert bench.main(["--source-model", str(tmp_path / "a"), "--target-model", str(tmp_path / "b"),
                        "--test", str(tmp_path / "test.tsv"), "--limit", "3", "--max-new-tokens", "4", "--speed",
                        "--bf16", "off", "--work-dir", str(tmp_path / "speed"),
                        "--output", str(tmp_path / "speed.json")]) == 0

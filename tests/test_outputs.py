@@ -277,7 +277,7 @@ def test_overwrite_replaces_only_a_directory_transtok_wrote(tmp_path):
         with atomic_output_dir(mine, overwrite=True):
             pytest.fail("the run must not start")
     assert str(caught.value) == (f"{str(mine)!r} was not written by transtok (no .transtok-output file), so "
-                                 "--overwrite will not replace it; remove it yourself or choose another --output")
+                                 "`overwrite` will not replace it; remove it yourself or choose another `output`")
     assert listing(tmp_path) == {"mine": None, "mine/thesis.tex": b"years of work"}
 
     out = written(tmp_path / "out")
@@ -376,9 +376,9 @@ def test_overwrite_replaces_only_a_transtok_checkpoint_dir(tmp_path):
     with pytest.raises(ConfigError) as caught:
         _check_run_dir(_ft_config(tmp_path, mine, overwrite=True), {}, True)
     assert str(caught.value) == (f"checkpoint directory {str(mine)!r} holds no run.json, so transtok did not write "
-                                 "it and --overwrite will not replace it; remove it yourself or choose another "
-                                 "--checkpoint-dir")
-    with pytest.raises(ConfigError, match="exists and is not empty; pass --resume"):
+                                 "it and `overwrite` will not replace it; remove it yourself or choose another "
+                                 "`checkpoint_dir`")
+    with pytest.raises(ConfigError, match="exists and is not empty; pass `resume=True`"):
         _refuse_foreign_run_dir(_ft_config(tmp_path, mine))
     assert (mine / "notes.txt").read_text() == "mine"
     (tmp_path / "model").mkdir()
@@ -390,7 +390,7 @@ def test_overwrite_replaces_only_a_transtok_checkpoint_dir(tmp_path):
             _refuse_foreign_run_dir(_ft_config(tmp_path, checkpoint))
         message = str(caught.value)
         assert message.startswith(f"checkpoint directory {str(checkpoint)!r} {relation} {what} "), message
-        assert message.endswith("; choose a --checkpoint-dir outside the output and the run's inputs")
+        assert message.endswith("; choose a `checkpoint_dir` outside the output and the run's inputs")
 
 
 def _env(flags: Path) -> dict:

@@ -242,7 +242,7 @@ def test_empty_texts_are_refused(source_tokenizer):
 def test_vocab_size_below_the_minimum_names_the_minimum(source_tokenizer):
     minimum = minimum_vocab_size(source_tokenizer)
     assert minimum == 3 + 256  # 3 specials + the byte-level alphabet
-    with pytest.raises(ConfigError, match=rf"vocab_size 100 is smaller .* use --vocab-size {minimum} or more"):
+    with pytest.raises(ConfigError, match=rf"`vocab_size` 100 is smaller .* use `vocab_size` {minimum} or more"):
         train_tokenizer(["some text"], source_tokenizer, 100)
     train_tokenizer(["some text"], source_tokenizer, minimum)  # the minimum itself is enough
 
@@ -530,7 +530,7 @@ def test_minimum_vocab_size_counts_only_the_specials_kept(gemma_like):
     minimum = minimum_vocab_size(gemma_like)
     assert minimum_vocab_size(gemma_like, keep_reserved=True) == minimum + 300
     assert len(train_tokenizer(["some text"], gemma_like, minimum + 9)) <= minimum + 9  # + the 9 characters
-    with pytest.raises(ConfigError, match=rf"smaller than the {minimum + 300:,} tokens .* use --vocab-size "
+    with pytest.raises(ConfigError, match=rf"smaller than the {minimum + 300:,} tokens .* use `vocab_size` "
                                           rf"{minimum + 300:,} or more"):
         train_tokenizer(["some text"], gemma_like, minimum + 9, keep_reserved=True)
 

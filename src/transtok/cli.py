@@ -1040,7 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         hint = getattr(args, "interrupt_hint", None)
-        left = hint() if callable(hint) else "no partial output was kept"
+        left = as_flags(hint(), _flags(args)) if callable(hint) else "no partial output was kept"
         print(f"{name}: {'terminated' if terminated else 'interrupted'}; {left}", file=sys.stderr)
         return 143 if terminated else 130
     finally:

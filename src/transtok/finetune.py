@@ -800,7 +800,7 @@ def _refuse_foreign_run_dir(config: FinetuneConfig) -> None:
                           "that run, or `overwrite=True` to start over")
     if not (root / "run.json").is_file():
         raise ConfigError(f"checkpoint directory {str(root)!r} holds no run.json, so transtok did not write it and "
-                          "`overwrite=True` will not replace it; remove it yourself or choose another `checkpoint_dir`")
+                          "`overwrite` will not replace it; remove it yourself or choose another `checkpoint_dir`")
 
 
 
