@@ -380,10 +380,10 @@ class TransferConfig:
                                                   "parallel corpus's target side)")
     vocab_size: int | None = option(None, metavar="N", help="trained vocabulary size (default: the source model's, "
                                                             "or fewer where the text supports fewer merges)")
-    """--mode replace with --target-corpus: target vocabulary size; None: the source model's (fewer when
+    """--mode replace with ``target_corpus``: target vocabulary size; None: the source model's (fewer when
     the text supports fewer merges)."""
     keep_reserved_tokens: bool = False
-    """--mode replace with --target-corpus: keep the source's reserved special tokens (Gemma's ``<unusedN>``,
+    """--mode replace with ``target_corpus``: keep the source's reserved special tokens (Gemma's ``<unusedN>``,
     :func:`transtok.tokenizer.unused_special_tokens`) in the trained tokenizer; by default they are left out."""
     mode: str = option("replace", choices=MODES, metavar="MODE",
                        help="replace (a new target vocabulary: the model reads the target language only) or extend "
@@ -404,7 +404,7 @@ class TransferConfig:
     (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); None:
     :data:`~transtok.calibration.DEFAULT_PRIOR` for a replaced vocabulary, none for an extended one; 0: none."""
     focus: FocusConfig | None = None
-    """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
+    """Options of ``--init focus`` (its fastText model trains on the ``target_corpus`` text, else on
     the parallel corpus's target side)."""
     dtype: str = "auto"
     device: str | None = None
