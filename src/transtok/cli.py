@@ -372,7 +372,7 @@ def _add_finetune(sub) -> None:
     from transtok.finetune import FinetuneConfig
 
     _verb(sub, "finetune", _run_finetune,
-          [use(FinetuneConfig), use(OutputDir), use(Placement, "device", "precision")],
+          [use(OutputDir), use(FinetuneConfig), use(Placement, "device", "precision")],
           help="language-adaptation training of a transferred model (paper recipe, LoRA, full)",
           description="Train a transferred model on target-language text with the transformers Trainer: text is "
                       "packed into fixed-length blocks, frozen parameters get no optimizer state, held-out bits per "

@@ -300,8 +300,8 @@ class Formatter(argparse.HelpFormatter):
 
     everything = False
 
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=26)
+    def __init__(self, prog: str, **how: Any) -> None:
+        super().__init__(prog, **{"max_help_position": 26, **how})
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
