@@ -80,10 +80,6 @@ def flag_of(field: dataclasses.Field) -> str:
     return (how.flag if how and how.flag else "--" + field.name.replace("_", "-"))
 
 
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
-
-
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*(?:=True|=False)?)`")
 
 
