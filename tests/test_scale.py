@@ -37,10 +37,10 @@ def test_shards_partition_the_corpus():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("0/3", r"--shard 0/3 is not a shard: give K/N with 1 <= K <= N"),
-    ("4/3", r"--shard 4/3 is not a shard"),
-    ("2of3", r"--shard '2of3' is not of the form K/N; give e.g. 3/8"),
-    ("-1/3", r"--shard '-1/3' is not of the form K/N"),
+    ("0/3", r"`shard` 0/3 is not a shard: give K/N with 1 <= K <= N"),
+    ("4/3", r"`shard` 4/3 is not a shard"),
+    ("2of3", r"`shard` '2of3' is not of the form K/N; give e.g. 3/8"),
+    ("-1/3", r"`shard` '-1/3' is not of the form K/N"),
 ])
 def test_bad_shard_is_named(text, message):
     with pytest.raises(ConfigError, match=message):

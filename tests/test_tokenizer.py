@@ -251,7 +251,7 @@ def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
     source = factories.wordpiece_tokenizer(corpora[0], 300)
     texts = ["".join(chr(0x4E00 + i) for i in range(k, k + 40)) for k in range(0, 400, 40)]
     with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ symbols of this corpus's alphabet .* "
-                                          r"use --vocab-size \d+ or more"):
+                                          r"use `vocab_size` \d+ or more"):
         train_tokenizer(texts, source, 50)
 
 
@@ -471,7 +471,7 @@ def test_reserved_specials_are_left_out_and_the_vocab_size_is_learned_tokens(gem
         target = train_tokenizer(corpora[1], gemma_like, 600)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped ")]
     assert said == ["dropped 300 reserved special tokens of the source (<unused0> .. <unused299>) that have no role "
-                    "and are not in the chat template; keep_reserved=True (--keep-reserved-tokens) keeps them"]
+                    "and are not in the chat template; keep_reserved=True (`keep_reserved_tokens=True`) keeps them"]
     # the others stay first, in the source's order, non-special <table> and role-less [multimodal] included
     assert _added(target) == [token for token in _added(gemma_like) if token not in unused]
     assert {"[multimodal]", "<table>", "<start_of_turn>", "<image_soft_token>"} <= set(_added(target))

@@ -637,7 +637,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if size > vocab_size:
         # The trainers keep every character of the corpus even past vocab_size.
         raise ConfigError(
-            f"vocab_size {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} symbols of "
+            f"`vocab_size` {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} symbols of "
             f"this corpus's alphabet (every distinct character is kept); use `vocab_size` {size:,} or more")
     # Restore the source's model options (unk token, byte fallback, dropout, ...) around the new vocabulary.
     for key, value in spec["model"].items():
