@@ -214,3 +214,14 @@ def test_transfer_help_fits_one_screen_and_help_all_describes_the_rest(monkeypat
         main(["transfer", "--help-all"])
     full = capsys.readouterr().out
     assert "drop aligned token pairs" in full and "--help-all describes them" not in full
+
+
+def test_the_cli_log_names_flags_too():
+    import logging
+
+    from transtok.cli import _FlagNames
+
+    record = logging.LogRecord("transtok.x", logging.INFO, __file__, 1, "%s pairs; relax `max_length_ratio`", (3,),
+                               None)
+    assert _FlagNames({"max_length_ratio": "--max-length-ratio"}).filter(record)
+    assert record.getMessage() == "3 pairs; relax --max-length-ratio"
