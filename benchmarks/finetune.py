@@ -50,7 +50,7 @@ def _finetune(args: argparse.Namespace, workdir: Path, name: str, extra: list[st
     """Run one ``transtok finetune`` in a fresh process; return its finetune.json plus wall time."""
     output = workdir / name
     command = [sys.executable, "-m", "transtok", "-q", "finetune", "--model", str(args.model),
-               "--train", str(args.data / "train.txt"), "--output", str(output), "--overwrite",
+               "--text", str(args.data / "train.txt"), "--output", str(output), "--overwrite",
                "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                "--warmup", str(args.warmup), "--seed", str(args.seed), "--save-every", "0", "--log-every", "1",
                "--precision", args.precision, *extra]

@@ -160,14 +160,14 @@ def run(name: str, lang: str, args, results: dict) -> dict:
         mistral_shaped(tokenizer_dir, source_dir, args.hidden)
     steps: dict = {}
     record: dict = {"tokenizer": name, "lang": lang, "steps": steps, "source_vocab": REAL_TOKENIZERS[name].size}
-    timed(steps, "train_tokenizer", "train-tokenizer", "--corpus", data / "train.txt", "--source-model", source_dir,
+    timed(steps, "train_tokenizer", "train-tokenizer", "--text", data / "train.txt", "--model", source_dir,
           "--vocab-size", args.vocab_size, "--output", work / "tokenizer", "--overwrite")
-    timed(steps, "align", "align", "--source-model", source_dir, "--target-tokenizer", work / "tokenizer",
+    timed(steps, "align", "align", "--model", source_dir, "--target-tokenizer", work / "tokenizer",
           "--parallel", data / "train.tsv", "--aligner", args.aligner, "--output", work / "alignment", "--overwrite")
     timed(steps, "map", "map", "--alignment", work / "alignment", "--output", work / "mapping", "--overwrite")
-    timed(steps, "transplant_streaming", "transplant", "--source-model", source_dir, "--mapping", work / "mapping",
+    timed(steps, "transplant_streaming", "transplant", "--model", source_dir, "--mapping", work / "mapping",
           "--output", work / "model", "--overwrite")
-    timed(steps, "transplant_in_memory", "transplant", "--source-model", source_dir, "--mapping", work / "mapping",
+    timed(steps, "transplant_in_memory", "transplant", "--model", source_dir, "--mapping", work / "mapping",
           "--output", work / "model-in-memory", "--in-memory", "--overwrite")
     record["streaming_equals_in_memory"] = same_tensors(work / "model", work / "model-in-memory")
     for label, model in (("source", source_dir), ("target", work / "model")):

@@ -16,7 +16,7 @@ Jude + Revelation):
 
     transtok assets bible --source en --target es --output data-es/
     SMOL=$(python -c "from transtok.assets import smollm2_checkpoint; print(smollm2_checkpoint())")
-    transtok transfer --source-model $SMOL --parallel data-es/train.tsv --target-corpus data-es/train.txt \
+    transtok transfer --model $SMOL --parallel data-es/train.tsv --text data-es/train.txt \
         --vocab-size 16000 --output smollm2-es/
     B="python benchmarks/translation.py --source-model $SMOL --target-model smollm2-es/"
     $B --test data-es/dev.tsv --limit 24 --max-new-tokens 96 --systems ab --grid --grid-penalty 1.0 1.2 \

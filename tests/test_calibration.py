@@ -101,7 +101,7 @@ def test_offset_refuses_a_tied_head_and_bad_values(setup):
     with pytest.raises(ArchitectureError, match="untied head"):
         apply_language_offset(model, extended, ["a b"], ["c d"], delta=1.0, new_from=len(source))
     for bad in (-0.5, float("nan"), float("inf"), True, "1"):
-        with pytest.raises(ConfigError, match="--new-token-offset"):
+        with pytest.raises(ConfigError, match="`new_token_offset`"):
             check_offset(bad)
     with pytest.raises(ConfigError, match="positive number of pairs"):
         sample_pairs(["a"], ["b"], 0)
@@ -225,7 +225,7 @@ def test_unigram_prior_zero_changes_nothing_and_bad_strengths_are_config_errors(
     apply_unigram_prior(model, tokenizer, texts, strength=0.0, sample=20)
     assert torch.allclose(model(input_ids=torch.tensor([[1, 2, 3]])).logits, logits, atol=1e-6)
     for bad in (-1, float("nan"), True, "0.5"):
-        with pytest.raises(ConfigError, match="--unigram-prior"):
+        with pytest.raises(ConfigError, match="`unigram_prior`"):
             check_prior(bad)
     with pytest.raises(Exception, match="blank"):
         apply_unigram_prior(model, tokenizer, ["", " "], strength=0.5)

@@ -206,7 +206,7 @@ def test_formats_it_cannot_edit_are_named(tmp_path, tokenizers):
     (quantized / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedCheckpoint, match="holds bitsandbytes weights, which this path cannot edit"):
         inspect_checkpoint(quantized)
-    with pytest.raises(UnsupportedCheckpoint, match=r"--dtype bfloat16 differs from the stored dtypes \['F32'\]"):
+    with pytest.raises(UnsupportedCheckpoint, match=r"`dtype` bfloat16 differs from the stored dtypes \['F32'\]"):
         inspect_checkpoint(save_source(tmp_path / "f", "llama", True, source, sharded=False), dtype="bfloat16")
 
 
@@ -223,7 +223,7 @@ def test_cli_streams_by_default_and_falls_back_to_memory(tmp_path, tokenizers, c
     source.save_pretrained(bin_dir)
     runs = {"stream": [source_dir], "memory": [source_dir, "--in-memory"], "bin": [bin_dir]}
     for name, extra in runs.items():
-        args = ["transplant", "--source-model", *extra, "--mapping", mapping_dir, "--output", tmp_path / name]
+        args = ["transplant", "--model", *extra, "--mapping", mapping_dir, "--output", tmp_path / name]
         assert main([str(a) for a in args]) == 0
     paths = {name: json.loads((tmp_path / name / "transtok/config.json").read_text())["path"] for name in runs}
     assert paths == {"stream": "streaming", "memory": "in-memory", "bin": "in-memory"}

@@ -233,11 +233,11 @@ def test_clean_that_drops_everything_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    ({"max_length_ratio": 0.5}, "max_length_ratio must be a finite number >= 1 .*got 0.5"),
-    ({"min_length": -1}, r"min_length must be a finite number >= 0 \(characters\), got -1"),
-    ({"min_length": float("nan")}, "min_length must be a finite number >= 0 .*got nan"),
-    ({"max_pairs": 0}, r"max_pairs must be an integer >= 1 \(pairs, or None for all\), got 0"),
-    ({"max_pairs": float("nan")}, "max_pairs must be an integer >= 1 .*got nan"),
+    ({"max_length_ratio": 0.5}, "`max_length_ratio` must be a finite number >= 1 .*got 0.5"),
+    ({"min_length": -1}, r"`min_length` must be a finite number >= 0 \(characters\), got -1"),
+    ({"min_length": float("nan")}, "`min_length` must be a finite number >= 0 .*got nan"),
+    ({"max_pairs": 0}, r"`max_pairs` must be an integer >= 1 \(pairs, or None for all\), got 0"),
+    ({"max_pairs": float("nan")}, "`max_pairs` must be an integer >= 1 .*got nan"),
 ])
 def test_clean_rejects_bad_settings(kwargs, expected):
     with pytest.raises(ConfigError, match=expected):
@@ -245,7 +245,7 @@ def test_clean_rejects_bad_settings(kwargs, expected):
 
 
 def test_iter_parallel_rejects_bad_chunk_size(tmp_path):
-    with pytest.raises(ConfigError, match=r"chunk_size must be an integer >= 1 \(pairs\), got 0"):
+    with pytest.raises(ConfigError, match=r"`chunk_size` must be an integer >= 1 \(pairs\), got 0"):
         next(iter_parallel(write_tsv(tmp_path / "c.tsv", PAIRS), chunk_size=0))
 
 

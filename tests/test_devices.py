@@ -28,7 +28,7 @@ def test_precision_rules(monkeypatch):
     import transtok.checks
 
     assert pick_bf16("fp32", "cpu") is False and pick_bf16("bf16", "cpu") is True and pick_bf16(True, "cpu")
-    with pytest.raises(ConfigError, match="precision 'fp16' is not one of auto, bf16, fp32"):
+    with pytest.raises(ConfigError, match="`precision` 'fp16' is not one of auto, bf16, fp32"):
         pick_bf16("fp16", "cpu")
     monkeypatch.setattr(transtok.checks, "bf16_supported", lambda device: True)
     assert pick_bf16("auto", "cpu") is True  # evaluation: bf16 wherever it is native
@@ -37,13 +37,13 @@ def test_precision_rules(monkeypatch):
 
 
 VERBS = {
-    "transfer": ["transfer", "--source-model", "M", "--parallel", "P.tsv", "--target-corpus", "T.txt", "--output",
+    "transfer": ["transfer", "--model", "M", "--parallel", "P.tsv", "--text", "T.txt", "--output",
                  "OUT"],
-    "transplant": ["transplant", "--source-model", "M", "--mapping", "MAP", "--parallel", "P.tsv", "--output", "OUT"],
+    "transplant": ["transplant", "--model", "M", "--mapping", "MAP", "--parallel", "P.tsv", "--output", "OUT"],
     "demo": ["demo", "--output", "OUT"],
-    "finetune": ["finetune", "--model", "M", "--train", "T.txt", "--output", "OUT"],
+    "finetune": ["finetune", "--model", "M", "--text", "T.txt", "--output", "OUT"],
     "evaluate": ["evaluate", "perplexity", "--model", "M", "--text", "T.txt"],
-    "translate": ["translate", "--model", "M", "--from", "en", "--to", "es", "--input", "IN.txt"],
+    "translate": ["translate", "--model", "M", "--from", "en", "--to", "es", "--text", "IN.txt"],
     "hydra generate": ["hydra", "generate", "--model", "M", "--prompt-vocab", "en", "--prompt", "hi"],
     "calibrate": ["calibrate", "--model", "M", "--text", "T.txt", "--output", "OUT"],
 }
@@ -74,8 +74,8 @@ def test_transfer_runs_its_passes_where_asked_and_records_it(tmp_path, caplog):
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         with caplog.at_level(logging.INFO, logger="transtok"):
-            assert run("transfer", "--source-model", tmp_path / "source", "--parallel", tmp_path / "pairs.tsv",
-                       "--target-corpus", tmp_path / "pairs.tsv", "--aligner", "fast_align", "--device", "cpu",
+            assert run("transfer", "--model", tmp_path / "source", "--parallel", tmp_path / "pairs.tsv",
+                       "--text", tmp_path / "pairs.tsv", "--aligner", "fast_align", "--device", "cpu",
                        "--precision", precision, "--output", out) == 0
         saved = json.loads((out / "transtok/config.json").read_text())
         assert saved["device"] == "cpu" and saved["precision"] == precision
@@ -95,5 +95,5 @@ def test_finetune_trains_where_asked(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert _training_device("auto") == "cuda" and _training_device("cuda") == "cuda"
-    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1 and --device cuda"):
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES=1 and `device` cuda"):
         FinetuneConfig(model="m", train=["t"], output="o", device="cuda:1")

@@ -67,20 +67,20 @@ def ws(tmp_path_factory):
     trained = factories.tiny_causal_lm("llama", len(target), True, target)  # speaks the training text
     trained.save_pretrained(root / "ft-model")
     target.save_pretrained(root / "ft-model")
-    assert run("map", "--init", "fvt", "--source-model", root / "model", "--target-tokenizer", root / "target",
+    assert run("map", "--init", "fvt", "--model", root / "model", "--target-tokenizer", root / "target",
                "--output", root / "mapping") == 0
     return root
 
 
 VERBS = {
-    "transplant": lambda ws, out: ["transplant", "--source-model", ws / "model", "--mapping", ws / "mapping",
+    "transplant": lambda ws, out: ["transplant", "--model", ws / "model", "--mapping", ws / "mapping",
                                    "--output", out],
-    "transplant-in-memory": lambda ws, out: ["transplant", "--in-memory", "--source-model", ws / "model",
+    "transplant-in-memory": lambda ws, out: ["transplant", "--in-memory", "--model", ws / "model",
                                              "--mapping", ws / "mapping", "--output", out],
-    "transfer": lambda ws, out: ["transfer", "--source-model", ws / "model", "--parallel", ws / "pairs.tsv",
+    "transfer": lambda ws, out: ["transfer", "--model", ws / "model", "--parallel", ws / "pairs.tsv",
                                  "--target-tokenizer", ws / "target", "--init", "fvt", "--unigram-prior", "0",
                                  "--output", out],
-    "map": lambda ws, out: ["map", "--init", "fvt", "--source-model", ws / "model", "--target-tokenizer",
+    "map": lambda ws, out: ["map", "--init", "fvt", "--model", ws / "model", "--target-tokenizer",
                             ws / "target", "--output", out],
 }
 
@@ -263,7 +263,7 @@ def test_an_enospc_no_output_covers_is_still_one_line(tmp_path, capsys, monkeypa
         raise enospc(tmp_path / "somewhere" / "file")
 
     monkeypatch.setattr(pipeline, "run_map", run_map)
-    assert run("map", "--init", "fvt", "--source-model", "m", "--target-tokenizer", "t", "--output",
+    assert run("map", "--init", "fvt", "--model", "m", "--target-tokenizer", "t", "--output",
                tmp_path / "out") == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"transtok map: error: ran out of disk space writing "
@@ -282,7 +282,7 @@ def _ft_config(ws, tmp_path, **overrides) -> ft.FinetuneConfig:
 
 
 def _ft_argv(ws, tmp_path, *extra) -> list:
-    return ["finetune", "--model", ws / "ft-model", "--train", ws / "train.txt", "--output", tmp_path / "out",
+    return ["finetune", "--model", ws / "ft-model", "--text", ws / "train.txt", "--output", tmp_path / "out",
             "--max-tokens", SEQ * BATCH * 8, "--seq-len", SEQ, "--batch-size", BATCH, "--lr", 0.01, "--warmup", 2,
             "--log-every", 1, "--save-every", 4, "--precision", "fp32", *extra]
 
@@ -465,7 +465,7 @@ def test_a_real_full_disk_under_a_transplant_that_passed_the_check(ws, disk):
 
 def test_a_real_full_disk_under_the_aligner(ws, disk):
     fill(disk, 8 << 10)  # eflomal's scratch copy of the corpus does not fit
-    done = cli("align", "--source-model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
+    done = cli("align", "--model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
                ws / "pairs.tsv", "--aligner", "eflomal", "--output", disk / "out")
     assert done.returncode == 2, done.stderr
     line = one_line(done.stderr)

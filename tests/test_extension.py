@@ -232,7 +232,7 @@ def test_spelling_share_defaults_by_recipe_and_an_explicit_value_wins(extended_s
     assert (extend.head.matrix != half.matrix).nnz == 0
     assert (own.matrix != mapping_from_alignment(source, extended, counts, MappingConfig(
         tied_head=True, spelling_weight=0.3))[0].matrix).nnz == 0
-    with pytest.raises(ConfigError, match="--head-spelling-weight"):  # a replaced vocabulary has no new head rows
+    with pytest.raises(ConfigError, match="`head_spelling_weight`"):  # a replaced vocabulary has no new head rows
         mapping_from_alignment(source_tokenizer, target_tokenizer, None, MappingConfig(init="fvt",
                                                                                         head_spelling_weight=0.5))
 
@@ -311,7 +311,7 @@ def transferred(pairs, tmp_path_factory):
     (root / "train.txt").write_text("\n".join(t for _, t in pairs[:350]) + "\n", encoding="utf-8")
     (root / "eval.txt").write_text("\n".join(t for _, t in pairs[350:]) + "\n", encoding="utf-8")
     (root / "english.txt").write_text("\n".join(english[350:]) + "\n", encoding="utf-8")
-    code = main(["transfer", "--mode", "extend", "--new-tokens", str(N_NEW), "--source-model", str(root / "source"),
+    code = main(["transfer", "--mode", "extend", "--new-tokens", str(N_NEW), "--model", str(root / "source"),
                  "--parallel", str(root / "pairs.tsv"), "--aligner", "fast_align", "--output", str(root / "ext")])
     assert code == 0
     return root
@@ -339,14 +339,14 @@ def test_cli_transfer_extend_writes_a_plain_checkpoint(transferred, capsys):
 
 def test_cli_train_tokenizer_extend(transferred, tmp_path, capsys):
     root = transferred
-    assert main(["train-tokenizer", "--extend", "12", "--corpus", str(root / "train.txt"), "--source-model",
+    assert main(["train-tokenizer", "--extend", "12", "--text", str(root / "train.txt"), "--model",
                  str(root / "source"), "--output", str(tmp_path / "tok"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["vocab_size"] == report["source_vocab_size"] + 12
     assert report["extension"]["reachable"] == 12 and report["fertility"] < report["source_fertility"]
     with pytest.raises(SystemExit) as exit_info:  # one recipe at a time
-        main(["train-tokenizer", "--extend", "12", "--vocab-size", "400", "--corpus", str(root / "train.txt"),
-              "--source-model", str(root / "source"), "--output", str(tmp_path / "tok2")])
+        main(["train-tokenizer", "--extend", "12", "--vocab-size", "400", "--text", str(root / "train.txt"),
+              "--model", str(root / "source"), "--output", str(tmp_path / "tok2")])
     assert exit_info.value.code == 2
 
 
@@ -388,7 +388,7 @@ def test_new_rows_stage_tied_model_and_missing_extension_info(transferred, tmp_p
     base = dict(model=str(tmp_path / "tied"), train=[str(root / "train.txt")], stage="new-rows",
                 max_tokens=32 * 4 * 4, seq_len=32, batch_size=4, lr=1e-2, warmup=1, weight_decay=0.1,
                 precision="fp32", save_every=0)
-    with pytest.raises(ConfigError, match="--new-rows-from"):
+    with pytest.raises(ConfigError, match="`new_rows_from`"):
         finetune(FinetuneConfig(output=str(tmp_path / "no"), **base))
     finetune(FinetuneConfig(output=str(tmp_path / "ft"), new_rows_from=n, **base))
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ft")
@@ -443,11 +443,11 @@ def test_cli_map_and_transplant_take_an_extended_tokenizer(transferred, tmp_path
     root = transferred
     source = PreTrainedTokenizerFast.from_pretrained(root / "source")
     extended_dir = root / "ext"  # its tokenizer extends the source
-    assert main(["map", "--source-model", str(root / "source"), "--target-tokenizer", str(extended_dir), "--init",
+    assert main(["map", "--model", str(root / "source"), "--target-tokenizer", str(extended_dir), "--init",
                  "fvt", "--output", str(tmp_path / "mapping")]) == 0
     mapping = TokenMapping.load(tmp_path / "mapping")
     assert mapping.keeps_source_rows and mapping.shape[1] == len(source)
-    assert main(["transplant", "--source-model", str(root / "source"), "--mapping", str(tmp_path / "mapping"),
+    assert main(["transplant", "--model", str(root / "source"), "--mapping", str(tmp_path / "mapping"),
                  "--output", str(tmp_path / "model")]) == 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     original = AutoModelForCausalLM.from_pretrained(root / "source")
@@ -501,7 +501,7 @@ def transferred_tied(pairs, tmp_path_factory):
     source.save_pretrained(root / "source")
     (root / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
     (root / "english.txt").write_text("\n".join(english[350:]) + "\n", encoding="utf-8")
-    base = ["transfer", "--mode", "extend", "--new-tokens", str(N_NEW), "--source-model", str(root / "source"),
+    base = ["transfer", "--mode", "extend", "--new-tokens", str(N_NEW), "--model", str(root / "source"),
             "--parallel", str(root / "pairs.tsv"), "--aligner", "fast_align"]
     assert main([*base, "--offset-pairs", "100", "--output", str(root / "ext")]) == 0
     assert main([*base, "--tied-head", "--output", str(root / "tied")]) == 0
@@ -562,21 +562,21 @@ def test_untied_extended_checkpoint_evaluates_and_builds_a_hydra(transferred_tie
 @pytest.mark.parametrize("argv,message", [
     (["--mode", "extend", "--vocab-size", "500"], "--new-tokens"),
     (["--mode", "extend", "--new-tokens", "5", "--vocab-size", "500"], "--vocab-size is for --mode replace"),
-    (["--new-tokens", "5", "--target-corpus", "x.txt", "--vocab-size", "9"], "--new-tokens is for --mode extend"),
+    (["--new-tokens", "5", "--text", "x.txt", "--vocab-size", "9"], "--new-tokens is for --mode extend"),
     (["--mode", "extend", "--new-tokens", "5", "--head-spelling-weight", "1.5"], "--head-spelling-weight must be"),
     (["--mode", "extend", "--new-tokens", "5", "--tied-head", "--head-spelling-weight", "0.5"], "--tied-head"),
     (["--mode", "extend", "--new-tokens", "5", "--tied-head", "--new-token-offset", "1"], "--tied-head"),
     (["--mode", "extend", "--new-tokens", "5", "--new-token-offset", "-1"], "--new-token-offset must be"),
     (["--mode", "extend", "--new-tokens", "5", "--new-token-offset", "nan"], "--new-token-offset must be"),
     (["--mode", "extend", "--new-tokens", "5", "--offset-pairs", "0"], "--offset-pairs must be"),
-    (["--target-corpus", "x.txt", "--vocab-size", "9", "--tied-head"], "--tied-head is for --mode extend"),
-    (["--target-corpus", "x.txt", "--vocab-size", "9", "--head-spelling-weight", "0.5"], "is for --mode extend"),
-    (["--target-corpus", "x.txt", "--vocab-size", "9", "--new-token-offset", "1"], "is for --mode extend"),
+    (["--text", "x.txt", "--vocab-size", "9", "--tied-head"], "--tied-head is for --mode extend"),
+    (["--text", "x.txt", "--vocab-size", "9", "--head-spelling-weight", "0.5"], "is for --mode extend"),
+    (["--text", "x.txt", "--vocab-size", "9", "--new-token-offset", "1"], "is for --mode extend"),
     (["--mode", "extend", "--new-tokens", "5", "--keep-reserved-tokens"], "--keep-reserved-tokens applies to"),
 ])
 def test_cli_transfer_mode_errors_are_one_line(transferred, argv, message, capsys):
     root = transferred
-    code = main(["transfer", "--source-model", str(root / "source"), "--parallel", str(root / "pairs.tsv"),
+    code = main(["transfer", "--model", str(root / "source"), "--parallel", str(root / "pairs.tsv"),
                  "--output", str(root / "never"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -587,11 +587,11 @@ def test_cli_map_and_transplant_head_rows_and_offset(transferred, tmp_path, caps
     root = transferred
     source_dir = str(root / "source")
     tokenizer = str(root / "ext")
-    assert main(["map", "--source-model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
+    assert main(["map", "--model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
                  "--head-spelling-weight", "0.7", "--output", str(tmp_path / "mapping")]) == 0
     mapping = TokenMapping.load(tmp_path / "mapping")
     assert mapping.head is not None and mapping.head.config["spelling_weight"] == 0.7
-    assert main(["map", "--source-model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
+    assert main(["map", "--model", source_dir, "--target-tokenizer", tokenizer, "--init", "fvt",
                  "--tied-head", "--output", str(tmp_path / "tied-mapping")]) == 0
     assert TokenMapping.load(tmp_path / "tied-mapping").head is None
     capsys.readouterr()
@@ -601,20 +601,20 @@ def test_cli_map_and_transplant_head_rows_and_offset(transferred, tmp_path, caps
             ("tied-mapping", ["--parallel", str(root / "pairs.tsv")], "separate head rows"),
             ("mapping", ["--parallel", str(root / "pairs.tsv"), "--offset-pairs", "-2"],
              "--offset-pairs must be an integer >= 1")):
-        code = main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / mapping_dir),
+        code = main(["transplant", "--model", source_dir, "--mapping", str(tmp_path / mapping_dir),
                      "--new-token-offset", "1", *extra, "--output", str(tmp_path / "never")])
         err = capsys.readouterr().err
         assert code == 2 and message in err and "Traceback" not in err, err
         assert not (tmp_path / "never").exists()
     # a replaced vocabulary has no head rows to give a share to
-    assert main(["map", "--source-model", source_dir, "--target-tokenizer", source_dir, "--init", "fvt",
+    assert main(["map", "--model", source_dir, "--target-tokenizer", source_dir, "--init", "fvt",
                  "--head-spelling-weight", "0.5", "--output", str(tmp_path / "never")]) == 2
     assert "--head-spelling-weight" in capsys.readouterr().err
     # --parallel alone applies the default offset; without it there is none
-    assert main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / "mapping"),
+    assert main(["transplant", "--model", source_dir, "--mapping", str(tmp_path / "mapping"),
                  "--parallel", str(root / "pairs.tsv"), "--output", str(tmp_path / "with")]) == 0
     assert json.loads((tmp_path / "with" / "transtok" / "offset.json").read_text())["delta"] == 1.0
-    assert main(["transplant", "--source-model", source_dir, "--mapping", str(tmp_path / "mapping"),
+    assert main(["transplant", "--model", source_dir, "--mapping", str(tmp_path / "mapping"),
                  "--output", str(tmp_path / "without")]) == 0
     assert not (tmp_path / "without" / "transtok" / "offset.json").exists()
     n = len(PreTrainedTokenizerFast.from_pretrained(source_dir))

@@ -50,7 +50,7 @@ def ws(tmp_path_factory):
             target.pad_token_id
     other.save_pretrained(root / "other")
     target.save_pretrained(root / "other")
-    assert run("map", "--init", "fvt", "--source-model", root / "model", "--target-tokenizer", root / "target",
+    assert run("map", "--init", "fvt", "--model", root / "model", "--target-tokenizer", root / "target",
                "--output", root / "mapping") == 0
     assert run("hydra", "build", "--vocab", f"en={root / 'model'}", "--vocab", f"xx={root / 'other'}",
                "--output", root / "hydra") == 0
@@ -67,15 +67,15 @@ def weights_dir(ws: Path, destination: Path, payload) -> Path:
 
 def model_argv(verb: str, ws: Path, model: Path, out: Path) -> list:
     return {
-        "transfer": ["transfer", "--source-model", model, "--parallel", ws / "pairs.tsv", "--target-tokenizer",
+        "transfer": ["transfer", "--model", model, "--parallel", ws / "pairs.tsv", "--target-tokenizer",
                      ws / "target", "--aligner", "fast_align", "--output", out],
-        "transplant": ["transplant", "--source-model", model, "--mapping", ws / "mapping", "--output", out],
-        "transplant-in-memory": ["transplant", "--in-memory", "--source-model", model, "--mapping", ws / "mapping",
+        "transplant": ["transplant", "--model", model, "--mapping", ws / "mapping", "--output", out],
+        "transplant-in-memory": ["transplant", "--in-memory", "--model", model, "--mapping", ws / "mapping",
                                  "--output", out],
         "evaluate": ["evaluate", "perplexity", "--model", model, "--text", ws / "target.txt"],
-        "finetune": ["finetune", "--model", model, "--train", ws / "target.txt", "--output", out],
+        "finetune": ["finetune", "--model", model, "--text", ws / "target.txt", "--output", out],
         "hydra": ["hydra", "build", "--vocab", f"en={ws / 'model'}", "--vocab", f"xx={model}", "--output", out],
-        "translate": ["translate", "--model", model, "--from", "en", "--to", "es", "--input", ws / "in.txt",
+        "translate": ["translate", "--model", model, "--from", "en", "--to", "es", "--text", ws / "in.txt",
                       "--output", out],
     }[verb]
 
@@ -110,7 +110,7 @@ def test_a_plain_tensor_pickle_still_loads_and_a_cut_one_is_named(ws, tmp_path, 
     shutil.copytree(plain, cut)
     data = (cut / "pytorch_model.bin").read_bytes()
     (cut / "pytorch_model.bin").write_bytes(data[:len(data) // 2])
-    assert run("transplant", "--source-model", cut, "--mapping", ws / "mapping", "--output", tmp_path / "out") == 2
+    assert run("transplant", "--model", cut, "--mapping", ws / "mapping", "--output", tmp_path / "out") == 2
     line = one_line(capsys.readouterr().err)
     assert f"{cut / 'pytorch_model.bin'} is truncated or corrupt" in line and "download the checkpoint again" in line
     assert leftovers(tmp_path, "out") == []
@@ -129,7 +129,7 @@ def test_a_checkpoint_index_naming_a_shard_outside_its_directory_is_refused(ws, 
         names = list(handle.keys())
     (model / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {n: "../elsewhere/model.safetensors" for n in names}}), encoding="utf-8")
-    assert run("transplant", "--source-model", model, "--mapping", ws / "mapping", "--output", tmp_path / "out") == 2
+    assert run("transplant", "--model", model, "--mapping", ws / "mapping", "--output", tmp_path / "out") == 2
     line = one_line(capsys.readouterr().err)
     assert f"{model / 'model.safetensors.index.json'} refers to '../elsewhere/model.safetensors', which is not a " \
            f"path inside {model}: a model directory may only refer to files inside it" in line
@@ -180,7 +180,7 @@ def test_a_broken_hydra_json_is_one_line_naming_the_file(ws, tmp_path, capsys, e
     import re
 
     hydra = hydra_copy(ws, tmp_path / "hydra", edit)
-    assert run("translate", "--model", hydra, "--from", "en", "--to", "xx", "--input", ws / "in.txt") == 2
+    assert run("translate", "--model", hydra, "--from", "en", "--to", "xx", "--text", ws / "in.txt") == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"transtok translate: error: {hydra / 'hydra.json'} ")
     assert re.search(message, line), line
@@ -245,7 +245,7 @@ def test_a_reencoded_copy_of_a_corpus_is_the_same_corpus_when_merging(ws, tmp_pa
     """'800 pairs of a 400-pair corpus': the original and its CRLF + BOM (or gzip) copy, aligned apart, are
     refused as a double count."""
     corpus = copies(ws, tmp_path / "copies")
-    common = ["--source-model", ws / "model", "--target-tokenizer", ws / "target", "--aligner", "fast_align"]
+    common = ["--model", ws / "model", "--target-tokenizer", ws / "target", "--aligner", "fast_align"]
     original, copied = tmp_path / "a-original", tmp_path / "b-copy"
     assert run("-q", "align", *common, "--parallel", ws / "pairs.tsv", "--output", original) == 0
     assert run("-q", "align", *common, "--parallel", *corpus[copy_name], *(["--shard", shard] if shard else []),
@@ -325,7 +325,7 @@ def test_a_bad_output_file_fails_before_the_model_is_loaded(ws, tmp_path, capsys
         output = folder / "out.txt"
     argv = (["translate", "--model", tmp_path / "no-model", "--from", "en", "--to", "xx"] if verb == "translate" else
             ["hydra", "generate", "--model", tmp_path / "no-model", "--prompt-vocab", "en"])
-    assert run(*argv, "--input", source, "--output", output) == 2
+    assert run(*argv, "--text", source, "--output", output) == 2
     line = one_line(capsys.readouterr().err)
     assert "--output" in line and expected in line, line
     assert source.read_text(encoding="utf-8") == (ws / "in.txt").read_text(encoding="utf-8")
@@ -339,7 +339,7 @@ def test_translate_writes_its_output_whole_or_not_at_all(ws, tmp_path):
     nothing else; SIGKILL: a hidden leftover that the next run to that file sweeps)."""
     out = tmp_path / "out.txt"
     out.write_text("old\n", encoding="utf-8")
-    argv = ["-q", "translate", "--model", ws / "hydra", "--from", "en", "--to", "xx", "--input", ws / "in.txt",
+    argv = ["-q", "translate", "--model", ws / "hydra", "--from", "en", "--to", "xx", "--text", ws / "in.txt",
             "--output", out, "--max-new-tokens", "2"]
     process = start(argv, tmp_path, pause="commit")
     flag = reached(process, tmp_path, "commit")
@@ -367,7 +367,7 @@ def test_translate_writes_its_output_whole_or_not_at_all(ws, tmp_path):
 def test_translate_to_dev_null_writes_through_it(ws):
     if not Path("/dev/null").exists():
         pytest.skip("no /dev/null")
-    assert run("-q", "translate", "--model", ws / "hydra", "--from", "en", "--to", "xx", "--input", ws / "in.txt",
+    assert run("-q", "translate", "--model", ws / "hydra", "--from", "en", "--to", "xx", "--text", ws / "in.txt",
                "--output", "/dev/null", "--max-new-tokens", "2") == 0
     assert Path("/dev/null").is_char_device()
 

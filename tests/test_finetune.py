@@ -136,7 +136,7 @@ def test_fallback_rate_flags_text_in_another_script(target_tokenizer):
     (dict(precision="fp8"), ["'fp8'", "bf16"]),
     (dict(seq_len=0), ["seq_len", "0"]),
     (dict(save_every=-1), ["save_every", "-1", "0 = no checkpoints"]),
-    (dict(train=[]), ["--train"]),
+    (dict(train=[]), ["`train`"]),
     (dict(max_grad_norm=-1.0), ["max_grad_norm", "-1.0", "0 = no clipping"]),
     (dict(join="tab"), ["'tab'", "newline, eos"]),
 ])
@@ -252,11 +252,11 @@ def test_resume_continues_the_interrupted_run(workdir, monkeypatch):
     assert [p.name for p in (config.checkpoint_path / "stage-1-embeddings").glob("checkpoint-*")] == ["checkpoint-4"]
     monkeypatch.setattr(Trainer, "training_step", original)
 
-    with pytest.raises(ConfigError, match="pass --resume"):
+    with pytest.raises(ConfigError, match="pass `resume=True`"):
         ft.finetune(config)
     other = _config(workdir, "resume-out", max_tokens=SEQ * BATCH * 8, save_every=4, resume=True,
                     model=str(workdir / "other"))
-    with pytest.raises(MismatchError, match=r"different model .*same --model"):
+    with pytest.raises(MismatchError, match=r"different model .*same `model`"):
         ft.finetune(other)
     changed = _config(workdir, "resume-out", max_tokens=SEQ * BATCH * 8, save_every=4, resume=True, lr=1e-3)
     with pytest.raises(MismatchError, match=r"training settings \(lr: 0.01 -> 0.001\)"):
@@ -313,7 +313,7 @@ def test_lora_no_merge_writes_an_adapter(workdir):
 def test_cli_runs_and_reports(workdir, capsys):
     from transtok.cli import main
 
-    code = main(["finetune", "--model", str(workdir / "model"), "--train", str(workdir / "train.txt"),
+    code = main(["finetune", "--model", str(workdir / "model"), "--text", str(workdir / "train.txt"),
                  "--eval", str(workdir / "eval.txt"), "--output", str(workdir / "cli-out"), "--max-tokens", "0.5k",
                  "--seq-len", str(SEQ), "--batch-size", str(BATCH), "--lr", "1e-2", "--precision", "fp32"])
     out = capsys.readouterr().out
@@ -327,15 +327,15 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
-    code = main(["finetune", "--model", str(workdir / "model"), "--train", str(empty),
+    code = main(["finetune", "--model", str(workdir / "model"), "--text", str(empty),
                  "--output", str(tmp_path / "o"), "--seq-len", str(SEQ)])
     err = capsys.readouterr().err
     assert code == 2 and "transtok finetune: error:" in err and "empty.txt" in err and "no non-blank line" in err
     with pytest.raises(SystemExit):
-        main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--stage", "2x3"])
+        main(["finetune", "--model", "m", "--text", "t", "--output", "o", "--stage", "2x3"])
     assert "invalid choice: '2x3'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["finetune", "--model", "m", "--train", "t", "--output", "o", "--max-tokens", "lots"])
+        main(["finetune", "--model", "m", "--text", "t", "--output", "o", "--max-tokens", "lots"])
     assert "'lots' is not a token count" in capsys.readouterr().err
 
 

@@ -159,18 +159,18 @@ def test_tokenized_lines_are_what_fasttext_sees(target_tokenizer):
 def test_bad_inputs_are_refused_with_the_fix(source_tokenizer, target_tokenizer, tmp_path):
     with pytest.raises(DataError, match="needs target-language text"):
         focus_mapping(source_tokenizer, target_tokenizer, ["", "\n"])
-    with pytest.raises(DataError, match="no target token occurs --focus-min-count=3 times in the 1 lines"):
+    with pytest.raises(DataError, match="no target token occurs `focus.min_count` 3 times in the 1 lines"):
         focus_mapping(source_tokenizer, target_tokenizer, ["kax"])
-    with pytest.raises(ConfigError, match="or --focus-fasttext PATH"):
+    with pytest.raises(ConfigError, match="or `focus.fasttext_model` PATH"):
         focus_mapping(source_tokenizer, target_tokenizer)
     with pytest.raises(DataError, match="missing.bin' does not exist"):
         focus_mapping(source_tokenizer, target_tokenizer,
                       config=FocusConfig(fasttext_model=str(tmp_path / "missing.bin")))
-    with pytest.raises(ConfigError, match="--focus-min-count must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="`focus.min_count` must be an integer >= 1, got 0"):
         FocusConfig(min_count=0)
-    with pytest.raises(ConfigError, match="--focus-dim must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="`focus.dim` must be an integer >= 1"):
         FocusConfig(dim=0)
-    with pytest.raises(ConfigError, match="--focus-overlap 'fuzzy' is not known; choose one of bytes, deepfocus"):
+    with pytest.raises(ConfigError, match="`focus.overlap` 'fuzzy' is not known; choose one of bytes, deepfocus"):
         FocusConfig(overlap="fuzzy")
     with pytest.raises(ConfigError, match="use them with overlap='deepfocus'"):
         FocusConfig(fuzzy_match_all=True)
@@ -180,7 +180,7 @@ def test_missing_deepfocus_names_the_extra(source_tokenizer, target_tokenizer, m
     import sys
 
     monkeypatch.setitem(sys.modules, "deepfocus.focus", None)
-    with pytest.raises(MissingDependencyError, match=r"--init focus needs .*'deepfocus'.*transtok\[focus\]"):
+    with pytest.raises(MissingDependencyError, match=r"`init` focus needs .*'deepfocus'.*transtok\[focus\]"):
         focus_mapping(source_tokenizer, target_tokenizer, ["x"])
 
 
@@ -196,13 +196,13 @@ def test_cli_map_and_transfer_take_init_focus(source_tokenizer, target_tokenizer
     target_tokenizer.save_pretrained(tmp_path / "target")
     (tmp_path / "target.txt").write_text("".join(t + "\n" for t in target_texts), encoding="utf-8")
     (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in cipher_pairs), encoding="utf-8")
-    base = ["map", "--init", "focus", "--source-model", str(source), "--target-tokenizer", str(tmp_path / "target")]
+    base = ["map", "--init", "focus", "--model", str(source), "--target-tokenizer", str(tmp_path / "target")]
 
     assert main(base + ["--output", str(tmp_path / "none")]) == 2
     assert "--init focus needs target-language text" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
 
-    assert main(base + ["--target-text", str(tmp_path / "target.txt"), "--seed", "3",
+    assert main(base + ["--text", str(tmp_path / "target.txt"), "--seed", "3",
                         "--output", str(tmp_path / "m")]) == 0
     expected, _ = focus_mapping(source_tokenizer, target_tokenizer, target_texts, config=FocusConfig(seed=3))
     written = TokenMapping.load(tmp_path / "m")
@@ -210,7 +210,7 @@ def test_cli_map_and_transfer_take_init_focus(source_tokenizer, target_tokenizer
     assert (written.provenance == PROVENANCE.index("focus")).sum() > 0
 
     # transfer trains fastText on the corpus's target side: the same text, so the same mapping.
-    assert main(["transfer", "--init", "focus", "--seed", "3", "--source-model", str(source), "--parallel",
+    assert main(["transfer", "--init", "focus", "--seed", "3", "--model", str(source), "--parallel",
                  str(tmp_path / "pairs.tsv"), "--target-tokenizer", str(tmp_path / "target"),
                  "--output", str(tmp_path / "model")]) == 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")

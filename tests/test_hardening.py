@@ -43,9 +43,9 @@ def ws(tmp_path_factory):
                                       num_attention_heads=4, intermediate_size=64))
     bert.save_pretrained(root / "bert")
     source.save_pretrained(root / "bert")
-    assert run("map", "--init", "fvt", "--source-model", root / "model", "--target-tokenizer", root / "target",
+    assert run("map", "--init", "fvt", "--model", root / "model", "--target-tokenizer", root / "target",
                "--output", root / "mapping") == 0
-    assert run("align", "--source-model", root / "model", "--target-tokenizer", root / "target", "--parallel",
+    assert run("align", "--model", root / "model", "--target-tokenizer", root / "target", "--parallel",
                root / "pairs.tsv", "--aligner", "fast_align", "--output", root / "alignment") == 0
     return root
 
@@ -65,13 +65,13 @@ def truncated(source: Path, destination: Path, name: str, size: int | None = Non
 def test_a_non_causal_model_is_refused_naming_its_class(ws, tmp_path, capsys, verb):
     out = tmp_path / "out"
     argv = {
-        "transfer": ["transfer", "--source-model", ws / "bert", "--parallel", ws / "pairs.tsv", "--target-tokenizer",
+        "transfer": ["transfer", "--model", ws / "bert", "--parallel", ws / "pairs.tsv", "--target-tokenizer",
                      ws / "target", "--aligner", "fast_align", "--output", out],
-        "transplant": ["transplant", "--source-model", ws / "bert", "--mapping", ws / "mapping", "--output", out],
-        "transplant-in-memory": ["transplant", "--in-memory", "--source-model", ws / "bert", "--mapping",
+        "transplant": ["transplant", "--model", ws / "bert", "--mapping", ws / "mapping", "--output", out],
+        "transplant-in-memory": ["transplant", "--in-memory", "--model", ws / "bert", "--mapping",
                                  ws / "mapping", "--output", out],
         "evaluate": ["evaluate", "perplexity", "--model", ws / "bert", "--text", ws / "target.txt"],
-        "finetune": ["finetune", "--model", ws / "bert", "--train", ws / "target.txt", "--output", out],
+        "finetune": ["finetune", "--model", ws / "bert", "--text", ws / "target.txt", "--output", out],
         "hydra": ["hydra", "build", "--vocab", f"en={ws / 'model'}", "--vocab", f"xx={ws / 'bert'}", "--output", out],
     }[verb]
     assert run(*argv) == 2
@@ -89,13 +89,13 @@ def test_a_truncated_model_file_is_named_with_the_fix(ws, tmp_path, capsys, verb
     model = truncated(ws / "model", tmp_path / "model", "model.safetensors", size)
     out = tmp_path / "out"
     argv = {
-        "transfer": ["transfer", "--source-model", model, "--parallel", ws / "pairs.tsv", "--target-tokenizer",
+        "transfer": ["transfer", "--model", model, "--parallel", ws / "pairs.tsv", "--target-tokenizer",
                      ws / "target", "--aligner", "fast_align", "--output", out],
-        "transplant": ["transplant", "--source-model", model, "--mapping", ws / "mapping", "--output", out],
-        "transplant-in-memory": ["transplant", "--in-memory", "--source-model", model, "--mapping", ws / "mapping",
+        "transplant": ["transplant", "--model", model, "--mapping", ws / "mapping", "--output", out],
+        "transplant-in-memory": ["transplant", "--in-memory", "--model", model, "--mapping", ws / "mapping",
                                  "--output", out],
         "evaluate": ["evaluate", "perplexity", "--model", model, "--text", ws / "target.txt"],
-        "finetune": ["finetune", "--model", model, "--train", ws / "target.txt", "--output", out],
+        "finetune": ["finetune", "--model", model, "--text", ws / "target.txt", "--output", out],
         "hydra": ["hydra", "build", "--vocab", f"en={ws / 'model'}", "--vocab", f"xx={model}", "--output", out],
     }[verb]
     assert run(*argv) == 2
@@ -106,7 +106,7 @@ def test_a_truncated_model_file_is_named_with_the_fix(ws, tmp_path, capsys, verb
 
 
 def test_a_truncated_checkpoint_written_by_transtok_names_the_verb_that_rebuilds_it(ws, tmp_path, capsys):
-    assert run("transplant", "--source-model", ws / "model", "--mapping", ws / "mapping", "--output",
+    assert run("transplant", "--model", ws / "model", "--mapping", ws / "mapping", "--output",
                tmp_path / "made") == 0
     model = truncated(tmp_path / "made", tmp_path / "cut", "model.safetensors")
     assert run("evaluate", "perplexity", "--model", model, "--text", ws / "target.txt") == 2
@@ -116,7 +116,7 @@ def test_a_truncated_checkpoint_written_by_transtok_names_the_verb_that_rebuilds
 @pytest.mark.parametrize("size", [None, 20])
 def test_truncated_mapping_and_counts_are_named_with_the_verb_that_rebuilds_them(ws, tmp_path, capsys, size):
     mapping = truncated(ws / "mapping", tmp_path / "mapping", "mapping.safetensors", size)
-    assert run("transplant", "--source-model", ws / "model", "--mapping", mapping, "--output", tmp_path / "out") == 2
+    assert run("transplant", "--model", ws / "model", "--mapping", mapping, "--output", tmp_path / "out") == 2
     line = one_line(capsys.readouterr().err)
     assert f"{mapping / 'mapping.safetensors'} is truncated or corrupt" in line
     assert "rebuild it with 'transtok map'" in line
@@ -137,14 +137,14 @@ def test_truncated_mapping_and_counts_are_named_with_the_verb_that_rebuilds_them
     ("100000", "--vocab-size 100,000 cannot be reached: the training text has"),
 ])
 def test_an_impossible_vocab_size_is_refused(ws, tmp_path, capsys, size, message):
-    assert run("train-tokenizer", "--corpus", ws / "target.txt", "--source-model", ws / "model", "--vocab-size", size,
+    assert run("train-tokenizer", "--text", ws / "target.txt", "--model", ws / "model", "--vocab-size", size,
                "--output", tmp_path / "out") == 2
     assert message in one_line(capsys.readouterr().err)
     assert leftovers(tmp_path, "out") == []
 
 
 def test_a_vocabulary_far_smaller_than_requested_is_warned(ws, tmp_path, capsys, caplog):
-    assert run("-q", "train-tokenizer", "--corpus", ws / "target.txt", "--source-model", ws / "model",
+    assert run("-q", "train-tokenizer", "--text", ws / "target.txt", "--model", ws / "model",
                "--vocab-size", 3000, "--output", tmp_path / "out") == 0
     trained = int(capsys.readouterr().out.split("trained ")[1].split(" tokens")[0].replace(",", ""))
     assert trained < 1500
@@ -153,10 +153,10 @@ def test_a_vocabulary_far_smaller_than_requested_is_warned(ws, tmp_path, capsys,
 
 
 def test_vocab_size_with_a_given_target_tokenizer_is_refused(ws, tmp_path, capsys):
-    assert run("transfer", "--source-model", ws / "model", "--parallel", ws / "pairs.tsv", "--target-tokenizer",
+    assert run("transfer", "--model", ws / "model", "--parallel", ws / "pairs.tsv", "--target-tokenizer",
                ws / "target", "--vocab-size", 8000, "--output", tmp_path / "out") == 2
     line = one_line(capsys.readouterr().err)
-    assert "--vocab-size 8000 applies only to a tokenizer trained on --target-corpus" in line
+    assert "--vocab-size 8000 applies only to a tokenizer trained on --text" in line
     assert "drop --vocab-size" in line
 
 
@@ -167,7 +167,7 @@ def test_quiet_silences_progress_bars(ws, tmp_path, capsys, monkeypatch):
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    argv = ["transplant", "--in-memory", "--source-model", ws / "model", "--mapping", ws / "mapping", "--output"]
+    argv = ["transplant", "--in-memory", "--model", ws / "model", "--mapping", ws / "mapping", "--output"]
     try:
         hf_logging.enable_progress_bar()
         assert run("-v", *argv, tmp_path / "loud") == 0
@@ -208,7 +208,7 @@ def eflomal_children(marker: str) -> list[int]:
 
 
 def align_argv(ws: Path, out: Path, *extra) -> list:
-    return ["-q", "align", "--source-model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
+    return ["-q", "align", "--model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
             ws / "pairs.tsv", "--output", out, *extra]
 
 
@@ -348,7 +348,7 @@ def test_an_interrupted_finetune_keeps_only_resumable_checkpoints(tmp_path):
     (root / "stage-1-embeddings" / "checkpoint-5" / "model.safetensors").write_bytes(b"weights")
     mark_complete(root / "stage-1-embeddings" / "checkpoint-5")
     message = after_interrupt(config)
-    assert f"resumable checkpoints stay in {root}: run the same command with --resume" in message
+    assert f"resumable checkpoints stay in {root}: run the same command with `resume=True`" in message
     assert (root / "stage-1-embeddings" / "checkpoint-5").is_dir()
 
 

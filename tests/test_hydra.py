@@ -334,13 +334,13 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
 
     source = tmp_path / "in.txt"
     source.write_text(f"{ENGLISH}\nthe city\nof gold\n", encoding="utf-8")
-    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--text", str(source),
                  "--output", str(tmp_path / "out.txt"), "--max-new-tokens", "3", "--batch-size", "2"]) == 0
     translated = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
     assert len(translated) == 4 and translated[-1] == ""
     assert translated[:3] == hydra.translate([ENGLISH, "the city", "of gold"], source="a", target="b",
                                              max_new_tokens=3)
-    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--input", str(source),
+    assert main(["translate", "--model", str(hydra_dir), "--from", "a", "--to", "b", "--text", str(source),
                  "--output", str(tmp_path / "off.txt"), "--max-new-tokens", "5", "--no-stop-at-newline",
                  "--no-repeat-ngram", "0", "--repetition-penalty", "1.3"]) == 0
     assert (tmp_path / "off.txt").read_text(encoding="utf-8").splitlines() == [
@@ -349,7 +349,7 @@ def test_cli_build_generate_export_translate(tokenizers, tmp_path, capsys):
                                                       no_repeat_ngram_size=0, repetition_penalty=1.3)]
 
     # a plain checkpoint is a one-vocabulary model that reads and writes both languages
-    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--input", str(source),
+    assert main(["translate", "--model", str(tmp_path / "a"), "--from", "en", "--to", "es", "--text", str(source),
                  "--output", str(tmp_path / "plain.txt"), "--max-new-tokens", "3"]) == 0
     plain = Hydra.from_checkpoints({"model": tmp_path / "a"})
     assert (tmp_path / "plain.txt").read_text(encoding="utf-8").splitlines() == plain.translate(

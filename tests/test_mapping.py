@@ -74,7 +74,7 @@ def test_spelling_weight_is_a_floor_on_the_spelling_share():
     np.testing.assert_allclose(np.asarray(mapping.matrix.sum(axis=1)).ravel() + mapping.residual, 1.0, atol=1e-6)
     assert report.provenance == plain_report.provenance  # which evidence a token had, not how it is shared
     assert build_mapping(**evidence(config=MappingConfig()))[0].matrix.toarray() == pytest.approx(plain)  # None = 0
-    with pytest.raises(ConfigError, match="--spelling-weight"):
+    with pytest.raises(ConfigError, match="`spelling_weight`"):
         MappingConfig(spelling_weight=1.5)
 
 
@@ -107,7 +107,7 @@ def test_source_discount_lets_the_rarer_partner_lead_and_keeps_the_trust():
     a, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0)))
     b, _ = build_mapping(**evidence(counts=counts, config=MappingConfig(sharpen=1.0, source_discount=1.0)))
     assert a.matrix[1, 1] + a.matrix[1, 0] == pytest.approx(b.matrix[1, 1] + b.matrix[1, 0])
-    with pytest.raises(ConfigError, match="source_discount must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match="`source_discount` must be a finite number >= 0"):
         MappingConfig(source_discount=-1)
 
 
@@ -132,9 +132,9 @@ def test_trans_tokenization_without_counts_is_refused():
 
 
 def test_bad_config_values_name_the_flag():
-    with pytest.raises(ConfigError, match="--init 'focal' is not a known method"):
+    with pytest.raises(ConfigError, match="`init` 'focal' is not a known method"):
         MappingConfig(init="focal")
-    with pytest.raises(ConfigError, match=r"--copy-weight must be a finite number in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"`copy_weight` must be a finite number in \[0, 1\]"):
         MappingConfig(copy_weight=1.5)
 
 

@@ -52,7 +52,7 @@ def ws(tmp_path_factory):
     model.save_pretrained(root / "model")
     source.save_pretrained(root / "model")
     target.save_pretrained(root / "target")
-    assert run("map", "--init", "fvt", "--source-model", root / "model", "--target-tokenizer", root / "target",
+    assert run("map", "--init", "fvt", "--model", root / "model", "--target-tokenizer", root / "target",
                "--output", root / "mapping") == 0
     return root
 
@@ -80,7 +80,7 @@ def test_an_output_overlapping_an_input_is_refused_naming_both(tmp_path, overwri
 
 def test_transplant_onto_its_own_source_model_is_refused_and_the_model_is_intact(ws, capsys):
     before = listing(ws / "model")
-    assert run("transplant", "--source-model", ws / "model", "--mapping", ws / "mapping", "--output", ws / "model",
+    assert run("transplant", "--model", ws / "model", "--mapping", ws / "mapping", "--output", ws / "model",
                "--overwrite") == 2
     assert one_line(capsys.readouterr().err) == (
         f"transtok transplant: error: output {str(ws / 'model')!r} is the input {str(ws / 'model')!r}; choose an "
@@ -96,15 +96,15 @@ def test_every_verb_refuses_an_output_holding_its_input(ws, tmp_path, capsys, ve
         (corpus / name).write_bytes((ws / "corpus" / name).read_bytes())
     (corpus / MARKER).write_text(MARKER_TEXT)  # even a directory --overwrite could replace
     argv, given = {
-        "transfer": (["transfer", "--source-model", ws / "model", "--parallel", corpus / "pairs.tsv",
+        "transfer": (["transfer", "--model", ws / "model", "--parallel", corpus / "pairs.tsv",
                       "--target-tokenizer", ws / "target", "--aligner", "fast_align"], corpus / "pairs.tsv"),
-        "align": (["align", "--source-model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
+        "align": (["align", "--model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
                    corpus / "pairs.tsv"], corpus / "pairs.tsv"),
-        "map": (["map", "--init", "focus", "--source-model", ws / "model", "--target-tokenizer", ws / "target",
-                 "--target-text", corpus / "target.txt"], corpus / "target.txt"),
-        "train-tokenizer": (["train-tokenizer", "--source-model", ws / "model", "--vocab-size", "300", "--corpus",
+        "map": (["map", "--init", "focus", "--model", ws / "model", "--target-tokenizer", ws / "target",
+                 "--text", corpus / "target.txt"], corpus / "target.txt"),
+        "train-tokenizer": (["train-tokenizer", "--model", ws / "model", "--vocab-size", "300", "--text",
                              corpus / "target.txt"], corpus / "target.txt"),
-        "finetune": (["finetune", "--model", ws / "model", "--train", corpus / "target.txt"], corpus / "target.txt"),
+        "finetune": (["finetune", "--model", ws / "model", "--text", corpus / "target.txt"], corpus / "target.txt"),
         "hydra": (["hydra", "build", "--vocab", f"en={ws / 'model'}", "--vocab", f"xx={corpus}"], corpus),
         "merge": (["merge-alignments", "--alignment", corpus], corpus),
     }[verb]
@@ -185,7 +185,7 @@ def test_the_working_directory_its_parents_home_and_empty_are_refused(tmp_path, 
     monkeypatch.chdir(tmp_path / "work")
     before = listing(tmp_path)
     path = os.path.expanduser(given) if given == "~" else given
-    assert run("align", "--source-model", "m", "--target-tokenizer", "t", "--parallel", "p.tsv", "--output", path,
+    assert run("align", "--model", "m", "--target-tokenizer", "t", "--parallel", "p.tsv", "--output", path,
                "--overwrite") == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith("transtok align: error: " + (message if given != "~" else
@@ -222,7 +222,7 @@ def test_an_output_that_is_a_symlink_is_refused_and_left_alone(tmp_path, danglin
 
 def test_a_parent_that_is_a_file_and_a_name_too_long_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    argv = ["align", "--source-model", "m", "--target-tokenizer", "t", "--parallel", "p.tsv", "--output"]
+    argv = ["align", "--model", "m", "--target-tokenizer", "t", "--parallel", "p.tsv", "--output"]
     assert run(*argv, tmp_path / "file" / "sub" / "out") == 2
     assert one_line(capsys.readouterr().err) == (
         f"transtok align: error: output {str(tmp_path / 'file' / 'sub' / 'out')!r} cannot be created: "
@@ -277,7 +277,7 @@ def test_overwrite_replaces_only_a_directory_transtok_wrote(tmp_path):
         with atomic_output_dir(mine, overwrite=True):
             pytest.fail("the run must not start")
     assert str(caught.value) == (f"{str(mine)!r} was not written by transtok (no .transtok-output file), so "
-                                 "--overwrite will not replace it; remove it yourself or choose another --output")
+                                 "`overwrite` will not replace it; remove it yourself or choose another `output`")
     assert listing(tmp_path) == {"mine": None, "mine/thesis.tex": b"years of work"}
 
     out = written(tmp_path / "out")
@@ -376,9 +376,9 @@ def test_overwrite_replaces_only_a_transtok_checkpoint_dir(tmp_path):
     with pytest.raises(ConfigError) as caught:
         _check_run_dir(_ft_config(tmp_path, mine, overwrite=True), {}, True)
     assert str(caught.value) == (f"checkpoint directory {str(mine)!r} holds no run.json, so transtok did not write "
-                                 "it and --overwrite will not replace it; remove it yourself or choose another "
-                                 "--checkpoint-dir")
-    with pytest.raises(ConfigError, match="exists and is not empty; pass --resume"):
+                                 "it and `overwrite` will not replace it; remove it yourself or choose another "
+                                 "`checkpoint_dir`")
+    with pytest.raises(ConfigError, match="exists and is not empty; pass `resume=True`"):
         _refuse_foreign_run_dir(_ft_config(tmp_path, mine))
     assert (mine / "notes.txt").read_text() == "mine"
     (tmp_path / "model").mkdir()
@@ -390,7 +390,7 @@ def test_overwrite_replaces_only_a_transtok_checkpoint_dir(tmp_path):
             _refuse_foreign_run_dir(_ft_config(tmp_path, checkpoint))
         message = str(caught.value)
         assert message.startswith(f"checkpoint directory {str(checkpoint)!r} {relation} {what} "), message
-        assert message.endswith("; choose a --checkpoint-dir outside the output and the run's inputs")
+        assert message.endswith("; choose a `checkpoint_dir` outside the output and the run's inputs")
 
 
 def _env(flags: Path) -> dict:
@@ -412,7 +412,7 @@ def test_sigterm_after_the_claim_never_deletes_a_checkpoint_dir_the_run_did_not_
     before = listing(checkpoints)
     (tmp_path / "flags").mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "transtok", "-q", "finetune", "--model", ws / "model", "--train",
+        [sys.executable, "-m", "transtok", "-q", "finetune", "--model", ws / "model", "--text",
          ws / "corpus" / "target.txt", "--output", tmp_path / "out", "--checkpoint-dir", checkpoints, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path / "flags"))
     flag = tmp_path / "flags" / "claimed"

@@ -191,11 +191,11 @@ def test_cli_transplants_a_padded_checkpoint_both_ways(tmp_path, tokenizers):
     model.save_pretrained(tmp_path / "src")
     source.save_pretrained(tmp_path / "src")
     target.save_pretrained(tmp_path / "tgt")
-    assert main(["map", "--source-model", str(tmp_path / "src"), "--target-tokenizer", str(tmp_path / "tgt"),
+    assert main(["map", "--model", str(tmp_path / "src"), "--target-tokenizer", str(tmp_path / "tgt"),
                  "--init", "fvt", "--output", str(tmp_path / "m")]) == 0
     for flag in ([], ["--in-memory"]):
         out = tmp_path / f"out{len(flag)}"
-        assert main(["transplant", "--source-model", str(tmp_path / "src"), "--mapping", str(tmp_path / "m"),
+        assert main(["transplant", "--model", str(tmp_path / "src"), "--mapping", str(tmp_path / "m"),
                      "--output", str(out), *flag]) == 0
         loaded = AutoModelForCausalLM.from_pretrained(out)
         rows = padded_vocab_size(model.config.vocab_size, len(source), len(target))

@@ -36,8 +36,8 @@ def test_help_lists_every_verb(capsys):
 
 def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys):
     out = workspace / "transfer"
-    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--text", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
                "--output", out) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -62,8 +62,8 @@ def test_transfer_without_vocab_size_takes_the_source_size_capped_by_the_text(wo
     # 400 source tokens; 4 short lines support far fewer merges: no error, no "trained only" warning.
     (tmp_path / "few.txt").write_text("".join(f"{t}\n" for _, t in factories.cipher_corpus(4)), encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="transtok"):
-        assert run("-q", "transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-                   "--target-corpus", tmp_path / "few.txt", "--aligner", "fast_align", "--unigram-prior", 0,
+        assert run("-q", "transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+                   "--text", tmp_path / "few.txt", "--aligner", "fast_align", "--unigram-prior", 0,
                    "--output", tmp_path / "out") == 0
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
     saved = json.loads((tmp_path / "out/transtok/config.json").read_text())
@@ -82,9 +82,9 @@ def test_transfer_from_a_gemma_like_source_leaves_out_its_reserved_tokens(worksp
     source_model = factories.tiny_causal_lm("llama", len(source_tokenizer), False, source_tokenizer)
     source_model.save_pretrained(tmp_path / "gemma")
     source_tokenizer.save_pretrained(tmp_path / "gemma")
-    common = ["transfer", "--source-model", tmp_path / "gemma", "--parallel", workspace / "pairs.tsv",
+    common = ["transfer", "--model", tmp_path / "gemma", "--parallel", workspace / "pairs.tsv",
               "--aligner", "fast_align"]
-    assert run(*common, "--target-corpus", workspace / "target.txt", "--vocab-size", 550,
+    assert run(*common, "--text", workspace / "target.txt", "--vocab-size", 550,
                "--output", tmp_path / "out") == 0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
@@ -101,7 +101,7 @@ def test_transfer_from_a_gemma_like_source_leaves_out_its_reserved_tokens(worksp
     capsys.readouterr()
     assert run(*common, "--target-tokenizer", tmp_path / "out", "--keep-reserved-tokens",
                "--output", tmp_path / "never") == 2
-    assert "--keep-reserved-tokens applies to a tokenizer trained on --target-corpus" in capsys.readouterr().err
+    assert "--keep-reserved-tokens applies to a tokenizer trained on --text" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
 
 
@@ -111,8 +111,8 @@ def test_transfer_warns_below_the_corpus_size_that_beat_the_source_model(workspa
     from transtok.pipeline import ENOUGH_PAIRS
 
     with caplog.at_level(logging.WARNING, logger="transtok"):
-        assert run("-q", "transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-                   "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+        assert run("-q", "transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+                   "--text", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
                    "--unigram-prior", 0, "--output", tmp_path / "out") == 0
     said = [r.getMessage() for r in caplog.records if "pairs after cleaning" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("the parallel corpus has 600 pairs after cleaning; with fewer than "
@@ -123,7 +123,7 @@ def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
     prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
     if not prior.exists():
         pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
-    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
                "--target-tokenizer", prior, "--aligner", "fast_align", "--unigram-prior", 0,
                "--output", plain) == 0
     a, b = AutoModelForCausalLM.from_pretrained(plain), AutoModelForCausalLM.from_pretrained(prior)
@@ -137,7 +137,7 @@ def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
     for extra in (["--unigram-prior", -1], ["--unigram-prior", "nan"], ["--mode", "extend", "--new-tokens", 20,
                                                                         "--unigram-prior", 0.5]):
         out = workspace / "prior-bad"
-        args = ["transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+        args = ["transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
                 "--aligner", "fast_align", "--output", out, *extra]
         if "--mode" not in extra:
             args += ["--target-tokenizer", plain]
@@ -150,7 +150,7 @@ def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
                                    source, 20)
     extended.save_pretrained(workspace / "extended-tokenizer")
     out = workspace / "prior-extended"
-    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
                "--target-tokenizer", workspace / "extended-tokenizer", "--aligner", "fast_align",
                "--unigram-prior", 1, "--output", out) == 2 and not out.exists()
 
@@ -172,7 +172,7 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     tokenizer = workspace / "target-tokenizer"
     factories.byte_level_tokenizer([t for _, t in factories.cipher_corpus(600)], vocab_size=350).save_pretrained(
         tokenizer)
-    corpus = ["--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv"]
+    corpus = ["--model", workspace / "source", "--parallel", workspace / "pairs.tsv"]
     for name, extra in (("whole", []), ("whole-no-prior", ["--unigram-prior", 0])):
         assert run("transfer", *corpus, "--target-tokenizer", tokenizer, "--aligner", "fast_align", *extra,
                    "--output", workspace / name) == 0
@@ -187,9 +187,9 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     assert written(workspace / "whole/transtok/mapping") == written(workspace / "m1")
     # With the training corpus, transplant gives the head transfer's default unigram prior (in memory);
     # without it, none (the checkpoint is edited without loading the model).
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
                "--parallel", workspace / "pairs.tsv", "--output", workspace / "model") == 0
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
                "--output", workspace / "model-no-prior") == 0
     for steps, whole in (("model", "whole"), ("model-no-prior", "whole-no-prior")):
         expected = {k: v for k, v in written(workspace / whole).items() if not k.startswith("transtok/alignment/")}
@@ -208,7 +208,7 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     assert (workspace / "model/transtok/unigram_prior.json").read_bytes() == \
         (workspace / "whole/transtok/unigram_prior.json").read_bytes()
     # An explicit prior without the text it counts is a one-line error.
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
                "--unigram-prior", 1, "--output", workspace / "model-bad") == 2
     assert not (workspace / "model-bad").exists()
 
@@ -227,7 +227,7 @@ def test_give_vocabulary_refuses_an_offset_or_prior_without_its_text_before_any_
 def test_existing_output_is_refused_without_overwrite(workspace, capsys):
     (workspace / "taken").mkdir()
     (workspace / "taken" / "keep.txt").write_text("x")
-    code = run("map", "--source-model", workspace / "source", "--target-tokenizer", workspace / "source",
+    code = run("map", "--model", workspace / "source", "--target-tokenizer", workspace / "source",
                "--init", "fvt", "--output", workspace / "taken")
     assert code == 2
     assert "exists and is not empty; choose another path or pass --overwrite" in capsys.readouterr().err
@@ -237,7 +237,7 @@ def test_existing_output_is_refused_without_overwrite(workspace, capsys):
 def test_bad_corpus_fails_cleanly_and_leaves_nothing(workspace, capsys):
     bad = workspace / "bad.tsv"
     bad.write_text("a sentence without a tab\n", encoding="utf-8")
-    code = run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "source",
+    code = run("align", "--model", workspace / "source", "--target-tokenizer", workspace / "source",
                "--parallel", bad, "--output", workspace / "never")
     assert code == 2
     err = capsys.readouterr().err
@@ -250,9 +250,9 @@ def test_mapping_for_another_model_is_refused(workspace, capsys):
     tok = factories.byte_level_tokenizer([t for _, t in factories.cipher_corpus(300)], vocab_size=300)
     factories.tiny_causal_lm("gpt2", len(tok), True, tok).save_pretrained(other)
     tok.save_pretrained(other)
-    assert run("map", "--source-model", workspace / "source", "--target-tokenizer", other, "--init", "mean",
+    assert run("map", "--model", workspace / "source", "--target-tokenizer", other, "--init", "mean",
                "--output", workspace / "m_mean") == 0
-    code = run("transplant", "--source-model", other, "--mapping", workspace / "m_mean", "--output", workspace / "x")
+    code = run("transplant", "--model", other, "--mapping", workspace / "m_mean", "--output", workspace / "x")
     assert code == 2
     assert "build the mapping with this model's tokenizer" in capsys.readouterr().err
     assert not (workspace / "x").exists()
@@ -266,7 +266,7 @@ def test_multi_source_mapping_is_the_weighted_average(workspace):
     # A second "source language": the same target side paired with reversed English sentences.
     pairs = factories.cipher_corpus(600)
     (workspace / "pairs2.tsv").write_text("".join(f"{' '.join(s.split()[::-1])}\t{t}\n" for s, t in pairs))
-    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", tokenizer_dir,
+    assert run("align", "--model", workspace / "source", "--target-tokenizer", tokenizer_dir,
                "--parallel", workspace / "pairs2.tsv", "--aligner", "fast_align", "--output", workspace / "al2") == 0
     assert run("map", "--alignment", workspace / "al2", "--output", workspace / "m_second") == 0
     assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 3, 1,
@@ -287,7 +287,7 @@ def test_align_segments_unspaced_text_as_asked(workspace, capsys):
     units = {}
     for segmenter in ("none", "tokens"):
         out = workspace / f"al-zh-{segmenter}"
-        assert run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
+        assert run("align", "--model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
                    "--parallel", workspace / "zh.tsv", "--aligner", "fast_align", "--segmenter", segmenter,
                    "--output", out) == 0
         stats = json.loads((out / "alignment.json").read_text())["stats"]
@@ -295,7 +295,7 @@ def test_align_segments_unspaced_text_as_asked(workspace, capsys):
         units[segmenter] = stats["target_units"]
     assert units["tokens"] > 3 * units["none"]
     with pytest.raises(SystemExit) as exit_info:
-        run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
+        run("align", "--model", workspace / "source", "--target-tokenizer", workspace / "zh-tokenizer",
             "--parallel", workspace / "zh.tsv", "--segmenter", "mecab", "--output", workspace / "never")
     assert exit_info.value.code == 2
     assert "invalid choice: 'mecab'" in capsys.readouterr().err

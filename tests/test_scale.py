@@ -37,10 +37,10 @@ def test_shards_partition_the_corpus():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("0/3", r"--shard 0/3 is not a shard: give K/N with 1 <= K <= N"),
-    ("4/3", r"--shard 4/3 is not a shard"),
-    ("2of3", r"--shard '2of3' is not of the form K/N; give e.g. 3/8"),
-    ("-1/3", r"--shard '-1/3' is not of the form K/N"),
+    ("0/3", r"`shard` 0/3 is not a shard: give K/N with 1 <= K <= N"),
+    ("4/3", r"`shard` 4/3 is not a shard"),
+    ("2of3", r"`shard` '2of3' is not of the form K/N; give e.g. 3/8"),
+    ("-1/3", r"`shard` '-1/3' is not of the form K/N"),
 ])
 def test_bad_shard_is_named(text, message):
     with pytest.raises(ConfigError, match=message):
@@ -85,7 +85,7 @@ def test_empty_shard_is_refused(tmp_path):
 
 
 def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspace, capsys, caplog):
-    common = ["--source-model", workspace / "source", "--target-tokenizer", workspace / "target",
+    common = ["--model", workspace / "source", "--target-tokenizer", workspace / "target",
               "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--chunk-size", 100]
     assert run("align", *common, "--output", workspace / "whole") == 0
     for k in (1, 2, 3):
@@ -156,7 +156,7 @@ def test_alignments_of_other_tokenizers_are_not_merged(workspace):
     other = workspace / "other"
     if not (workspace / "shard1").exists():
         pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
-    assert run("align", "--source-model", workspace / "target", "--target-tokenizer", workspace / "target",
+    assert run("align", "--model", workspace / "target", "--target-tokenizer", workspace / "target",
                "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--max-pairs", 50,
                "--output", other) == 0
     assert json.loads((other / "alignment.json").read_text())["stats"]["cleaning"]["kept"] == 50
@@ -167,7 +167,7 @@ def test_alignments_of_other_tokenizers_are_not_merged(workspace):
 
 
 def test_cli_refuses_a_bad_shard_before_reading(workspace, capsys):
-    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", workspace / "target",
+    assert run("align", "--model", workspace / "source", "--target-tokenizer", workspace / "target",
                "--parallel", workspace / "pairs.tsv", "--shard", "4/3", "--output", workspace / "bad") == 2
     assert "--shard 4/3 is not a shard: give K/N with 1 <= K <= N" in capsys.readouterr().err
     assert not (workspace / "bad").exists()

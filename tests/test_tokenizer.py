@@ -243,7 +243,7 @@ def test_empty_texts_are_refused(source_tokenizer):
 def test_vocab_size_below_the_minimum_names_the_minimum(source_tokenizer):
     minimum = minimum_vocab_size(source_tokenizer)
     assert minimum == 3 + 256  # 3 specials + the byte-level alphabet
-    with pytest.raises(ConfigError, match=rf"vocab_size 100 is smaller .* use --vocab-size {minimum} or more"):
+    with pytest.raises(ConfigError, match=rf"`vocab_size` 100 is smaller .* use `vocab_size` {minimum} or more"):
         train_tokenizer(["some text"], source_tokenizer, 100)
     train_tokenizer(["some text"], source_tokenizer, minimum)  # the minimum itself is enough
 
@@ -252,7 +252,7 @@ def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
     source = factories.wordpiece_tokenizer(corpora[0], 300)
     texts = ["".join(chr(0x4E00 + i) for i in range(k, k + 40)) for k in range(0, 400, 40)]
     with pytest.raises(ConfigError, match=r"cannot hold the special tokens and the \d+ symbols of this corpus's alphabet .* "
-                                          r"use --vocab-size \d+ or more"):
+                                          r"use `vocab_size` \d+ or more"):
         train_tokenizer(texts, source, 50)
 
 
@@ -289,7 +289,7 @@ def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
     source_tokenizer.save_pretrained(source_dir)
     corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
     out = tmp_path / "tok"
-    code = main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+    code = main(["train-tokenizer", "--text", str(corpus), "--model", str(source_dir),
                  "--vocab-size", "400", "--output", str(out), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -298,7 +298,7 @@ def test_cli_train_tokenizer(tmp_path, corpora, source_tokenizer, capsys):
     assert report["fertility"] < report["source_fertility"]
     assert loaded.get_vocab() == train_tokenizer(corpora[1], source_tokenizer, 400).get_vocab()
     # A second run must not silently replace the first.
-    assert main(["train-tokenizer", "--corpus", str(corpus), "--source-model", str(source_dir),
+    assert main(["train-tokenizer", "--text", str(corpus), "--model", str(source_dir),
                  "--vocab-size", "400", "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
@@ -472,7 +472,7 @@ def test_reserved_specials_are_left_out_and_the_vocab_size_is_learned_tokens(gem
         target = train_tokenizer(corpora[1], gemma_like, 600)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped ")]
     assert said == ["dropped 300 reserved special tokens of the source (<unused0> .. <unused299>) that have no role "
-                    "and are not in the chat template; keep_reserved=True (--keep-reserved-tokens) keeps them"]
+                    "and are not in the chat template; keep_reserved=True (`keep_reserved_tokens=True`) keeps them"]
     # the others stay first, in the source's order, non-special <table> and role-less [multimodal] included
     assert _added(target) == [token for token in _added(gemma_like) if token not in unused]
     assert {"[multimodal]", "<table>", "<start_of_turn>", "<image_soft_token>"} <= set(_added(target))
@@ -531,7 +531,7 @@ def test_minimum_vocab_size_counts_only_the_specials_kept(gemma_like):
     minimum = minimum_vocab_size(gemma_like)
     assert minimum_vocab_size(gemma_like, keep_reserved=True) == minimum + 300
     assert len(train_tokenizer(["some text"], gemma_like, minimum + 9)) <= minimum + 9  # + the 9 characters
-    with pytest.raises(ConfigError, match=rf"smaller than the {minimum + 300:,} tokens .* use --vocab-size "
+    with pytest.raises(ConfigError, match=rf"smaller than the {minimum + 300:,} tokens .* use `vocab_size` "
                                           rf"{minimum + 300:,} or more"):
         train_tokenizer(["some text"], gemma_like, minimum + 9, keep_reserved=True)
 
@@ -542,7 +542,7 @@ def test_cli_train_tokenizer_keep_reserved_tokens(tmp_path, corpora, gemma_like,
     gemma_like.save_pretrained(tmp_path / "source")
     corpus = tmp_path / "target.txt"
     corpus.write_text("\n".join(corpora[1]) + "\n", encoding="utf-8")
-    common = ["train-tokenizer", "--corpus", str(corpus), "--source-model", str(tmp_path / "source")]
+    common = ["train-tokenizer", "--text", str(corpus), "--model", str(tmp_path / "source")]
     assert main([*common, "--vocab-size", "600", "--output", str(tmp_path / "plain")]) == 0
     assert main([*common, "--vocab-size", "600", "--keep-reserved-tokens", "--output", str(tmp_path / "all")]) == 0
     plain, every = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("plain", "all"))

@@ -34,7 +34,7 @@ def ws(tmp_path_factory):
     model.save_pretrained(root / "model")
     source.save_pretrained(root / "model")
     target.save_pretrained(root / "target")
-    assert run("-q", "align", "--source-model", root / "model", "--target-tokenizer", root / "target", "--parallel",
+    assert run("-q", "align", "--model", root / "model", "--target-tokenizer", root / "target", "--parallel",
                root / "pairs.tsv", "--aligner", "fast_align", "--output", root / "alignment") == 0
     return root
 
@@ -105,7 +105,7 @@ def test_write_json_refuses_nan_and_infinity(tmp_path):
     (["--max-pairs", "0"], ("--max-pairs", "got 0")),
 ])
 def test_align_refuses_a_bad_value(ws, tmp_path, capsys, argv, names):
-    refused(capsys, tmp_path, "align", "--source-model", ws / "model", "--target-tokenizer", ws / "target",
+    refused(capsys, tmp_path, "align", "--model", ws / "model", "--target-tokenizer", ws / "target",
             "--parallel", ws / "pairs.tsv", "--aligner", "fast_align", "--output", tmp_path / "out", *argv, names=names)
 
 
@@ -116,13 +116,13 @@ def test_align_refuses_a_bad_value(ws, tmp_path, capsys, argv, names):
     (["--unigram-prior", "inf"], ("--unigram-prior", "got inf")),
 ])
 def test_transfer_refuses_a_bad_value_before_any_work(ws, tmp_path, capsys, argv, names):
-    refused(capsys, tmp_path, "transfer", "--source-model", ws / "model", "--parallel", ws / "pairs.tsv",
+    refused(capsys, tmp_path, "transfer", "--model", ws / "model", "--parallel", ws / "pairs.tsv",
             "--target-tokenizer", ws / "target", "--output", tmp_path / "out", *argv, names=names)
 
 
 def test_transplant_checks_offset_pairs_first(tmp_path, capsys):
     # the mapping does not exist: the number is checked before anything is read
-    refused(capsys, tmp_path, "transplant", "--source-model", tmp_path / "none", "--mapping", tmp_path / "none",
+    refused(capsys, tmp_path, "transplant", "--model", tmp_path / "none", "--mapping", tmp_path / "none",
             "--offset-pairs", "0", "--output", tmp_path / "out", names=("--offset-pairs", "got 0"))
 
 
@@ -136,15 +136,15 @@ def test_transplant_checks_offset_pairs_first(tmp_path, capsys):
 ])
 def test_finetune_refuses_a_bad_number(tmp_path, capsys, flag, value):
     (tmp_path / "train.txt").write_text("text\n", encoding="utf-8")
-    line = refused(capsys, tmp_path, "finetune", "--model", tmp_path / "none", "--train", tmp_path / "train.txt",
-                   "--output", tmp_path / "out", flag, value, names=(flag[2:].replace("-", "_"),))
+    line = refused(capsys, tmp_path, "finetune", "--model", tmp_path / "none", "--text", tmp_path / "train.txt",
+                   "--output", tmp_path / "out", flag, value, names=(flag,))
     assert f"got {value}" in line or f"warmup {value}" in line or f"got {float(value)}" in line
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_finetune_refuses_an_infinite_token_budget(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as exc:
-        run("finetune", "--model", "m", "--train", "t", "--output", tmp_path / "out", f"--max-tokens={value}")
+        run("finetune", "--model", "m", "--text", "t", "--output", tmp_path / "out", f"--max-tokens={value}")
     assert exc.value.code == 2
     assert f"'{value}': the token budget must be a finite count" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -195,7 +195,7 @@ def test_evaluate_perplexity_checks_its_device_argument(ws):
     from transtok.evaluate import evaluate_perplexity
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(ws / "model"), AutoTokenizer.from_pretrained(ws / "model")
-    with pytest.raises(ConfigError, match="device 'banana' is not a device"):
+    with pytest.raises(ConfigError, match="`device` 'banana' is not a device"):
         evaluate_perplexity(model, tokenizer, ["some text"], seq_len=16, device="banana")
 
 
@@ -217,7 +217,7 @@ def test_a_device_names_its_form():
 ])
 def test_translate_checks_the_instruction_before_loading_the_model(ws, tmp_path, capsys, no_model_load,
                                                                     instruction, names):
-    refused(capsys, tmp_path, "translate", "--model", ws / "model", "--from", "en", "--to", "es", "--input",
+    refused(capsys, tmp_path, "translate", "--model", ws / "model", "--from", "en", "--to", "es", "--text",
             ws / "source.txt", "--output", tmp_path / "out", "--instruction", instruction, names=names)
 
 
@@ -229,7 +229,7 @@ def test_translate_checks_the_instruction_before_loading_the_model(ws, tmp_path,
 @pytest.mark.parametrize("verb", ["translate", "generate"])
 def test_generation_options_are_checked_before_loading_the_model(ws, tmp_path, capsys, no_model_load, verb, flag,
                                                                  value):
-    head = (["translate", "--model", ws / "model", "--from", "en", "--to", "es", "--input", ws / "source.txt"]
+    head = (["translate", "--model", ws / "model", "--from", "en", "--to", "es", "--text", ws / "source.txt"]
             if verb == "translate" else
             ["hydra", "generate", "--model", ws / "model", "--prompt", "hi", "--prompt-vocab", "model"])
     line = refused(capsys, tmp_path, *head, "--output", tmp_path / "out", flag, value, names=(flag,))
@@ -245,8 +245,8 @@ def test_a_template_with_doubled_braces_and_known_fields_is_accepted():
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"temperature": 0.0}, "temperature"), ({"temperature": NAN}, "temperature"), ({"top_p": 0.0}, "top_p"),
-    ({"top_p": 1.5}, "top_p"), ({"repetition_penalty": NAN}, "--repetition-penalty"),
-    ({"max_new_tokens": 2.5}, "--max-new-tokens"),
+    ({"top_p": 1.5}, "top_p"), ({"repetition_penalty": NAN}, "`repetition_penalty`"),
+    ({"max_new_tokens": 2.5}, "`max_new_tokens`"),
 ])
 def test_check_generation_refuses_what_generate_would_misuse(kwargs, name):
     from transtok.hydra import check_generation
@@ -311,7 +311,7 @@ def test_combining_mappings_refuses_nan_weights():
 def test_clean_refuses_an_infinite_length_ratio():
     from transtok.corpus import ParallelCorpus, clean
 
-    with pytest.raises(ConfigError, match="max_length_ratio must be a finite number >= 1"):
+    with pytest.raises(ConfigError, match="`max_length_ratio` must be a finite number >= 1"):
         clean(ParallelCorpus(["a"], ["b"]), max_length_ratio=INF)
 
 

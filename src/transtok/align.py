@@ -19,17 +19,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import scipy.sparse as sp
 from safetensors.numpy import save_file
 
 from transtok.artifacts import pause_point, read_sparse
 from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.progress import bar as progress_bar, duration
-from transtok.segment import Segmenter, get_segmenter, segmenter_name, word_spans
+from transtok.options import option
+from transtok.segment import SEGMENTERS, Segmenter, get_segmenter, segmenter_name, word_spans
 from transtok.vocabulary import vocab_hash
+
+if TYPE_CHECKING:  # scipy loads lazily: the CLI imports this module at parse time
+    import scipy.sparse as sp
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +256,19 @@ class FastAlignAligner:
 ALIGNERS: dict[str, Callable[[], Aligner]] = {"eflomal": EflomalAligner, "fast_align": FastAlignAligner}
 
 
+@dataclass
+class WordAlignment:
+    """How :func:`align` finds word pairs: the settings of every verb that aligns (align, transfer, demo)."""
+
+    aligner: str = option("eflomal", choices=tuple(ALIGNERS), metavar="NAME",
+                          help="word aligner: %(choices)s (default: %(default)s)")
+    segmenter: str = option(
+        "auto", choices=SEGMENTERS, group="advanced",
+        help="word boundaries in text written without spaces (Chinese, Japanese, Thai, Lao, Khmer, Burmese): auto = "
+             "ICU's word break iterator if icu4py is installed (pip install 'transtok[segment]'), else every token "
+             "of such text is a word; none = one word per unspaced clause (default: %(default)s)")
+
+
 def get_aligner(name: str | Aligner) -> Aligner:
     if not isinstance(name, str):
         return name
@@ -411,6 +427,8 @@ def _projection(m: int, n: int) -> np.ndarray:
 def project_word_counts(pair_counts: dict[tuple[tuple[int, ...], tuple[int, ...]], float],
                         target_size: int, source_size: int) -> sp.csr_matrix:
     """Spread word-pair counts {(source unit, target unit): c} onto a (V_t, V_s) token-pair matrix."""
+    import scipy.sparse as sp
+
     groups: dict[tuple[int, int], list] = {}
     for (source_unit, target_unit), count in pair_counts.items():
         groups.setdefault((len(source_unit), len(target_unit)), []).append((source_unit, target_unit, count))
@@ -482,6 +500,8 @@ def align(
 
     Returns: :class:`AlignmentCounts` of shape (len(target_tokenizer), len(source_tokenizer)).
     """
+    import scipy.sparse as sp
+
     aligner = get_aligner(aligner)
     if work_dir is not None and getattr(aligner, "work_dir", False) is None:
         aligner = dataclasses.replace(aligner, work_dir=work_dir)

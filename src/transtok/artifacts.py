@@ -40,6 +40,7 @@ from typing import Any
 
 from transtok.diskspace import disk_full_error, is_disk_full, output_left, tree_size
 from transtok.errors import ConfigError, CorruptFileError, DataError, DiskFullError, OutputError
+from transtok.options import option
 
 try:
     import fcntl
@@ -128,7 +129,7 @@ def claim_output(path: str | os.PathLike) -> Path:
                 if len(owner) > 1 and owner[1] != socket.gethostname():
                     who += f" on {owner[1]}"
                 raise ConfigError(f"another run ({who}) is writing {str(path)!r}; wait for it to finish or choose "
-                                  "another --output") from None
+                                  "another `output`") from None
             logger.warning("cannot lock %s (%s); two runs writing %s at once would not be noticed", lock, exc, final)
             return final
         try:  # the holder may have removed the file between our open and flock: lock the file that is there
@@ -163,7 +164,7 @@ def _sweep(final: Path, stale_pid: str | None) -> None:
             continue
         if sibling.name.startswith(old) and (sibling / "old").is_dir() and not final.exists():
             (sibling / "old").rename(final)
-            logger.warning("restored %s, which an interrupted --overwrite had moved aside", final)
+            logger.warning("restored %s, which an interrupted `overwrite` had moved aside", final)
         shutil.rmtree(sibling, ignore_errors=True)
     if siblings:
         logger.warning("removed %s, left next to %s by an interrupted run%s", ", ".join(s.name for s in siblings),
@@ -201,8 +202,8 @@ _LOCATION_FIXES = {
     errno.EACCES: "choose an output in a directory you can write to",
     errno.EPERM: "choose an output in a directory you can write to",
     errno.EROFS: "choose an output on a writable file system",
-    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another --output",
-    errno.ENAMETOOLONG: "choose a shorter --output",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another `output`",
+    errno.ENAMETOOLONG: "choose a shorter `output`",
     errno.EBUSY: "it is in use or a mount point: choose a new directory, e.g. inside it",
     errno.EXDEV: "choose an output whose parent directory is on one file system",
 }
@@ -236,7 +237,7 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
     Touches nothing."""
     given = os.fspath(path)
     if not given:
-        raise ConfigError("the output path is empty; give a directory path, e.g. --output out")
+        raise ConfigError("the output path is empty; give a directory path, e.g. `output` out")
     path, shown = Path(given), repr(given)
     real = Path(os.path.realpath(path))
     existing = next(p for p in (real, *real.parents) if os.path.lexists(p))
@@ -244,7 +245,7 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
         raise ConfigError(f"output path {shown} exists and is a file; give a directory path")
     if not existing.is_dir():
         raise ConfigError(f"output {shown} cannot be created: {str(existing)!r} is a file, not a directory; "
-                          "choose another --output")
+                          "choose another `output`")
     name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     for part in real.relative_to(existing).parts:
         size, own = len(os.fsencode(part)), part == real.name
@@ -254,7 +255,7 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
                        f"less {SIBLING_CHARS} for the temporary names next to it)" if own else
                        f"the {name_max} this file system allows")
             raise ConfigError(f"output {shown}: the name {part[:20] + '...'!r} has {size} bytes, more than {allowed}; "
-                              "choose a shorter --output")
+                              "choose a shorter `output`")
     if os.path.islink(path):  # replacing a link would replace the link, not the directory the user means
         raise ConfigError(f"output {shown} is a symbolic link to {os.readlink(path)!r}; give the directory itself")
     try:
@@ -263,10 +264,10 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
         here = None
     if here is not None and (real == here or real in here.parents):
         raise ConfigError(f"output {shown} is the current directory{'' if real == here else ' or one of its parents'}"
-                          ", which a run cannot replace; give a new directory, e.g. --output out")
+                          ", which a run cannot replace; give a new directory, e.g. `output` out")
     if real == Path(os.path.realpath(os.path.expanduser("~"))):
         raise ConfigError(f"output {shown} is your home directory, which a run cannot replace; give a new directory "
-                          "inside it, e.g. --output ~/out")
+                          "inside it, e.g. `output` ~/out")
     if os.path.ismount(real):
         raise ConfigError(f"output {shown} is a mount point, which a run cannot replace; give a new directory "
                           "inside it")
@@ -278,6 +279,14 @@ def _check_location(path: str | os.PathLike, inputs: Iterable[str | os.PathLike 
             raise ConfigError(f"output {shown} {relation} the input {os.fspath(source)!r}; choose an output outside "
                               "the run's inputs")
     return path
+
+
+@dataclass
+class OutputDir:
+    """The output directory of a verb that writes one (:func:`check_output_dir`, :func:`atomic_output_dir`)."""
+
+    output: str = option(group="output", metavar="DIR", help="output directory (must not exist or be empty)")
+    overwrite: bool = option(False, group="output", help="replace an output directory that transtok wrote")
 
 
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
@@ -297,10 +306,10 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
     if path.is_dir() and any(path.iterdir()):
         problem = None
         if not overwrite:
-            problem = f"output directory {str(path)!r} exists and is not empty; choose another path or pass --overwrite"
+            problem = f"output directory {str(path)!r} exists and is not empty; choose another path or pass `overwrite=True`"
         elif not replace_unmarked and not (path / MARKER).is_file():
-            problem = (f"{str(path)!r} was not written by transtok (no {MARKER} file), so --overwrite will not "
-                       "replace it; remove it yourself or choose another --output")
+            problem = (f"{str(path)!r} was not written by transtok (no {MARKER} file), so `overwrite` will not "
+                       "replace it; remove it yourself or choose another `output`")
         if problem is not None:
             if not held:
                 release_output(path)
@@ -475,7 +484,7 @@ def read_sparse(directory: str | os.PathLike, meta_file: str, tensors_file: str,
 
 
 def check_output_file(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (),
-                      option: str = "--output") -> Path:
+                      option: str = "`output`") -> Path:
     """Take the output *file* ``path`` for this run (:func:`claim_output`) once it is known to be
     writable: not a directory, in an existing writable folder, not one of ``inputs``. Returns the
     file to write (a link's target). Call it before the work, so that a bad path fails at once."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from transtok.errors import ArchitectureError, ConfigError, DataError
+from transtok.options import option
 
 if TYPE_CHECKING:  # torch loads lazily: the pipeline imports this module's defaults at import time
     import torch
@@ -84,7 +85,7 @@ class LanguageOffset:
 def check_offset(delta: float) -> float:
     """``delta`` as a float, or a :class:`ConfigError` when it is not a finite number >= 0."""
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0:
-        raise ConfigError(f"--new-token-offset must be a finite number of nats >= 0 (0 turns it off), got {delta!r}")
+        raise ConfigError(f"`new_token_offset` must be a finite number of nats >= 0 (0 turns it off), got {delta!r}")
     return float(delta)
 
 
@@ -210,7 +211,7 @@ def language_offset(model, tokenizer, source_texts: Sequence[str], target_texts:
     if abs(cosine) > 1 - 1e-9:
         raise DataError(f"the mean hidden states of the source and target samples are parallel (cosine {cosine:.9f}); "
                         "no offset separates the two languages: give a larger or more varied parallel sample, or "
-                        "--new-token-offset 0")
+                        "`new_token_offset` 0")
     vector = means.T @ torch.linalg.solve(gram, torch.tensor([-delta, 0.0], dtype=torch.float64))
     return LanguageOffset(delta, vector, source_mean, target_mean, source_n, target_n, source_second, target_second)
 
@@ -235,8 +236,8 @@ def apply_language_offset(model, tokenizer, source_texts: Sequence[str], target_
 
     if is_tied(model):
         raise ArchitectureError(f"{type(model).__name__} ties its LM head to the input embeddings; the language "
-                                "offset changes only the new head rows, so it needs an untied head (drop --tied-head, "
-                                "or --new-token-offset 0)")
+                                "offset changes only the new head rows, so it needs an untied head (drop `tied_head`, "
+                                "or `new_token_offset` 0)")
     offset = language_offset(model, tokenizer, source_texts, target_texts, delta, device=device, bf16=bf16)
     head = model.get_output_embeddings().weight
     with torch.no_grad():
@@ -289,7 +290,25 @@ class UnigramPrior:
                 "bias_max": float(moved.max())}
 
 
-def check_prior(strength: float, flag: str = "--unigram-prior") -> float:
+@dataclass
+class HeadCalibration:
+    """The LM head's calibration after a transplant: the settings of transfer and transplant."""
+
+    new_token_offset: float | None = option(
+        None, metavar="NATS", group="advanced",
+        help="extended vocabulary with separate LM-head rows: one vector added to every new head row lowers new "
+             "tokens' logits by NATS on average in source-language contexts, not in target-language ones (means "
+             "over a sample of the parallel corpus); 0 turns it off (default: 1.0 with a parallel corpus, else 0)")
+    offset_pairs: int = option(DEFAULT_PAIRS, metavar="N", group="advanced",
+                               help="parallel pairs sampled (seed 0) for the offset's two means (default: %(default)s)")
+    unigram_prior: float | None = option(
+        None, metavar="S", group="advanced",
+        help="replaced vocabulary: move each LM-head row's logit towards the token frequencies of the parallel "
+             "corpus's target side, strength S (1 = one full step; unties a tied head, +V x d parameters; 0 turns it "
+             "off; default: 1 with a parallel corpus, else 0)")
+
+
+def check_prior(strength: float, flag: str = "`unigram_prior`") -> float:
     """``strength`` as a float, or a :class:`ConfigError` naming ``flag`` when it is not a finite number >= 0."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
             or strength < 0:
@@ -314,10 +333,10 @@ def resolve_offset(delta: float | None, *, head_rows: bool, texts: bool = True) 
     model gets separate head rows and there is parallel text, else 0. Raises :class:`ConfigError` for an
     offset that cannot be applied."""
     return _resolved(delta, check_offset, DEFAULT_OFFSET if head_rows and texts else 0.0, [
-        (head_rows, "--new-token-offset {value:g} moves the new LM-head rows only, so it needs separate head rows: "
-                    "an extended vocabulary mapped without --tied-head (or give --new-token-offset 0)"),
-        (texts, "--new-token-offset {value:g} is computed on parallel text: give --parallel FILE (the training "
-                "corpus; a sample of its pairs is read), or --new-token-offset 0")])
+        (head_rows, "`new_token_offset` {value:g} moves the new LM-head rows only, so it needs separate head rows: "
+                    "an extended vocabulary mapped without `tied_head` (or give `new_token_offset` 0)"),
+        (texts, "`new_token_offset` {value:g} is computed on parallel text: give `parallel` FILE (the training "
+                "corpus; a sample of its pairs is read), or `new_token_offset` 0")])
 
 
 def resolve_prior(strength: float | None, *, replaced: bool, texts: bool = True) -> float:
@@ -325,10 +344,10 @@ def resolve_prior(strength: float | None, *, replaced: bool, texts: bool = True)
     for a replaced vocabulary with target text to count, else 0. Raises :class:`ConfigError` for a
     prior that cannot be applied."""
     return _resolved(strength, check_prior, DEFAULT_PRIOR if replaced and texts else 0.0, [
-        (replaced, "--unigram-prior {value:g} is for a replaced vocabulary (it moves every head row; an extended "
-                   "model keeps its source rows and has --new-token-offset); drop it"),
-        (texts, "--unigram-prior {value:g} counts target-language tokens: give --parallel FILE (the training "
-                "corpus; its target side is read), or --unigram-prior 0")])
+        (replaced, "`unigram_prior` {value:g} is for a replaced vocabulary (it moves every head row; an extended "
+                   "model keeps its source rows and has `new_token_offset`); drop it"),
+        (texts, "`unigram_prior` {value:g} counts target-language tokens: give `parallel` FILE (the training "
+                "corpus; its target side is read), or `unigram_prior` 0")])
 
 
 def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | None = None,

@@ -134,7 +134,7 @@ def inspect_checkpoint(name_or_path: str | os.PathLike, *, dtype: str = "auto") 
         raise UnsupportedCheckpoint(f"{directory} holds {method or 'quantized'} weights, which this path cannot edit")
     floats = {headers[shards[n]][n]["dtype"] for n in shards} & set(_TORCH_DTYPES)
     if dtype != "auto" and floats != {_dtype_code(dtype)}:
-        raise UnsupportedCheckpoint(f"--dtype {dtype} differs from the stored dtypes {sorted(floats)}; the streaming "
+        raise UnsupportedCheckpoint(f"`dtype` {dtype} differs from the stored dtypes {sorted(floats)}; the streaming "
                                     "path keeps stored dtypes")
     try:
         with torch.device("meta"):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transtok.errors import ConfigError
+from transtok.options import option
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 SEED_MAX = 2**31 - 1
@@ -57,7 +59,7 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     raise ConfigError(f"{name} must be {kind}{span}{f' ({hint})' if hint else ''}, got {_shown(value)}")
 
 
-def check_device(device: Any, *, flag: str = "--device"):
+def check_device(device: Any, *, flag: str = "`device`"):
     """``device`` as a ``torch.device``, or None for 'auto'/None (the caller picks); a
     :class:`ConfigError` for a name torch does not parse, a type other than cpu/cuda/mps, or an
     accelerator this machine does not have."""
@@ -88,9 +90,24 @@ def check_device(device: Any, *, flag: str = "--device"):
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""Dtypes a model is loaded in; auto: the checkpoint's own."""
 
 
-def pick_device(device: Any = None, *, flag: str = "--device"):
+@dataclass
+class Placement:
+    """Where and how a verb runs its model: one declaration of each setting, for every verb that has it."""
+
+    device: str = option("auto", group="device", help="where the model runs: auto, cpu, cuda, cuda:N or mps "
+                                                      "(default: auto = cuda when available, else cpu)")
+    precision: str = option("auto", group="device", choices=PRECISIONS, metavar="P",
+                            help="%(choices)s: bf16 autocast or fp32 (default: auto = bf16 where the device computes "
+                                 "it natively)")
+    dtype: str = option("auto", group="device", choices=DTYPES, metavar="DTYPE",
+                        help="load (and save) dtype: %(choices)s (default: auto = the checkpoint's own)")
+
+
+def pick_device(device: Any = None, *, flag: str = "`device`"):
     """The ``torch.device`` a verb runs its model on: ``device`` checked by :func:`check_device`, and for
     None / 'auto' CUDA when available, else the CPU (the one rule of every verb and test)."""
     import torch
@@ -127,7 +144,7 @@ def pick_bf16(precision: str | bool | None, device) -> bool:
     if isinstance(precision, bool):
         return precision
     if precision not in (None, *PRECISIONS):
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"`precision` {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision in (None, "auto"):
         return bf16_supported(device)
     return precision == "bf16"

@@ -30,6 +30,7 @@ import numpy as np
 
 from transtok.checks import check_number
 from transtok.errors import ConfigError, DataError
+from transtok.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def iter_parallel(paths: PathLike | Sequence[PathLike], chunk_size: int = 100_00
     Memory stays proportional to ``chunk_size``; the concatenated chunks equal :func:`read_parallel`.
     Format errors surface when the generator reaches the bad line.
     """
-    check_number("chunk_size", chunk_size, low=1, integer=True, hint="pairs")
+    check_number("`chunk_size`", chunk_size, low=1, integer=True, hint="pairs")
     source: list[str] = []
     target: list[str] = []
     total = 0
@@ -259,6 +260,20 @@ def write_texts(texts: Iterable[str], path: PathLike) -> None:
             handle.write(text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") + "\n")
 
 
+@dataclass
+class Cleaning:
+    """How :func:`clean` filters a parallel corpus: the settings of every verb that reads one to align it."""
+
+    max_pairs: int | None = option(None, group="advanced", metavar="N",
+                                   help="use at most this many pairs (after cleaning)")
+    dedupe: bool = option(True, group="advanced", negate="--no-dedupe",
+                          help="keep exact repeats of a (source, target) pair")
+    max_length_ratio: float | None = option(
+        3.0, group="advanced", metavar="R", off=0,
+        help="drop pairs whose longer side is more than R times the shorter, in characters scaled by the corpus's "
+             "median ratio; 0 disables (default: %(default)s)")
+
+
 def clean(corpus: ParallelCorpus, *, dedupe: bool = True, max_length_ratio: float | None = 3.0,
           min_length: int = 1, max_pairs: int | None = None) -> tuple[ParallelCorpus, dict[str, int]]:
     """Drop unusable pairs; return the kept pairs (in input order) and counts per reason.
@@ -275,11 +290,11 @@ def clean(corpus: ParallelCorpus, *, dedupe: bool = True, max_length_ratio: floa
 
     Stats keys: ``input``, the four reasons and ``kept``.
     """
-    check_number("min_length", min_length, low=0, hint="characters")
+    check_number("`min_length`", min_length, low=0, hint="characters")
     if max_length_ratio is not None:
-        check_number("max_length_ratio", max_length_ratio, low=1, hint="or None to disable")
+        check_number("`max_length_ratio`", max_length_ratio, low=1, hint="or None to disable")
     if max_pairs is not None:
-        check_number("max_pairs", max_pairs, low=1, integer=True, hint="pairs, or None for all")
+        check_number("`max_pairs`", max_pairs, low=1, integer=True, hint="pairs, or None for all")
 
     n = len(corpus)
     source_len = np.fromiter((len(s) for s in corpus.source), dtype=np.float64, count=n)

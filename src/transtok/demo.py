@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transtok.artifacts import PROVENANCE_DIR, write_text_atomic
 from transtok.mapping import MappingConfig
+from transtok.options import option
 from transtok.progress import duration, timings
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,16 @@ def continue_text(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> st
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@dataclass
+class DemoOptions:
+    """:func:`run_demo`'s own parameters, as ``transtok demo`` declares them."""
+
+    lang: str = option("es", group="input", help="target language code of a bundled Bible (default: %(default)s; "
+                                                 "'transtok assets list' shows all)")
+    output: str | None = option(None, metavar="DIR", group="output",
+                                help="where to write the model (default: ./transtok-demo-LANG)")
 
 
 def run_demo(lang: str = "es", output: str | Path | None = None, *, vocab_size: int | None = None,

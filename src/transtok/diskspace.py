@@ -93,7 +93,7 @@ def is_disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> 
 
 
 def disk_full_error(path: str | os.PathLike, left: str, *, written: int = 0,
-                    fix: str = "free space there or choose another --output") -> DiskFullError:
+                    fix: str = "free space there or choose another `output`") -> DiskFullError:
     """The error for a write to ``path`` that ran out of space, once the partial files are gone.
 
     ``left``: what the run leaves (e.g. "nothing new was kept"); ``written``: bytes it had written."""
@@ -123,4 +123,4 @@ def check_free_space(directory: str | os.PathLike, needed: int, *, what: str, ov
     directory = nearest_existing(directory)
     kept = " (the previous output stays until the new one is complete)" if overwrite else ""
     raise DiskFullError(f"{what} needs about {size_text(needed)} in {str(directory)!r}, which has {size_text(free)} "
-                        f"free{kept}; free space there or choose another --output", path=directory, free=free)
+                        f"free{kept}; free space there or choose another `output`", path=directory, free=free)

@@ -20,6 +20,7 @@ from transtok import __version__
 from transtok.checks import check_device, pick_bf16
 from transtok.errors import ConfigError, DataError, MismatchError, require
 from transtok.hydra import DEFAULT_INSTRUCTION
+from transtok.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,18 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
     return windows
 
 
+@dataclass
+class Windows:
+    """How :func:`evaluate_perplexity` cuts the text into windows, as ``evaluate perplexity`` declares it."""
+
+    seq_len: int = option(512, metavar="N", help="text tokens per window (default: %(default)s)")
+    stride: int | None = option(None, metavar="TOKENS",
+                                help="tokens the window moves by; every scored token after the first window sees at "
+                                     "least seq-len - stride tokens of context; --stride equal to --seq-len is the "
+                                     "cheaper block protocol (default: 128, or --seq-len when smaller)")
+    batch_size: int = option(8, metavar="N", group="advanced", help="windows per forward pass (default: %(default)s)")
+
+
 def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int = 512, stride: int | None = None,
                         batch_size: int = 8, device=None, bf16: bool | str | None = None) -> PerplexityResult:
     """Score ``texts`` with a causal LM; return bits per byte and token perplexity.
@@ -136,7 +149,7 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= seq_len:
         raise ConfigError(f"stride must be an integer from 1 to seq_len ({seq_len}), got {stride!r}; "
                           f"stride = seq_len is the block protocol")
-    device = check_device(device, flag="device")
+    device = check_device(device)
     if isinstance(texts, str):
         raise ConfigError("texts must be a sequence of strings, not one string; pass [text]")
     text = "\n".join(texts)
@@ -385,7 +398,7 @@ def translation_likelihood(hydra, sources: Sequence[str], references: Sequence[s
     check_instruction(instruction)
     check_number("batch_size", batch_size, low=1, integer=True, hint="prompts per forward pass")
     check_number("shuffle_seed", shuffle_seed, low=0, high=SEED_MAX, integer=True)
-    device = check_device(device, flag="device")
+    device = check_device(device)
     end = bool(end)
     span, source_offset = hydra.span(target), hydra.span(source).offset
     tokenizer = span.tokenizer

@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ from transtok.corpus import read_texts
 from transtok.checks import SEED_MAX, check_number
 from transtok.diskspace import disk_full_error, is_disk_full, previous_output
 from transtok.errors import ConfigError, DataError, MismatchError, require
+from transtok.options import option, token_count
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI imports this module at parse time
     import torch
@@ -79,53 +80,72 @@ FALLBACK_WARN_RATE = 0.05
 class FinetuneConfig:
     """Everything ``transtok finetune`` needs; saved into ``transtok/finetune.json`` of the output."""
 
-    model: str
+    model: str = option(metavar="DIR", group="input", help="transferred model directory (HF checkpoint + tokenizer)")
     """Transferred model directory (plain HF checkpoint + tokenizer)."""
-    train: list[str]
+    train: list[str] = option(flag="--text", aliases=("--train",), metavar="FILE", group="input",
+                              help="target-language text, one document per line")
     """Target-language text files, one passage per non-empty line."""
     output: str
-    eval: list[str] = field(default_factory=list)
+    eval: list[str] = option(default_factory=list, metavar="FILE", group="input",
+                             help="held-out text for bits per byte")
     """Held-out text files for bits per byte; none disables evaluation."""
-    stage: str = "embeddings"
+    stage: str = option("embeddings", choices=STAGES, exclusive="what", help="what to train (default: %(default)s)")
     """embeddings | 2x2 | full | lora | new-rows (ignored when ``recipe`` is set). new-rows trains only
     the embedding and LM-head rows of tokens added by vocabulary extension; the source rows stay
     bit-identical."""
-    new_rows_from: int | None = None
+    new_rows_from: int | None = option(None, metavar="ID", group="advanced",
+                                       help="--stage new-rows: first new token id (default: read from the model's "
+                                            "transtok/mapping)")
     """First new token id for the new-rows stage; None = read from the model's transtok/mapping
     (written by transfer/transplant of an extended vocabulary)."""
-    recipe: str | None = None
+    recipe: str | None = option(None, choices=tuple(sorted(RECIPES)), exclusive="what",
+                                help="a multi-stage recipe instead of one --stage")
     """A multi-stage recipe from RECIPES, e.g. 'paper' (embeddings, then 2x2)."""
-    max_tokens: int = 1_000_000
+    max_tokens: int = option(1_000_000, metavar="N", parse=token_count,
+                             help="training tokens over all stages, e.g. 2M (default: %(default)s)")
     """Training token budget over all stages (steps = budget // tokens per optimizer step)."""
-    seq_len: int = 512
-    batch_size: int = 8
+    seq_len: int = option(512, group="advanced", help="tokens per packed block (default: %(default)s)")
+    batch_size: int = option(8, group="advanced", help="blocks per device per micro-batch (default: %(default)s)")
     """Sequences per device per micro-batch."""
-    grad_accum: int = 1
-    lr: float = 1e-4
-    warmup: float = 0.03
+    grad_accum: int = option(1, group="advanced", help="micro-batches per step (default: %(default)s)")
+    lr: float = option(1e-4, help="peak learning rate (default: %(default)s)")
+    warmup: float = option(0.03, group="advanced",
+                           help="warm-up steps (>= 1) or fraction of each stage's steps (default: %(default)s)")
     """Warm-up steps (>= 1) or fraction of each stage's steps (< 1)."""
-    schedule: str | None = None
+    schedule: str | None = option(None, choices=SCHEDULES, group="advanced",
+                                  help="LR schedule (default: linear; a recipe uses its own per stage unless this is "
+                                       "given)")
     """LR schedule; None = 'linear' for a single stage, the recipe's own schedules for a recipe."""
-    join: str = "newline"
+    join: str = option("newline", choices=JOINS, group="advanced",
+                       help="newline: the lines are one running text (as the held-out text is joined for bits per "
+                            "byte); eos: every line is its own document (default: %(default)s)")
     """How the lines are joined before packing: 'newline' (lines of one running text, as the held-out
     text is joined for bits per byte) or 'eos' (every line an independent document)."""
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    weight_decay: float = option(0.0, group="advanced", help="(default: %(default)s)")
+    max_grad_norm: float = option(1.0, group="advanced",
+                                  help="gradient clipping norm; 0 = no clipping (default: %(default)s)")
     """Gradient clipping norm (the Trainer's default); 0 turns clipping off."""
-    seed: int = 0
-    eval_every: int | None = None
+    seed: int = option(0, group="advanced", help="seed of the training run (default: %(default)s)")
+    eval_every: int | None = option(None, metavar="STEPS", group="advanced",
+                                    help="(default: about 5 times per stage, and at the end)")
     """Evaluate every N optimizer steps; None = about 5 times per stage (and always at the end)."""
-    eval_batch_size: int = 4
-    eval_seq_len: int = 512
+    eval_batch_size: int = option(4, group="advanced", help="(default: %(default)s)")
+    eval_seq_len: int = option(512, metavar="TOKENS", group="advanced",
+                               help="held-out window, capped by the model's context; as 'evaluate perplexity' "
+                                    "(default: %(default)s)")
     """Held-out window in tokens (capped by the model's context), independent of ``seq_len`` so that
     curves of runs with other training lengths, and ``transtok evaluate perplexity``, compare."""
-    eval_stride: int = 128
+    eval_stride: int = option(128, metavar="TOKENS", group="advanced",
+                              help="tokens the held-out window moves by, capped by the window; equal to "
+                                   "--eval-seq-len: the block protocol (default: %(default)s)")
     """Tokens the held-out window moves by (capped by the window; = eval_seq_len: the block protocol).
     The same default as ``transtok evaluate perplexity`` (evaluate.DEFAULT_STRIDE)."""
     eval_at_start: bool = True
     """Score the model before training too (the curve's first point); False when the caller has it."""
-    log_every: int = 10
-    save_every: int | None = None
+    log_every: int = option(10, metavar="STEPS", group="advanced", help="(default: %(default)s)")
+    save_every: int | None = option(None, metavar="STEPS", group="advanced",
+                                    help="checkpoint interval; 0 = no checkpoints, no resume (default: at each "
+                                         "evaluation)")
     """Checkpoint every N steps; None = at each evaluation and at the end of each stage; 0 = never
     (no resume; for benchmarks and throwaway runs)."""
     precision: str = "auto"
@@ -133,66 +153,67 @@ class FinetuneConfig:
     device: str = "auto"
     """auto (CUDA when available) | cpu | cuda. Which GPUs: CUDA_VISIBLE_DEVICES, or one per process under
     torchrun / accelerate launch."""
-    gradient_checkpointing: bool = False
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.05
-    merge: bool = True
+    gradient_checkpointing: bool = option(False, group="advanced", help="trade compute for activation memory")
+    lora_rank: int = option(16, group="advanced", help="LoRA rank (--stage lora; default: %(default)s)")
+    lora_alpha: float = option(32.0, group="advanced", help="LoRA alpha (default: %(default)s)")
+    lora_dropout: float = option(0.05, group="advanced", help="LoRA dropout (default: %(default)s)")
+    merge: bool = option(True, negate="--no-merge", group="advanced",
+                         help="save the LoRA adapter instead of merged weights")
     """Merge LoRA into the weights before saving (False: save the adapter only)."""
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = option(None, metavar="DIR", group="output",
+                                        help="resumable state (default: OUTPUT.checkpoints)")
     """Default: OUTPUT.checkpoints next to the output."""
-    resume: bool = False
-    keep_checkpoints: bool = False
+    resume: bool = option(False, group="output", help="continue from the last checkpoint in --checkpoint-dir")
+    keep_checkpoints: bool = option(False, group="advanced", help="keep the checkpoint directory after success")
     overwrite: bool = False
-    refit_prior: float = 0.0
-    """Strength of the LM head's unigram prior refitted on the training text after training, before the
-    output is written (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); 0 = off.
-    Off by default until a default is chosen on dev (Spanish dev: 1.648 -> 1.558 bits per byte at 1,
-    benchmarks/refit_prior.py)."""
-
+    refit_prior: float = option(0.0, metavar="S", group="advanced",
+                                help="after training, refit the LM head's unigram prior on the --text text with "
+                                     "strength S, as 'transtok calibrate' does (an extended model's new rows only; "
+                                     "unties a tied head; 0 = off, the default until one is chosen on dev; default: "
+                                     "%(default)s)")
     def __post_init__(self) -> None:
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)} "
-                              f"or pass --stage ({', '.join(STAGES)}) instead")
+            raise ConfigError(f"unknown `recipe` {self.recipe!r}; choose one of {sorted(RECIPES)} "
+                              f"or pass `stage` ({', '.join(STAGES)}) instead")
         if self.stage not in STAGES:
-            raise ConfigError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+            raise ConfigError(f"unknown `stage` {self.stage!r}; choose one of {', '.join(STAGES)}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(f"unknown `schedule` {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.join not in JOINS:
-            raise ConfigError(f"unknown join {self.join!r}; choose one of {', '.join(JOINS)}")
+            raise ConfigError(f"unknown `join` {self.join!r}; choose one of {', '.join(JOINS)}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown `precision` {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.device != "auto":  # auto needs no check (and no torch import at parse time)
             _training_device(self.device)  # a GPU this machine lacks fails here, before any work
         for name in ("max_tokens", "seq_len", "batch_size", "grad_accum", "eval_batch_size", "eval_seq_len", "eval_stride",
                      "log_every", "lora_rank"):
-            check_number(name, getattr(self, name), low=1, integer=True)
+            check_number(f"`{name}`", getattr(self, name), low=1, integer=True)
         if self.seq_len < 2:
-            raise ConfigError(f"seq_len must be at least 2 tokens, got {self.seq_len}")
-        check_number("lr", self.lr, low=0, low_open=True, hint="the peak learning rate, e.g. 1e-4")
-        check_number("warmup", self.warmup, low=0, hint="whole steps, or a fraction < 1 of each stage's steps")
+            raise ConfigError(f"`seq_len` must be at least 2 tokens, got {self.seq_len}")
+        check_number("`lr`", self.lr, low=0, low_open=True, hint="the peak learning rate, e.g. 1e-4")
+        check_number("`warmup`", self.warmup, low=0, hint="whole steps, or a fraction < 1 of each stage's steps")
         if self.warmup >= 1 and self.warmup != int(self.warmup):
-            raise ConfigError(f"warmup {self.warmup} is neither whole steps nor a fraction < 1 of each stage's "
+            raise ConfigError(f"`warmup` {self.warmup} is neither whole steps nor a fraction < 1 of each stage's "
                               f"steps; give e.g. {int(self.warmup)} steps or 0.03")
-        check_number("weight_decay", self.weight_decay, low=0, hint="AdamW's decoupled decay; 0 = off")
-        check_number("max_grad_norm", self.max_grad_norm, low=0, hint="0 = no clipping")
-        check_number("lora_alpha", self.lora_alpha, low=0, low_open=True, hint="LoRA's scale is alpha / rank")
-        check_number("lora_dropout", self.lora_dropout, low=0, high=1, high_open=True, hint="a probability")
-        check_number("seed", self.seed, low=0, high=SEED_MAX, integer=True)
+        check_number("`weight_decay`", self.weight_decay, low=0, hint="AdamW's decoupled decay; 0 = off")
+        check_number("`max_grad_norm`", self.max_grad_norm, low=0, hint="0 = no clipping")
+        check_number("`lora_alpha`", self.lora_alpha, low=0, low_open=True, hint="LoRA's scale is alpha / rank")
+        check_number("`lora_dropout`", self.lora_dropout, low=0, high=1, high_open=True, hint="a probability")
+        check_number("`seed`", self.seed, low=0, high=SEED_MAX, integer=True)
         if self.eval_every is not None:
-            check_number("eval_every", self.eval_every, low=1, integer=True, hint="steps, or None for about 5 per stage")
+            check_number("`eval_every`", self.eval_every, low=1, integer=True, hint="steps, or None for about 5 per stage")
         if self.save_every is not None:
-            check_number("save_every", self.save_every, low=0, integer=True, hint="steps; 0 = no checkpoints")
+            check_number("`save_every`", self.save_every, low=0, integer=True, hint="steps; 0 = no checkpoints")
         if self.new_rows_from is not None:
-            check_number("new_rows_from", self.new_rows_from, low=0, integer=True, hint="a token id")
+            check_number("`new_rows_from`", self.new_rows_from, low=0, integer=True, hint="a token id")
         if not self.train:
-            raise ConfigError("no training text given; pass one or more --train FILE")
+            raise ConfigError("no training text given; pass one or more `train` FILE")
         from transtok.calibration import check_prior
 
-        check_prior(self.refit_prior, flag="--refit-prior")
+        check_prior(self.refit_prior, flag="`refit_prior`")
         if self.refit_prior and not self.merge and any(s.stage == "lora" for s in self.stages):
-            raise ConfigError("--refit-prior moves the LM head of the merged model; with --no-merge the output is a "
-                              "LoRA adapter: drop --no-merge, or --refit-prior and run 'transtok calibrate' on the "
+            raise ConfigError("`refit_prior` moves the LM head of the merged model; with `merge=False` the output is a "
+                              "LoRA adapter: drop `merge=False`, or `refit_prior` and run 'transtok calibrate' on the "
                               "merged model")
 
     @property
@@ -235,10 +256,10 @@ def _training_device(device: str) -> str:
 
     picked = pick_device(device)
     if picked.type == "cuda" and picked.index is not None:
-        raise ConfigError(f"--device {device}: finetune trains on the GPUs the launcher gives each process; pick them "
-                          f"with CUDA_VISIBLE_DEVICES={picked.index} and --device cuda")
+        raise ConfigError(f"`device` {device}: finetune trains on the GPUs the launcher gives each process; pick them "
+                          f"with CUDA_VISIBLE_DEVICES={picked.index} and `device` cuda")
     if picked.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device}: finetune trains on cpu or cuda")
+        raise ConfigError(f"`device` {device}: finetune trains on cpu or cuda")
     return picked.type
 
 
@@ -276,7 +297,7 @@ def decoder_layers(model) -> torch.nn.ModuleList:
         from transtok.errors import ArchitectureError
 
         raise ArchitectureError(f"{type(model).__name__} has no nn.ModuleList of decoder blocks; the '2x2' stage "
-                                "needs one. Use --stage embeddings or full")
+                                "needs one. Use `stage` embeddings or full")
     return best
 
 
@@ -366,12 +387,12 @@ def new_rows_start(model_dir: str | Path, tokenizer) -> int:
     meta = read_json(meta_path) if meta_path.is_file() else {}
     if not meta.get("keeps_source_rows"):
         raise ConfigError(
-            f"--stage new-rows: {str(model_dir)!r} does not say which rows are new (no extension mapping in "
-            "transtok/mapping/); make the model with 'transtok transfer --mode extend' or pass --new-rows-from ID "
+            f"`stage` new-rows: {str(model_dir)!r} does not say which rows are new (no extension mapping in "
+            "transtok/mapping/); make the model with 'transtok transfer --mode extend' or pass `new_rows_from` ID "
             "(the source vocabulary size)")
     first = int(meta["shape"][1])
     if first >= len(tokenizer):
-        raise ConfigError(f"--stage new-rows: the mapping says new rows start at {first}, the tokenizer has "
+        raise ConfigError(f"`stage` new-rows: the mapping says new rows start at {first}, the tokenizer has "
                           f"{len(tokenizer)} tokens; there are no new rows to train")
     return first
 
@@ -383,7 +404,7 @@ def freeze_new_rows(model, first_new: int) -> tuple[FrozenRows, dict]:
     params = _embedding_parameters(model)
     rows = params[0].shape[0]
     if not 0 < first_new < rows:
-        raise ConfigError(f"--new-rows-from {first_new} is outside the embedding table's {rows} rows; give the "
+        raise ConfigError(f"`new_rows_from` {first_new} is outside the embedding table's {rows} rows; give the "
                           "source vocabulary size (the first added token id)")
     guard = FrozenRows(params, first_new)
     trainable = sum(p[first_new:].numel() for p in params)
@@ -402,7 +423,7 @@ def _module_name(model, module) -> str:
 def apply_lora(model, *, rank: int, alpha: float, dropout: float):
     """Wrap ``model`` in peft LoRA on every linear layer of the body; the embeddings and LM head
     train fully (``modules_to_save``) since every row is new, and tied ones stay tied."""
-    peft = require("peft", package="peft", extra="train", purpose="--stage lora")
+    peft = require("peft", package="peft", extra="train", purpose="`stage` lora")
     from transtok.surgery import embedding_pair, is_tied
 
     inputs, outputs = embedding_pair(model)
@@ -709,7 +730,7 @@ def after_interrupt(config: FinetuneConfig) -> str:
         return "no partial output was kept"
     if _resumable(root):
         return (f"no partial output was kept; resumable checkpoints stay in {root}: run the same command with "
-                "--resume to continue")
+                "`resume=True` to continue")
     _forget_run_dir(root)
     return "no partial output was kept"
 
@@ -729,8 +750,8 @@ def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> 
     exists = root.is_dir() and any(root.iterdir())
     if exists and config.resume:
         if not run_file.is_file():
-            raise MismatchError(f"--resume: {str(root)!r} has no run.json, so it is not a transtok finetune "
-                                "checkpoint directory; point --checkpoint-dir at one, or drop --resume")
+            raise MismatchError(f"`resume`: {str(root)!r} has no run.json, so it is not a transtok finetune "
+                                "checkpoint directory; point `checkpoint_dir` at one, or drop `resume`")
         saved = read_json(run_file)
         for key, label in (("model", "model (config + embeddings)"), ("vocab", "tokenizer vocabulary"),
                            ("settings", "training settings")):
@@ -739,9 +760,9 @@ def _check_run_dir(config: FinetuneConfig, fingerprint: dict, is_main: bool) -> 
                           ", ".join(f"{k}: {saved[key].get(k)!r} -> {v!r}" for k, v in fingerprint[key].items()
                                     if saved[key].get(k) != v))
                 raise MismatchError(
-                    f"--resume: checkpoint directory {str(root)!r} was written for a different {label} "
-                    f"({detail}); resume with the same --model and settings, or start over with --overwrite "
-                    "or another --checkpoint-dir")
+                    f"`resume`: checkpoint directory {str(root)!r} was written for a different {label} "
+                    f"({detail}); resume with the same `model` and settings, or start over with `overwrite=True` "
+                    "or another `checkpoint_dir`")
         logger.info("resuming from %s", root)
         return True
     _refuse_foreign_run_dir(config)
@@ -770,15 +791,15 @@ def _refuse_foreign_run_dir(config: FinetuneConfig) -> None:
         relation = path_relation(root, other)
         if relation is not None:
             raise ConfigError(f"checkpoint directory {str(root)!r} {relation} {what} {str(other)!r}; choose a "
-                              "--checkpoint-dir outside the output and the run's inputs")
+                              "`checkpoint_dir` outside the output and the run's inputs")
     if config.resume or not root.is_dir() or not any(root.iterdir()):
         return
     if not config.overwrite:
-        raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass --resume to continue "
-                          "that run, or --overwrite to start over")
+        raise ConfigError(f"checkpoint directory {str(root)!r} exists and is not empty; pass `resume=True` to continue "
+                          "that run, or `overwrite=True` to start over")
     if not (root / "run.json").is_file():
         raise ConfigError(f"checkpoint directory {str(root)!r} holds no run.json, so transtok did not write it and "
-                          "--overwrite will not replace it; remove it yourself or choose another --checkpoint-dir")
+                          "`overwrite` will not replace it; remove it yourself or choose another `checkpoint_dir`")
 
 
 
@@ -873,7 +894,7 @@ def _disk_full_says_what_stays(config: FinetuneConfig, where: Path):
             raise
         left = after_interrupt(config) + previous_output(config.output)
         raise disk_full_error(getattr(exc, "path", None) or where, left,
-                              fix="free space there first, or choose another --output / --checkpoint-dir") from exc
+                              fix="free space there first, or choose another `output` / `checkpoint_dir`") from exc
 
 
 def _training_arguments(config: FinetuneConfig, stage: RecipeStage, stage_dir: Path, n_steps: int, *, bf16: bool,
@@ -933,7 +954,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     _refuse_foreign_run_dir(config)  # before any work; checked again when the directory is prepared
     if config.refit_prior and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        raise ConfigError("--refit-prior runs forward passes on rank 0 alone, which an FSDP-sharded model cannot; "
+        raise ConfigError("`refit_prior` runs forward passes on rank 0 alone, which an FSDP-sharded model cannot; "
                           "drop it and run 'transtok calibrate --model OUTPUT --text TRAIN' after training")
     inputs = [config.model, *config.train, *config.eval]
     check_output_dir(config.output, overwrite=config.overwrite, inputs=inputs)
@@ -956,7 +977,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         from transtok.calibration import prior_rows
 
         refit_from = config.new_rows_from if config.new_rows_from is not None else \
-            first_new_row(config.model, tokenizer, fix="pass --new-rows-from ID (the source vocabulary size)") or 0
+            first_new_row(config.model, tokenizer, fix="pass `new_rows_from` ID (the source vocabulary size)") or 0
         prior_rows(slice(refit_from, None), len(tokenizer))  # a bad range fails now, not after training
 
     # --- data -----------------------------------------------------------------------------
@@ -972,16 +993,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             f"training text {', '.join(map(str, config.train))} has {n_tokens:,} tokens ({len(train_texts):,} "
             f"non-empty lines); one optimizer step needs {tokens_per_step:,} (batch size {config.batch_size} x "
             f"seq len {config.seq_len} x {config.grad_accum} accumulation x {world} processes). Give more text or "
-            "lower --batch-size / --seq-len")
+            "lower `batch_size` / `seq_len`")
     rate = fallback_rate(tokenizer, train_ids[:5000])
     if rate > FALLBACK_WARN_RATE:
         logger.warning("%.1f%% of the training tokens are unknown or raw byte pieces: is the training text in the "
                        "tokenizer's language?", 100 * rate)
     total_steps = config.max_tokens // tokens_per_step
     if total_steps < len(config.stages):
-        raise ConfigError(f"--max-tokens {config.max_tokens:,} gives {total_steps} optimizer steps of "
+        raise ConfigError(f"`max_tokens` {config.max_tokens:,} gives {total_steps} optimizer steps of "
                           f"{tokens_per_step:,} tokens; {len(config.stages)} stage(s) need at least one each. "
-                          "Raise --max-tokens or lower --batch-size / --seq-len")
+                          "Raise `max_tokens` or lower `batch_size` / `seq_len`")
     epochs = total_steps * per_step / len(blocks)
     if epochs > 1:
         logger.info("the budget covers the training text %.1f times", epochs)

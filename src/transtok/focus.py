@@ -40,6 +40,7 @@ import numpy as np
 from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, DataError, require
 from transtok.mapping import PROVENANCE, MappingReport, TokenMapping
+from transtok.options import option
 from transtok.progress import bar as progress_bar
 from transtok.vocabulary import byte_fallback_ids, exact_matches, special_pairs, token_bytes, vocab_hash
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at
 
 logger = logging.getLogger(__name__)
 
-PURPOSE = "--init focus"
+PURPOSE = "`init` focus"
 OVERLAP_MODES = ("bytes", "deepfocus")
 _CHUNK_ROWS = 2048
 """New tokens per similarity/sparsemax block: bounds memory at CHUNK × anchors float64."""
@@ -58,34 +59,38 @@ _CHUNK_ROWS = 2048
 class FocusConfig:
     """Options of :func:`focus_mapping` (fastText ones mirror deepfocus's defaults)."""
 
-    dim: int = 100
+    dim: int = option(100, flag="--focus-dim", group="advanced", help="fastText dimension (default: %(default)s)")
     """fastText vector size."""
-    epochs: int = 3
+    epochs: int = option(3, flag="--focus-epochs", group="advanced", help="fastText epochs (default: %(default)s)")
     """fastText training epochs over the target text."""
-    min_count: int = 3
+    min_count: int = option(3, flag="--focus-min-count", group="advanced",
+                            help="fastText min count; rarer tokens take the mean row (default: %(default)s)")
     """Target tokens seen fewer times get no fastText vector: they neither anchor nor get FOCUS
     weights (new ones take the mean fallback row). 3, not deepfocus's 10: best of 1, 3 and 10 on the
     Spanish dev books (benchmarks/results/ablation_focus/)."""
-    threads: int = 1
+    threads: int = option(1, flag="--focus-threads", group="advanced",
+                          help="fastText threads; >1 is faster but not reproducible (default: %(default)s)")
     """fastText threads; more than 1 is faster but no longer reproducible."""
     seed: int = 0
     """fastText seed (its minstd_rand engine treats 0 and 1 alike); with one thread the model, hence
-    the mapping, is a function of (text, tokenizer, options, seed)."""
-    overlap: str = "bytes"
+    the mapping, is a function of (text, tokenizer, options, seed). The command line's --seed sets it."""
+    overlap: str = option("bytes", flag="--focus-overlap", choices=OVERLAP_MODES, group="advanced",
+                          help="overlap by identical surface bytes, or deepfocus's own matching (default: %(default)s)")
     """'bytes' (identical canonical surface bytes) or 'deepfocus' (its decode-based canonical forms)."""
     match_symbols: bool = False
     """deepfocus option: also match numbers/punctuation after fuzzy normalisation (overlap='deepfocus')."""
     fuzzy_match_all: bool = False
     """deepfocus option: match ignoring case and word-start markers (overlap='deepfocus')."""
-    fasttext_model: str | None = None
+    fasttext_model: str | None = option(None, flag="--focus-fasttext", metavar="BIN", group="advanced",
+                                        help="a trained token-level fastText model (skips training)")
     """A fastText .bin trained on target text tokenized by this target tokenizer (skips training)."""
 
     def __post_init__(self) -> None:
         for name in ("dim", "epochs", "threads", "min_count"):
-            check_number(f"--focus-{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
-        check_number("--seed", self.seed, low=0, high=SEED_MAX, integer=True)
+            check_number(f"`focus.{name}`", getattr(self, name), low=1, integer=True)
+        check_number("`focus.seed`", self.seed, low=0, high=SEED_MAX, integer=True)
         if self.overlap not in OVERLAP_MODES:
-            raise ConfigError(f"--focus-overlap {self.overlap!r} is not known; "
+            raise ConfigError(f"`focus.overlap` {self.overlap!r} is not known; "
                               f"choose one of {', '.join(OVERLAP_MODES)}")
         if self.overlap == "bytes" and (self.match_symbols or self.fuzzy_match_all):
             raise ConfigError("match_symbols / fuzzy_match_all change deepfocus's own overlap; "
@@ -132,8 +137,8 @@ def train_token_fasttext(target_tokenizer, target_texts: Iterable[str], config: 
                                        minCount=config.min_count, neg=10, thread=config.threads, seed=config.seed,
                                        verbose=0)
         except ValueError as exc:  # fastText: "Empty vocabulary. Try a smaller -minCount value."
-            raise DataError(f"no target token occurs --focus-min-count={config.min_count} times in the {lines} "
-                            f"lines of target text ({exc}); give more target text or lower --focus-min-count") from exc
+            raise DataError(f"no target token occurs `focus.min_count` {config.min_count} times in the {lines} "
+                            f"lines of target text ({exc}); give more target text or lower `focus.min_count`") from exc
 
 
 def _train_unsupervised(fasttext, path: str, *, seed: int, **options):
@@ -196,7 +201,7 @@ def focus_mapping(source_tokenizer, target_tokenizer, target_texts: Iterable[str
             fasttext_model = _load_fasttext(config.fasttext_model)
         elif target_texts is None:
             raise ConfigError("FOCUS needs target text to train fastText, or a trained fastText model; "
-                              "pass target texts (e.g. the parallel corpus's target side) or --focus-fasttext PATH")
+                              "pass target texts (e.g. the parallel corpus's target side) or `focus.fasttext_model` PATH")
         else:
             fasttext_model = train_token_fasttext(target_tokenizer, target_texts, config)
 

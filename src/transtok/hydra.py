@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from transtok.artifacts import atomic_output_dir, check_output_dir, read_json, write_json
 from transtok.checks import check_number
 from transtok.errors import ArchitectureError, ConfigError, DataError, MismatchError
+from transtok.options import option
 from transtok.progress import bar as progress_bar
 
 if TYPE_CHECKING:  # torch loads lazily: the CLI reads this module's defaults at parse time
@@ -192,7 +193,7 @@ def compare_bodies(reference: Mapping[str, str], other: Mapping[str, str], *, re
     raise MismatchError(
         f"vocabularies {reference_name!r} and {other_name!r} do not share one body: " + "; ".join(parts) +
         ". A Hydra needs checkpoints whose non-embedding weights are identical (same source model, same dtype; "
-        "train new vocabularies with the body frozen), or pass check_body=False / --no-check-body to accept it")
+        "train new vocabularies with the body frozen), or pass `check_body=False` to accept it")
 
 
 # --- the Hydra ------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ class Hydra:
         tokenizer = self.tokenizer(vocabulary)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"vocabulary {vocabulary!r} has no chat template; prompt it with plain text "
-                              "(--no-chat) or give a tokenizer with a chat_template")
+                              "(`chat=False`) or give a tokenizer with a chat_template")
         text = tokenizer.apply_chat_template(list(messages), tokenize=False,
                                              add_generation_prompt=add_generation_prompt)
         return self.encode(text, vocabulary)
@@ -639,6 +640,44 @@ INSTRUCTION_FIELDS = ("text", "source_language", "target_language")
 """The fields a translation instruction may use."""
 
 
+@dataclass
+class Translation:
+    """How a line is put to a model for translation (:func:`translation_prompt`): the settings of translate
+    and evaluate translation."""
+
+    source: str | None = option(None, flag="--from", metavar="NAME",
+                                help="vocabulary (of a Hydra) or language of the source text")
+    target: str | None = option(None, flag="--to", metavar="NAME",
+                                help="vocabulary (of a Hydra) or language of the translation")
+    instruction: str | None = option(None, metavar="TEMPLATE", group="advanced",
+                                     help="prompt template with {text}, {source_language}, {target_language} "
+                                          "(default: 'Translate the following {source_language} text into "
+                                          "{target_language}.')")
+    chat: bool | None = option(None, negate="--no-chat", group="advanced",
+                               help="wrap the prompt as a user turn of the --from vocabulary's chat template "
+                                    "(default: when it has one)")
+    stop_at_newline: bool = option(True, flag="--stop-at-newline", negate="--no-stop-at-newline", group="advanced",
+                                   help="a translation is one line: end each answer at its first line break "
+                                        "(default: on; the defaults were chosen on dev verses by chrF)")
+
+
+@dataclass
+class Generation:
+    """How :meth:`Hydra.generate` continues prompts (:func:`check_generation`): the settings of hydra generate
+    and translate (translate has its own defaults, chosen on dev)."""
+
+    max_new_tokens: int = option(128, metavar="N", help="tokens generated at most per prompt (default: %(default)s)")
+    num_beams: int = option(1, metavar="N", help="beam search width; 1 = greedy (default: %(default)s)")
+    batch_size: int = option(8, metavar="N", group="advanced",
+                             help="prompts per left-padded batch (default: %(default)s)")
+    repetition_penalty: float = option(1.0, metavar="P", group="advanced",
+                                       help="divide the logits of tokens already in the text; 1 = off "
+                                            "(default: %(default)s)")
+    no_repeat_ngram_size: int = option(0, flag="--no-repeat-ngram", metavar="N", group="advanced",
+                                       help="forbid repeating any N-gram; 0 = off, small models loop without it "
+                                            "(default: %(default)s)")
+
+
 def check_instruction(instruction: str) -> str:
     """``instruction`` unchanged when it formats with :data:`INSTRUCTION_FIELDS` (each a plain ``{name}``,
     a literal brace doubled); else a :class:`ConfigError` naming the bad part, before any model work."""
@@ -646,17 +685,17 @@ def check_instruction(instruction: str) -> str:
 
     known = ", ".join(f"{{{name}}}" for name in INSTRUCTION_FIELDS)
     if not isinstance(instruction, str):
-        raise ConfigError(f"--instruction must be a text template with {known}, got {instruction!r}")
+        raise ConfigError(f"`instruction` must be a text template with {known}, got {instruction!r}")
     try:
         fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(instruction)
                   if name is not None]
     except ValueError as exc:  # a lone '{' or '}'
-        raise ConfigError(f"--instruction {instruction!r} has a stray brace ({exc}); write a literal brace as {{{{ "
+        raise ConfigError(f"`instruction` {instruction!r} has a stray brace ({exc}); write a literal brace as {{{{ "
                           f"or }}}}, and fields as {known}") from None
     for name, conversion, spec in fields:
         if name not in INSTRUCTION_FIELDS or conversion or spec:
             shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise ConfigError(f"--instruction {instruction!r} has the field {shown}; the fields are {known} "
+            raise ConfigError(f"`instruction` {instruction!r} has the field {shown}; the fields are {known} "
                               f"(write a literal brace as {{{{ or }}}})")
     return instruction
 
@@ -665,12 +704,12 @@ def check_generation(*, max_new_tokens: int = 1, batch_size: int = 1, num_beams:
                      repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, temperature: float | None = None,
                      top_p: float | None = None, **_) -> None:
     """Refuse (:class:`ConfigError`) generation settings ``model.generate`` would fail on or silently misuse."""
-    check_number("--max-new-tokens", max_new_tokens, low=1, integer=True)
-    check_number("--batch-size", batch_size, low=1, integer=True, hint="prompts per batch")
-    check_number("--num-beams", num_beams, low=1, integer=True, hint="1 = greedy")
-    check_number("--repetition-penalty", repetition_penalty, low=0, low_open=True,
+    check_number("`max_new_tokens`", max_new_tokens, low=1, integer=True)
+    check_number("`batch_size`", batch_size, low=1, integer=True, hint="prompts per batch")
+    check_number("`num_beams`", num_beams, low=1, integer=True, hint="1 = greedy")
+    check_number("`repetition_penalty`", repetition_penalty, low=0, low_open=True,
                  hint="1 = off, above 1 discourages repeats")
-    check_number("--no-repeat-ngram", no_repeat_ngram_size, low=0, integer=True, hint="0 = off")
+    check_number("`no_repeat_ngram_size`", no_repeat_ngram_size, low=0, integer=True, hint="0 = off")
     if temperature is not None:
         check_number("temperature", temperature, low=0, low_open=True, hint="sampling only; 1 = the model's own")
     if top_p is not None:

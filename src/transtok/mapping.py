@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from transtok.artifacts import read_sparse
 from transtok.checks import SEED_MAX, check_number
 from transtok.errors import ConfigError, CorruptFileError, MismatchError
+from transtok.options import option
 
 if TYPE_CHECKING:  # scipy and torch load lazily: the CLI imports this module at parse time
     import scipy.sparse as sp
@@ -57,70 +58,93 @@ against +2.2 % with the tied share of 0.25; benchmarks/results/extension)."""
 class MappingConfig:
     """How alignment counts, exact overlap and subword spelling are combined into weights."""
 
-    init: str = "trans-tokenization"
+    init: str = option("trans-tokenization", choices=INIT_METHODS, metavar="METHOD",
+                       help="initialisation: %(choices)s; focus needs pip install 'transtok[focus]' "
+                            "(default: %(default)s)")
     """One of trans-tokenization, fvt, mean, random, focus (built by :mod:`transtok.focus`)."""
-    min_count: float = 0.0
+    min_count: float = option(0.0, group="advanced", help="drop aligned token pairs with a smaller expected count "
+                                                          "(default: %(default)s)")
     """Aligned token pairs with a smaller expected count are dropped as noise."""
-    top_k: int | None = 4
+    top_k: int | None = option(4, group="advanced", help="keep at most K source partners per target token "
+                                                         "(default: %(default)s)")
     """Keep at most this many source partners per target token (None: all)."""
-    sharpen: float = 2.0
+    sharpen: float = option(2.0, group="advanced", help="exponent on counts before normalising; >1 concentrates "
+                                                        "weight (default: %(default)s)")
     """Exponent applied to counts before normalising: >1 concentrates weight on the main partners,
     which keeps averaged rows from flattening the output distribution of a tied head."""
-    confidence: float = 5.0
+    confidence: float = option(5.0, group="advanced", help="aligned occurrences at which alignment and prior weigh "
+                                                           "the same (default: %(default)s)")
     """κ in λ = n / (n + κ): how many aligned occurrences make the alignment outweigh the prior."""
-    copy_prior: float = 30.0
+    copy_prior: float = option(30.0, group="advanced", help="identity prior of tokens present verbatim in both "
+                                                            "vocabularies, in aligned occurrences (default: %(default)s)")
     """Strength, in aligned occurrences, of the identity prior of a target token present verbatim in
     the source vocabulary: it keeps the identical row until the alignment has seen the token about
     this often, then the alignment takes over (false friends, rare source tokens)."""
-    copy_weight: float = 0.0
+    copy_weight: float = option(0.0, group="advanced", help="identity weight verbatim tokens keep whatever the "
+                                                            "evidence (default: %(default)s)")
     """Identity weight that a verbatim token keeps however much alignment evidence there is."""
-    spelling_weight: float | None = None
+    spelling_weight: float | None = option(
+        None, group="advanced",
+        help="share of its subword spelling a new token keeps whatever the alignment evidence (default: 0 for a "
+             "replaced vocabulary and for the input rows of an extended one; 0.25 for an extended one with "
+             "--tied-head, chosen on dev: it keeps new tokens from taking the probability of the source tokens they "
+             "translate)")
     """Share of its subword spelling that a spelled (not verbatim) token keeps however much alignment
     evidence there is. None: 0 when the vocabulary is replaced, :data:`EXTEND_SPELLING_WEIGHT` when it
     is extended (resolved by the caller that knows which; :func:`build_mapping` reads None as 0)."""
-    source_discount: float = 0.0
+    source_discount: float = option(0.0, cli=False, help="benchmarks' knob: aligned counts divided by the source "
+                                                         "token's total ** α")
     """α: each aligned count c(t, s) is divided by s's total aligned count ** α before top-k and sharpening
     (0: raw counts). Frequent function words then weigh less in rows of tokens that also align to
     content words. Library only, not a CLI flag: a setting of benchmarks/ablation.py (0.25 / 0.5 / 1
     cost +0.03 / +0.07 / +0.42 bits per byte on the Arabic dev books, benchmarks/results/ablation_ar);
     kept here because the mapping records its whole configuration (``mapping.json``)."""
-    head_spelling_weight: float | None = None
+    head_spelling_weight: float | None = option(
+        None, group="advanced", metavar="S",
+        help="extended vocabulary: spelling share of the new LM-head rows, which get their own mapping (a tied head "
+             "is untied; default: 0.5, chosen on dev)")
     """Vocabulary extension with separate LM-head rows: the spelling share of the new *head* rows (the
     input rows take :attr:`spelling_weight`). None: :data:`EXTEND_HEAD_SPELLING_WEIGHT` when the
     vocabulary is extended and :attr:`tied_head` is False, no separate head rows otherwise (resolved by
     :func:`resolve_config`; :func:`build_mapping` reads None as "no head rows")."""
-    tied_head: bool = False
+    tied_head: bool = option(
+        False, group="advanced",
+        help="extended vocabulary: one set of new rows for the input table and the LM head (a tied head "
+                    "stays tied, spelling share 0.25, no language offset): fewer parameters, English further from "
+                    "the source model")
     """Vocabulary extension: one set of new rows for the input table and the LM head (a tied source
     stays tied; spelling share :data:`EXTEND_SPELLING_WEIGHT`), instead of separate head rows (a tied
     source is untied). Ignored when the vocabulary is replaced."""
-    first_piece_weight: float | None = None
+    first_piece_weight: float | None = option(None, cli=False, help="benchmarks' knob: share of a subword "
+                                                                    "spelling's weight given to its first piece")
     """Share of a subword spelling's weight given to its first piece (None: all pieces equal, as FVT).
     Library only, not a CLI flag: a variant of benchmarks/extension.py (``--phase inits``); kept here
     because the mapping records its whole configuration (``mapping.json``)."""
-    preserve_norm: bool = False
+    preserve_norm: bool = option(False, group="advanced", help="rescale averaged rows to the mean norm of their "
+                                                               "sources")
     """Rescale each averaged row to the weighted mean norm of the rows it averages."""
-    seed: int = 0
-    """Seed of the random fallback rows."""
+    seed: int = option(0, group="advanced", help="seed for random rows and FOCUS's fastText (default: %(default)s)")
+    """Seed of the random fallback rows (and, on the command line, of FOCUS's fastText)."""
 
     def __post_init__(self) -> None:
         if self.init not in INIT_METHODS:
-            raise ConfigError(f"--init {self.init!r} is not a known method; choose one of {', '.join(INIT_METHODS)}")
-        check_number("--min-count", self.min_count, low=0, hint="an expected count; 0 keeps every pair")
+            raise ConfigError(f"`init` {self.init!r} is not a known method; choose one of {', '.join(INIT_METHODS)}")
+        check_number("`min_count`", self.min_count, low=0, hint="an expected count; 0 keeps every pair")
         if self.top_k is not None:
-            check_number("--top-k", self.top_k, low=1, integer=True, hint="or omitted for all partners")
-        check_number("--sharpen", self.sharpen, low=0, low_open=True, hint="1 keeps the counts' proportions")
-        check_number("--confidence", self.confidence, low=0, hint="aligned occurrences; 0 trusts any evidence")
-        check_number("source_discount", self.source_discount, low=0, hint="0: raw counts")
-        check_number("--copy-prior", self.copy_prior, low=0, hint="aligned occurrences; 0 turns the prior off")
-        for flag, share in (("first_piece_weight", self.first_piece_weight), ("--copy-weight", self.copy_weight),
-                            ("--spelling-weight", self.spelling_weight),
-                            ("--head-spelling-weight", self.head_spelling_weight)):
+            check_number("`top_k`", self.top_k, low=1, integer=True, hint="or omitted for all partners")
+        check_number("`sharpen`", self.sharpen, low=0, low_open=True, hint="1 keeps the counts' proportions")
+        check_number("`confidence`", self.confidence, low=0, hint="aligned occurrences; 0 trusts any evidence")
+        check_number("`source_discount`", self.source_discount, low=0, hint="0: raw counts")
+        check_number("`copy_prior`", self.copy_prior, low=0, hint="aligned occurrences; 0 turns the prior off")
+        for flag, share in (("`first_piece_weight`", self.first_piece_weight), ("`copy_weight`", self.copy_weight),
+                            ("`spelling_weight`", self.spelling_weight),
+                            ("`head_spelling_weight`", self.head_spelling_weight)):
             if share is not None:
                 check_number(flag, share, low=0, high=1, hint="a share")
-        check_number("--seed", self.seed, low=0, high=SEED_MAX, integer=True)
+        check_number("`seed`", self.seed, low=0, high=SEED_MAX, integer=True)
         if self.tied_head and self.head_spelling_weight is not None:
-            raise ConfigError(f"--head-spelling-weight {self.head_spelling_weight} gives the LM head rows of their "
-                              "own, --tied-head asks for one set of rows: drop one of the two")
+            raise ConfigError(f"`head_spelling_weight` {self.head_spelling_weight} gives the LM head rows of their "
+                              "own, `tied_head` asks for one set of rows: drop one of the two")
 
 
 def resolve_config(config: MappingConfig, extended: bool) -> MappingConfig:
@@ -133,7 +157,7 @@ def resolve_config(config: MappingConfig, extended: bool) -> MappingConfig:
     """
     if not extended:
         if config.head_spelling_weight is not None:
-            raise ConfigError(f"--head-spelling-weight {config.head_spelling_weight} is for an extended vocabulary "
+            raise ConfigError(f"`head_spelling_weight` {config.head_spelling_weight} is for an extended vocabulary "
                               "(its new LM-head rows); the target tokenizer replaces the source's: drop the option")
         spelling = 0.0 if config.spelling_weight is None else config.spelling_weight
         return dataclasses.replace(config, spelling_weight=spelling)
@@ -433,12 +457,12 @@ def build_mapping(
                              shape=(target_size, source_size))
 
     if config.init == "focus":
-        raise ConfigError("--init focus is built from target text by transtok.focus.focus_mapping, "
+        raise ConfigError("`init` focus is built from target text by transtok.focus.focus_mapping, "
                           "not from this evidence; call pipeline.mapping_from_alignment with target texts")
     if config.init == "trans-tokenization":
         if counts is None:
-            raise ConfigError("--init trans-tokenization needs alignment counts; run 'transtok align' first "
-                              "or choose --init fvt")
+            raise ConfigError("`init` trans-tokenization needs alignment counts; run 'transtok align' first "
+                              "or choose `init` fvt")
         if counts.shape != (target_size, source_size):
             raise MismatchError(f"alignment counts have shape {counts.shape}, expected ({target_size}, {source_size}); "
                                 "the alignment was made with other tokenizers")

@@ -18,7 +18,8 @@ from transtok import __version__
 from transtok.align import AlignmentCounts
 from transtok.artifacts import (PROVENANCE_DIR, SOURCE_TOKENIZER_DIR, TARGET_TOKENIZER_DIR, atomic_output_dir,
                                 check_output_dir, scratch_dir, write_json)
-from transtok.calibration import DEFAULT_PAIRS, passes_in_bf16, resolve_offset, resolve_prior
+from transtok.calibration import (DEFAULT_PAIRS, DEFAULT_PRIOR, DEFAULT_PRIOR_TEXTS, passes_in_bf16,
+                                  resolve_offset, resolve_prior)
 from transtok.checks import check_number, pick_bf16, pick_device
 from transtok.diskspace import check_free_space
 from transtok.errors import ConfigError, MismatchError
@@ -27,6 +28,7 @@ from transtok.loading import load_model
 from transtok.progress import duration, timings
 from transtok.mapping import (PROVENANCE, MappingConfig, MappingReport, TokenMapping, provenance_counts,
                               resolve_config)
+from transtok.options import option
 from transtok.steps import (align_corpus, corpus_stream, give_vocabulary, mapping_from_alignment, offset_report,
                             offset_sample, read_corpus)
 from transtok.surgery import check_vocabularies
@@ -328,20 +330,30 @@ worse, e.g. 1,000 pairs: 2.13 against 1.88 bits per byte in Spanish); ``transfer
 class TransferConfig:
     """Everything ``transtok transfer`` needs; saved resolved into the output's provenance folder."""
 
-    source_model: str
-    parallel: list[str]
+    source_model: str = option(flag="--model", aliases=("--source-model",), metavar="M", group="input",
+                               help="source model: directory or hub id")
+    parallel: list[str] = option(metavar="FILE", group="input", help="TSV (source<TAB>target), JSONL (source/target "
+                                                                     "keys), or two line-aligned text files")
     output: str
-    target_tokenizer: str | None = None
-    target_corpus: list[str] | None = None
-    vocab_size: int | None = None
-    """--mode replace with --target-corpus: target vocabulary size; None: the source model's (fewer when
+    target_tokenizer: str | None = option(None, metavar="T", group="input", exclusive="target",
+                                          help="an existing target tokenizer (replace), or one made by "
+                                               "'train-tokenizer --extend' (extend)")
+    target_corpus: list[str] | None = option(None, flag="--text", aliases=("--target-corpus",), metavar="FILE",
+                                             group="input", exclusive="target",
+                                             help="target-language text to train one on (extend: default the "
+                                                  "parallel corpus's target side)")
+    vocab_size: int | None = option(None, metavar="N", help="trained vocabulary size (default: the source model's, "
+                                                            "or fewer where the text supports fewer merges)")
+    """--mode replace with ``target_corpus``: target vocabulary size; None: the source model's (fewer when
     the text supports fewer merges)."""
     keep_reserved_tokens: bool = False
-    """--mode replace with --target-corpus: keep the source's reserved special tokens (Gemma's ``<unusedN>``,
+    """--mode replace with ``target_corpus``: keep the source's reserved special tokens (Gemma's ``<unusedN>``,
     :func:`transtok.tokenizer.unused_special_tokens`) in the trained tokenizer; by default they are left out."""
-    mode: str = "replace"
+    mode: str = option("replace", choices=MODES, metavar="MODE",
+                       help="replace (a new target vocabulary: the model reads the target language only) or extend "
+                            "(the source vocabulary plus --new-tokens target tokens) (default: %(default)s)")
     """replace: a new vocabulary of --vocab-size tokens; extend: the source's plus --new-tokens."""
-    new_tokens: int | None = None
+    new_tokens: int | None = option(None, metavar="N", help="tokens to add to the source vocabulary (--mode extend)")
     aligner: str = "eflomal"
     segmenter: str = "auto"
     """Word boundaries for text written without spaces (transtok.segment.SEGMENTERS)."""
@@ -356,7 +368,7 @@ class TransferConfig:
     (:func:`transtok.calibration.apply_unigram_prior`; unties a tied head); None:
     :data:`~transtok.calibration.DEFAULT_PRIOR` for a replaced vocabulary, none for an extended one; 0: none."""
     focus: FocusConfig | None = None
-    """Options of ``--init focus`` (its fastText model trains on the --target-corpus text, else on
+    """Options of ``--init focus`` (its fastText model trains on the ``target_corpus`` text, else on
     the parallel corpus's target side)."""
     dtype: str = "auto"
     device: str | None = None
@@ -373,15 +385,15 @@ class TransferConfig:
         if self.segmenter not in SEGMENTERS:
             raise ConfigError(f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}")
         if self.mode not in MODES:
-            raise ConfigError(f"--mode {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
-        check_number("--offset-pairs", self.offset_pairs, low=1, integer=True, hint="pairs")
-        for flag, count in (("--vocab-size", self.vocab_size), ("--new-tokens", self.new_tokens)):
+            raise ConfigError(f"`mode` {self.mode!r} is not a mode; choose one of {', '.join(MODES)}")
+        check_number("`offset_pairs`", self.offset_pairs, low=1, integer=True, hint="pairs")
+        for flag, count in (("`vocab_size`", self.vocab_size), ("`new_tokens`", self.new_tokens)):
             if count is not None:  # the range, which depends on --mode, is checked below
                 check_number(flag, count, integer=True)
         if self.max_pairs is not None:
-            check_number("--max-pairs", self.max_pairs, low=1, integer=True, hint="or omitted for all pairs")
+            check_number("`max_pairs`", self.max_pairs, low=1, integer=True, hint="or omitted for all pairs")
         if self.max_length_ratio is not None:
-            check_number("--max-length-ratio", self.max_length_ratio, low=1,
+            check_number("`max_length_ratio`", self.max_length_ratio, low=1,
                          hint="or 0 at the command line, None in Python, to disable")
         from transtok.calibration import check_offset, check_prior
         if self.unigram_prior is not None:
@@ -389,36 +401,109 @@ class TransferConfig:
         if self.new_token_offset is not None:
             check_offset(self.new_token_offset)
         if self.keep_reserved_tokens and (self.mode == "extend" or self.target_tokenizer is not None):
-            raise ConfigError("--keep-reserved-tokens applies to a tokenizer trained on --target-corpus with --mode "
-                              "replace (an extended tokenizer keeps every source token, a --target-tokenizer has its "
+            raise ConfigError("`keep_reserved_tokens` applies to a tokenizer trained on `target_corpus` with `mode` "
+                              "replace (an extended tokenizer keeps every source token, a `target_tokenizer` has its "
                               "own); drop it")
         if self.mode == "extend":
             if self.unigram_prior:
-                raise ConfigError("--unigram-prior is for --mode replace (it moves every head row; an extended model "
-                                  "keeps its source rows and has --new-token-offset); drop it, or use --mode replace")
+                raise ConfigError("`unigram_prior` is for `mode` replace (it moves every head row; an extended model "
+                                  "keeps its source rows and has `new_token_offset`); drop it, or use `mode` replace")
             resolve_offset(self.new_token_offset, head_rows=not self.mapping.tied_head)
             if self.target_tokenizer is None and (self.new_tokens is None or self.new_tokens <= 0):
-                raise ConfigError(f"--mode extend needs a positive --new-tokens N (tokens added to the source "
-                                  f"vocabulary), got {self.new_tokens}; or give an extended --target-tokenizer")
+                raise ConfigError(f"`mode` extend needs a positive `new_tokens` N (tokens added to the source "
+                                  f"vocabulary), got {self.new_tokens}; or give an extended `target_tokenizer`")
             if self.vocab_size is not None:
-                raise ConfigError("--vocab-size is for --mode replace; with --mode extend give --new-tokens N")
+                raise ConfigError("`vocab_size` is for `mode` replace; with `mode` extend give `new_tokens` N")
             return
         if self.new_tokens is not None:
-            raise ConfigError("--new-tokens is for --mode extend; with --mode replace give --vocab-size N "
-                              "(or add --mode extend)")
-        for flag, given in (("--tied-head", self.mapping.tied_head),
-                            ("--head-spelling-weight", self.mapping.head_spelling_weight is not None),
-                            ("--new-token-offset", bool(self.new_token_offset))):
+            raise ConfigError("`new_tokens` is for `mode` extend; with `mode` replace give `vocab_size` N "
+                              "(or add `mode` extend)")
+        for flag, given in (("`tied_head`", self.mapping.tied_head),
+                            ("`head_spelling_weight`", self.mapping.head_spelling_weight is not None),
+                            ("`new_token_offset`", bool(self.new_token_offset))):
             if given:
-                raise ConfigError(f"{flag} is for --mode extend (the new LM-head rows); drop it, or add --mode extend")
+                raise ConfigError(f"{flag} is for `mode` extend (the new LM-head rows); drop it, or add `mode` extend")
         if (self.target_tokenizer is None) == (self.target_corpus is None):
-            raise ConfigError("give exactly one of --target-tokenizer DIR or --target-corpus FILE")
+            raise ConfigError("give exactly one of `target_tokenizer` DIR or `target_corpus` FILE")
         if self.target_corpus is not None and self.vocab_size is not None and self.vocab_size <= 0:
-            raise ConfigError(f"--vocab-size must be a positive number of tokens, got {self.vocab_size}; or leave it "
+            raise ConfigError(f"`vocab_size` must be a positive number of tokens, got {self.vocab_size}; or leave it "
                               "out for the source model's size")
         if self.target_tokenizer is not None and self.vocab_size is not None:
-            raise ConfigError(f"--vocab-size {self.vocab_size} applies only to a tokenizer trained on --target-corpus; "
-                              f"--target-tokenizer {self.target_tokenizer} already has its vocabulary: drop --vocab-size")
+            raise ConfigError(f"`vocab_size` {self.vocab_size} applies only to a tokenizer trained on `target_corpus`; "
+                              f"`target_tokenizer` {self.target_tokenizer} already has its vocabulary: drop `vocab_size`")
+
+
+# --- the command line's declarations of the path-level functions' own parameters -------------------
+# (the settings they share with transfer are declared once: TransferConfig, WordAlignment, Cleaning, ...)
+
+@dataclass
+class AlignOptions:
+    """:func:`run_align`'s parameters that ``transtok align`` alone has (the model and the corpus are
+    :class:`TransferConfig`'s)."""
+
+    target_tokenizer_path: str = option(flag="--target-tokenizer", metavar="T", group="input",
+                                        help="target tokenizer directory")
+    shard: str | None = option(None, metavar="K/N", group="advanced",
+                               help="align only the K-th of N contiguous blocks of the corpus (1 <= K <= N), e.g. one "
+                                    "task of an array job; sum the outputs with 'transtok merge-alignments'")
+    chunk_size: int = option(200_000, metavar="PAIRS", group="advanced",
+                             help="pairs read, cleaned and aligned at a time; bounds memory (default: %(default)s)")
+
+
+@dataclass
+class MapOptions:
+    """:func:`run_map`'s parameters, as ``transtok map`` declares them (the method is :class:`MappingConfig`)."""
+
+    alignment: list[str] | None = option(None, metavar="DIR", group="input",
+                                         help="alignment directory from 'transtok align'; several (e.g. en->tt and "
+                                              "ru->tt made with the same tokenizers) are averaged: multi-source "
+                                              "initialisation")
+    alignment_weights: list[float] | None = option(None, metavar="W", group="advanced",
+                                                   help="one weight per --alignment directory (default: equal)")
+    source_model: str | None = option(None, flag="--model", aliases=("--source-model",), metavar="M", group="input",
+                                      help="source tokenizer, for methods without alignment")
+    target_tokenizer_path: str | None = option(None, flag="--target-tokenizer", metavar="T", group="input",
+                                               help="target tokenizer, for methods without alignment")
+    target_text: list[str] | None = option(None, flag="--text", aliases=("--target-text",), metavar="FILE",
+                                           group="input", help="target-language text, one segment per line, for "
+                                                               "--init focus")
+
+
+@dataclass
+class TransplantOptions:
+    """:func:`run_transplant`'s own parameters, as ``transtok transplant`` declares them."""
+
+    mapping_dir: str = option(flag="--mapping", metavar="DIR", group="input", help="mapping directory from "
+                                                                                   "'transtok map'")
+    parallel: list[str] | None = option(None, metavar="FILE", group="input",
+                                        help="the training parallel corpus (TSV, JSONL or two text files), read for "
+                                             "the language offset of an extended vocabulary or the unigram prior of a "
+                                             "replaced one")
+    in_memory: bool = option(False, group="advanced",
+                             help="load the whole model instead of editing its safetensors shards (the default reads "
+                                  "and writes only the embedding and LM-head tensors; other formats are loaded anyway)")
+    hardlink: bool = option(False, group="advanced",
+                            help="hard-link the shards that need no change instead of copying them (fast, no extra "
+                                 "disk; the output then shares those files with the source: never write into them in "
+                                 "place)")
+
+
+@dataclass
+class CalibrateOptions:
+    """:func:`calibrate`'s parameters, as ``transtok calibrate`` declares them."""
+
+    model_dir: str = option(flag="--model", metavar="M", group="input",
+                            help="model directory or hub id (with its tokenizer)")
+    texts_files: list[str] = option(flag="--text", metavar="FILE", group="input",
+                                    help="text in the model's (target) language, one segment per line: training "
+                                         "text, never the dev or test text you score on")
+    strength: float = option(DEFAULT_PRIOR, metavar="S",
+                             help="1 = one full step towards the text's frequencies (default: %(default)s)")
+    sample: int = option(DEFAULT_PRIOR_TEXTS, flag="--prior-samples", metavar="N", group="advanced",
+                         help="texts sampled (seed 0) for the model's mean prediction; the frequencies count all "
+                              "(default: %(default)s)")
+    rows: str = option("auto", flag="--all-rows", const="all",
+                       help="extended model: move the source tokens' rows too (default: only the new tokens' rows)")
 
 
 @dataclass

@@ -22,11 +22,11 @@ detected: merging them warns.
 
 Cluster recipe (a Slurm array of N tasks; any scheduler or ``xargs -P`` works the same way)::
 
-    transtok align --source-model M --target-tokenizer T --parallel corpus.tsv \
+    transtok align --model M --target-tokenizer T --parallel corpus.tsv \
         --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --output align/$SLURM_ARRAY_TASK_ID
     transtok merge-alignments --alignment align/* --output align-all     # after the array
     transtok map --alignment align-all --output mapping
-    transtok transplant --source-model M --mapping mapping --output model
+    transtok transplant --model M --mapping mapping --output model
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 1 <= self.index <= self.count:
-            raise ConfigError(f"--shard {self.index}/{self.count} is not a shard: give K/N with 1 <= K <= N "
+            raise ConfigError(f"`shard` {self.index}/{self.count} is not a shard: give K/N with 1 <= K <= N "
                               "(e.g. 3/8 for the third of eight)")
 
     @classmethod
@@ -71,8 +71,8 @@ class Shard:
         parts = [p.strip() for p in str(text).split("/")]
         # ASCII only: str.isdigit() also accepts '²' or '٣', which int() then refuses or reads differently
         if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
-            raise ConfigError(f"--shard {text!r} is not of the form K/N; give e.g. 3/8 for the third of eight "
-                              "(in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+            raise ConfigError(f"`shard` {text!r} is not of the form K/N; give e.g. 3/8 for the third of eight "
+                              "(in a Slurm array: `shard` $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
         return cls(int(parts[0]), int(parts[1]))
 
     def bounds(self, total: int) -> tuple[int, int]:
@@ -125,11 +125,11 @@ class CorpusStream:
     def __init__(self, paths: Sequence[str | Path], *, chunk_size: int = 200_000, shard: str | Shard | None = None,
                  dedupe: bool = True, max_length_ratio: float | None = 3.0, min_length: int = 1,
                  max_pairs: int | None = None) -> None:
-        check_number("--chunk-size", chunk_size, low=1, integer=True, hint="pairs")
+        check_number("`chunk_size`", chunk_size, low=1, integer=True, hint="pairs")
         if max_pairs is not None:
-            check_number("--max-pairs", max_pairs, low=1, integer=True, hint="or omitted for all pairs")
+            check_number("`max_pairs`", max_pairs, low=1, integer=True, hint="or omitted for all pairs")
         if max_length_ratio is not None:
-            check_number("--max-length-ratio", max_length_ratio, low=1,
+            check_number("`max_length_ratio`", max_length_ratio, low=1,
                          hint="or 0 at the command line, None in Python, to disable")
         self.paths = [Path(p) for p in paths]
         self.chunk_size = chunk_size
@@ -174,7 +174,7 @@ class CorpusStream:
                 self.fingerprint = digest.hexdigest()
         if not kept:
             raise DataError(f"no sentence pair of {', '.join(map(str, self.paths))} (shard {self.shard}) survived "
-                            f"cleaning ({dict(self.stats)}); check the corpus or relax --max-length-ratio")
+                            f"cleaning ({dict(self.stats)}); check the corpus or relax `max_length_ratio`")
 
     def _raw_chunks(self, start: int, end: int | None, digest: PairDigest | None = None) -> Iterator[ParallelCorpus]:
         """Pairs [start, end) regrouped into chunks of ``chunk_size`` counted from ``start``; every
@@ -257,7 +257,7 @@ def missing_pairs(coverage: dict) -> list[str]:
         if total is not None and position < total:
             gaps.append(f"{position:,}..{total:,}")
         elif total is None:
-            gaps.append(f"any after {position:,} (the total is unknown: --max-pairs stopped every part early)")
+            gaps.append(f"any after {position:,} (the total is unknown: `max_pairs` stopped every part early)")
         if gaps:
             covered = sum(end - start for start, end in entry["ranges"])
             of = f" of {total:,}" if total is not None else ""
@@ -277,7 +277,7 @@ def merge_alignments(directories: Sequence[str | Path], output: str | Path, *, o
     import json
 
     if not directories:
-        raise ConfigError("nothing to merge: give at least one alignment directory after --alignment")
+        raise ConfigError("nothing to merge: give at least one alignment directory (`directories`)")
     seen: dict[Path, str] = {}
     for directory in directories:
         if Path(directory).resolve() in seen:

@@ -6,12 +6,14 @@ by per-architecture tables or private attributes.
 from __future__ import annotations
 
 import logging
-
-import torch
+from typing import TYPE_CHECKING
 
 from transtok.errors import ArchitectureError, MismatchError
 from transtok.mapping import TokenMapping
 from transtok.vocabulary import vocab_hash
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI imports the pipeline (and so this module) at parse time
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ def pad_rows(mapped: torch.Tensor, source: torch.Tensor, source_tokens: int, row
     rows belong to the tokenizer. Padding rows are zeros when the source's own padding rows are all
     zero, else the mean of the source's tokenizer rows (never looked up; generation suppresses them).
     """
+    import torch
+
     extra = rows - mapped.shape[0]
     if extra <= 0:
         return mapped
@@ -155,6 +159,8 @@ def untie_config(config) -> None:
 
 def untie_head(model) -> bool:
     """Give a tied LM head its own parameter, a copy of the input rows, in place; False when it was not tied."""
+    import torch
+
     if not is_tied(model):
         return False
     inputs, outputs = embedding_pair(model)
@@ -181,6 +187,8 @@ def transplant(model, mapping: TokenMapping, target_tokenizer, *, source_tokeniz
     count; the special-token ids of the config and generation config follow the target tokenizer,
     and the generation config suppresses the padding ids.
     """
+    import torch
+
     check_vocabularies(mapping, target_tokenizer, source_tokenizer)
     inputs, outputs = embedding_pair(model)
     tied = is_tied(model)

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import regex
 
 from transtok.artifacts import atomic_output_dir
 from transtok.errors import ConfigError, DataError
+from transtok.options import option
 
 logger = logging.getLogger(__name__)
 
@@ -438,8 +440,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
         raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
     if vocab_size > MAX_VOCAB_SIZE:
-        raise ConfigError(f"--vocab-size {vocab_size:,} is more than {MAX_VOCAB_SIZE:,}, far beyond any model's "
-                          "vocabulary (the largest have about 262k tokens); use e.g. --vocab-size 32000")
+        raise ConfigError(f"`vocab_size` {vocab_size:,} is more than {MAX_VOCAB_SIZE:,}, far beyond any model's "
+                          "vocabulary (the largest have about 262k tokens); use e.g. `vocab_size` 32000")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
     source_added = _special_entries(spec)
@@ -450,9 +452,9 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     minimum = _minimum(spec, specials)
     if vocab_size < minimum:
         raise ConfigError(
-            f"vocab_size {vocab_size:,} is smaller than the {minimum:,} tokens every target tokenizer trained from "
+            f"`vocab_size` {vocab_size:,} is smaller than the {minimum:,} tokens every target tokenizer trained from "
             f"this source needs ({len(specials):,} special/added/byte tokens"
-            f"{' + the 256-symbol byte-level alphabet' if minimum > len(specials) else ''}); use --vocab-size "
+            f"{' + the 256-symbol byte-level alphabet' if minimum > len(specials) else ''}); use `vocab_size` "
             f"{minimum:,} or more (a few thousand at least for a useful vocabulary)")
 
     texts = list(_nonblank(texts))
@@ -464,9 +466,9 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
         vocab_size = min(vocab_size, minimum + characters)
     if vocab_size > minimum + characters:
         # Every learned token is a merge of at least one occurrence in the text.
-        raise ConfigError(f"--vocab-size {vocab_size:,} cannot be reached: the training text has {characters:,} "
+        raise ConfigError(f"`vocab_size` {vocab_size:,} cannot be reached: the training text has {characters:,} "
                           f"characters ({len(texts):,} lines), so at most about {minimum + characters:,} tokens can "
-                          "be learned; give more text or a smaller --vocab-size")
+                          "be learned; give more text or a smaller `vocab_size`")
 
     train_spec = copy.deepcopy(spec)
     pre_tokenizer = spec.get("pre_tokenizer")
@@ -494,7 +496,7 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
                             segmenter_name(segmenter))
     if unused:
         logger.info("dropped %s reserved special tokens of the source (%s) that have no role and are not in the "
-                    "chat template; keep_reserved=True (--keep-reserved-tokens) keeps them", f"{len(unused):,}",
+                    "chat template; keep_reserved=True (`keep_reserved_tokens=True`) keeps them", f"{len(unused):,}",
                     _ranges(unused))
     if show_progress is None:  # TQDM_DISABLE: the CLI's -q
         show_progress = sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
@@ -512,8 +514,8 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     if size > vocab_size:
         # The trainers keep every character of the corpus even past vocab_size.
         raise ConfigError(
-            f"vocab_size {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} symbols of "
-            f"this corpus's alphabet (every distinct character is kept); use --vocab-size {size:,} or more")
+            f"`vocab_size` {vocab_size:,} cannot hold the special tokens and the {size - len(specials):,} symbols of "
+            f"this corpus's alphabet (every distinct character is kept); use `vocab_size` {size:,} or more")
     # Restore the source's model options (unk token, byte fallback, dropout, ...) around the new vocabulary.
     for key, value in spec["model"].items():
         if key not in _LEARNED and key != "unk_id":
@@ -562,3 +564,21 @@ def save_tokenizer(tokenizer, output: str | os.PathLike, *, overwrite: bool = Fa
         tokenizer.save_pretrained(str(tmp))
     return Path(output)
 
+
+
+@dataclass
+class TokenizerTraining:
+    """What ``transtok train-tokenizer`` trains (:func:`train_tokenizer`, :func:`transtok.extension.extend_tokenizer`)."""
+
+    vocab_size: int | None = option(None, metavar="N", exclusive="size",
+                                    help="replace recipe: a new vocabulary of N tokens, specials included")
+    extend: int | None = option(None, metavar="N", exclusive="size",
+                                help="extend recipe: the source tokenizer whole (same ids) plus N tokens learned on the "
+                                     "corpus (BPE sources: the merge list continues)")
+    min_frequency: int = option(2, group="advanced",
+                                help="ignore merges seen fewer times (BPE/WordPiece; default: %(default)s)")
+    keep_reserved_tokens: bool = option(
+        False, group="advanced",
+        help="keep the source's reserved special tokens (Gemma's <unusedN>, Llama-3's <|reserved_special_token_N|>, "
+             "Mistral's [control_N]) that have no role and are not in the chat template; by default a trained "
+             "vocabulary leaves them out and learns tokens instead")
