@@ -168,12 +168,12 @@ def test_first_new_row_reads_the_provenance(tmp_path, world):
     (provenance / "config.json").write_text('{"mode": "replace"}')
     assert first_new_row(tmp_path, tokenizer) is None
     (provenance / "config.json").write_text('{"mode": "extend"}')
-    with pytest.raises(ConfigError, match="records no source vocabulary size.*--all-rows"):
+    with pytest.raises(ConfigError, match="records no source vocabulary size.*`rows=all`"):
         first_new_row(tmp_path, tokenizer)
     (provenance / "extension.json").write_text('{"source_tokens": 250}')
     assert first_new_row(tmp_path, tokenizer) == 250
     (provenance / "extension.json").write_text(json.dumps({"source_tokens": len(tokenizer)}))
-    with pytest.raises(ConfigError, match=f"start at {len(tokenizer)}.*--all-rows"):
+    with pytest.raises(ConfigError, match=f"start at {len(tokenizer)}.*`rows=all`"):
         first_new_row(tmp_path, tokenizer)
     (provenance / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read which rows"):
@@ -312,7 +312,7 @@ def test_all_rows_needs_no_readable_provenance(extended, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(root / "model", broken)
     (broken / "transtok" / "mapping" / "mapping.json").write_text('{"keeps_source_rows": true, "shape": "?"}')
-    with pytest.raises(ConfigError, match="cannot read which rows .* pass --all-rows"):
+    with pytest.raises(ConfigError, match="cannot read which rows .* pass `rows=all`"):
         calibrate(str(broken), [str(root / "train.txt")], str(tmp_path / "auto"), sample=100)
     assert not (tmp_path / "auto").exists()
     out = calibrate(str(broken), [str(root / "train.txt")], str(tmp_path / "all"), sample=100, rows="all")

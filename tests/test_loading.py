@@ -104,4 +104,4 @@ def test_a_bad_dtype_names_the_value_the_choices_and_the_fix(value):
         torch_dtype(value)
     message = str(exc.value)
     assert repr(str(value).removeprefix("torch.")) in message or str(value) in message
-    assert "auto, float32, bfloat16, float16" in message and "--dtype" in message
+    assert "auto, float32, bfloat16, float16" in message and "`dtype`" in message

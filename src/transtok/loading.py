@@ -39,7 +39,7 @@ def torch_dtype(name: str | torch.dtype) -> str | torch.dtype:
         return "auto"
     if isinstance(name, str) and name in DTYPES:
         return getattr(torch, name)
-    raise ConfigError(f"--dtype {name!r} is not a dtype transtok loads models in; give one of {', '.join(DTYPES)} "
+    raise ConfigError(f"`dtype` {name!r} is not a dtype transtok loads models in; give one of {', '.join(DTYPES)} "
                       "(auto keeps the checkpoint's own)")
 
 

@@ -80,7 +80,7 @@ def flag_of(field: dataclasses.Field) -> str:
     return (how.flag if how and how.flag else "--" + field.name.replace("_", "-"))
 
 
-_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*(?:=True|=False)?)`")
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*(?:=[A-Za-z0-9_]+)?)`")
 
 
 def as_flags(message: str, flags: Mapping[str, str]) -> str:
@@ -217,7 +217,7 @@ def add_options(parser: argparse.ArgumentParser, uses: Iterable[Use]) -> Declare
             result.flags[qualified] = added.option_strings[0]
             if isinstance(added, argparse.BooleanOptionalAction):  # a boolean: which flag sets which value
                 result.flags.update({f"{qualified}=True": flag, f"{qualified}=False": how.negate})
-            elif added.nargs == 0 and isinstance(added.const, bool):
+            elif added.nargs == 0 and isinstance(added.const, (bool, str)):  # `rows=all` → --all-rows
                 result.flags[f"{qualified}={added.const}"] = added.option_strings[0]
     named = {g.title: g for g in parser._action_groups if g.title in GROUPS}  # GROUPS order, after argparse's own
     parser._action_groups[:] = [g for g in parser._action_groups if g.title not in GROUPS] + \

@@ -158,12 +158,12 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
               focus.fasttext_model if focus else None]
     check_output_dir(output, overwrite=overwrite, inputs=inputs)
     if alignment_weights is not None and len(alignment_weights) != len(alignments):
-        raise ConfigError(f"--alignment-weights has {len(alignment_weights)} values for {len(alignments)} "
+        raise ConfigError(f"`alignment_weights` has {len(alignment_weights)} values for {len(alignments)} "
                           "alignment directories; give one weight per directory")
     for weight in alignment_weights or ():
-        check_number("--alignment-weights", weight, low=0, hint="relative weights; equal by default")
+        check_number("`alignment_weights`", weight, low=0, hint="relative weights; equal by default")
     if alignment_weights is not None and not sum(alignment_weights) > 0:
-        raise ConfigError(f"--alignment-weights {' '.join(map(str, alignment_weights))} are all 0; give at least one "
+        raise ConfigError(f"`alignment_weights` {' '.join(map(str, alignment_weights))} are all 0; give at least one "
                           "positive weight")
     if alignments:
         source_tokenizer = load_tokenizer(str(Path(alignments[0]) / SOURCE_TOKENIZER_DIR))
@@ -171,15 +171,15 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     elif source_model and target_tokenizer_path:
         source_tokenizer, target_tokenizer = load_tokenizer(source_model), load_tokenizer(target_tokenizer_path)
     else:
-        raise ConfigError("give --alignment DIR (from 'transtok align'), or --source-model and --target-tokenizer "
-                          "for methods that need no alignment (--init fvt, mean, random, focus)")
+        raise ConfigError("give `alignment` DIR (from 'transtok align'), or `source_model` and `target_tokenizer_path` "
+                          "for methods that need no alignment (`init` fvt, mean, random, focus)")
     if not alignments and config.init == "trans-tokenization":
-        raise ConfigError("--init trans-tokenization needs --alignment DIR from 'transtok align'")
+        raise ConfigError("`init` trans-tokenization needs `alignment` DIR from 'transtok align'")
     if config.init != "trans-tokenization":
         alignments = alignments[:1]
     if config.init == "focus" and not target_text and not (focus and focus.fasttext_model):
-        raise ConfigError("--init focus needs target-language text to train its fastText model: give "
-                          "--target-text FILE (e.g. the target side of the parallel corpus), or --focus-fasttext BIN")
+        raise ConfigError("`init` focus needs target-language text to train its fastText model: give "
+                          "`target_text` FILE (e.g. the target side of the parallel corpus), or `focus.fasttext_model` BIN")
     texts = read_texts(target_text) if config.init == "focus" and target_text else None
     built = [mapping_from_alignment(source_tokenizer, target_tokenizer,
                                     AlignmentCounts.load(a) if config.init == "trans-tokenization" else None, config,
@@ -227,7 +227,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     from transtok.loading import load_causal_lm, load_tokenizer
 
     if offset_pairs is not None:
-        check_number("--offset-pairs", offset_pairs, low=1, integer=True, hint="pairs")
+        check_number("`offset_pairs`", offset_pairs, low=1, integer=True, hint="pairs")
     device = pick_device(device)
     passes_in_bf16(precision, device)  # a bad precision fails before the work
     inputs = [source_model, mapping_dir, *(parallel or ())]
@@ -235,7 +235,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
     mapping = TokenMapping.load(mapping_dir)
     delta = resolve_offset(new_token_offset, head_rows=mapping.head is not None, texts=bool(parallel))
     if mapping.head is not None and not delta and new_token_offset is None:
-        logger.info("no --parallel text: the new LM-head rows get no language offset (give --parallel FILE for "
+        logger.info("no `parallel` text: the new LM-head rows get no language offset (give `parallel` FILE for "
                     "the default of the extension recipe)")
     target_tokenizer = load_tokenizer(str(Path(mapping_dir) / TARGET_TOKENIZER_DIR))
     # The mapping's copy of the source tokenizer ('transtok map' writes one), else the source model's.
@@ -244,7 +244,7 @@ def run_transplant(source_model: str, mapping_dir: str, output: str, *, overwrit
                            target_tokenizer)
     strength = resolve_prior(unigram_prior, replaced=replaced, texts=bool(parallel))
     if replaced and not strength and unigram_prior is None:
-        logger.info("no --parallel text: the LM head gets no unigram prior (give --parallel FILE, the training "
+        logger.info("no `parallel` text: the LM head gets no unigram prior (give `parallel` FILE, the training "
                     "corpus, for the default of 'transfer')")
     corpus = read_corpus(parallel).pairs if delta or strength else None  # read before loading: a bad file fails fast
     sample = offset_sample(corpus, offset_pairs) if delta else None
@@ -608,9 +608,9 @@ def _target_tokenizer(config: TransferConfig, source_tokenizer, target_texts: Se
     if config.target_tokenizer is not None:
         target_tokenizer = load_tokenizer(config.target_tokenizer)
         if config.mode == "extend" and not extends(source_tokenizer, target_tokenizer):
-            raise MismatchError(f"--mode extend: the tokenizer {config.target_tokenizer!r} does not extend the source "
+            raise MismatchError(f"`mode` extend: the tokenizer {config.target_tokenizer!r} does not extend the source "
                                 f"model's ({len(target_tokenizer)} tokens, source {len(source_tokenizer)}); make it "
-                                "with 'transtok train-tokenizer --extend N', or drop --target-tokenizer")
+                                "with 'transtok train-tokenizer --extend N', or drop `target_tokenizer`")
         return target_tokenizer, None
     if config.mode == "extend":
         target_tokenizer, report = extend_tokenizer(target_texts, source_tokenizer, config.new_tokens)
@@ -671,7 +671,7 @@ CALIBRATE_ROWS = ("auto", "new", "all")
 
 
 def first_new_row(model_dir: str | os.PathLike, tokenizer, *,
-                  fix: str = "pass --all-rows to calibrate every row") -> int | None:
+                  fix: str = "pass `rows=all` to calibrate every row") -> int | None:
     """The first new token id of an extended model (its tokenizer extends a source's), from the provenance
     that ``transfer`` / ``transplant`` write (and ``finetune`` / ``calibrate`` copy); None for a model without
     that provenance. Raises :class:`ConfigError` (ending in the caller's ``fix``) when the provenance says
@@ -728,14 +728,14 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
     from transtok.corpus import read_texts
     from transtok.surgery import is_tied
 
-    strength = check_prior(DEFAULT_PRIOR if strength is None else strength, flag="--strength")
+    strength = check_prior(DEFAULT_PRIOR if strength is None else strength, flag="`strength`")
     if not strength:
-        raise ConfigError("--strength 0 would leave the model as it is; give a positive strength (1 = one full step "
+        raise ConfigError("`strength` 0 would leave the model as it is; give a positive strength (1 = one full step "
                           "towards the text's token frequencies)")
-    sample = check_number("--prior-samples", DEFAULT_PRIOR_TEXTS if sample is None else sample, low=1, integer=True,
+    sample = check_number("`sample`", DEFAULT_PRIOR_TEXTS if sample is None else sample, low=1, integer=True,
                           hint="texts scored for the model's mean prediction")
     if rows not in CALIBRATE_ROWS:
-        raise ConfigError(f"rows {rows!r} is not one of {', '.join(CALIBRATE_ROWS)}")
+        raise ConfigError(f"`rows` {rows!r} is not one of {', '.join(CALIBRATE_ROWS)}")
     device = pick_device(device)
     bf16 = passes_in_bf16(precision, device)  # a bad precision fails before the work
     inputs = [model_dir, *texts_files]
@@ -761,8 +761,8 @@ def calibrate(model_dir: str, texts_files: Sequence[str], output: str, *, streng
     start = first if first is not None and rows != "all" else 0
     if first is not None:
         logger.info("%s extends a source vocabulary of %s tokens: %s", model_dir, f"{first:,}",
-                    f"only the {len(tokenizer) - first:,} new head rows move (--all-rows moves every row)"
-                    if start else "every head row moves (--all-rows)")
+                    f"only the {len(tokenizer) - first:,} new head rows move (`rows=all` moves every row)"
+                    if start else "every head row moves (`rows=all`)")
     if tied:
         logger.info("the LM head is tied to the input embeddings: calibrate unties it (the output saves both), so "
                     "that the input embeddings stay as they are")
