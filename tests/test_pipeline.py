@@ -24,6 +24,42 @@ def workspace(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def transferred(workspace):
+    """``transfer`` with the defaults (the unigram prior at strength 1): the checkpoint directory."""
+    out = workspace / "transfer"
+    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+               "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def transferred_without_prior(workspace, transferred):
+    """The same transfer (its tokenizer given) with ``--unigram-prior 0``."""
+    out = workspace / "transfer-no-prior"
+    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-tokenizer", transferred, "--aligner", "fast_align", "--unigram-prior", 0,
+               "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def aligned(workspace, transferred):
+    """``align`` with the transfer's tokenizer: the alignment directory."""
+    out = workspace / "al"
+    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", transferred,
+               "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def mapped(workspace, aligned):
+    """``map`` of that alignment: the mapping directory."""
+    out = workspace / "m1"
+    assert run("map", "--alignment", aligned, "--output", out) == 0
+    return out
+
 
 def test_help_lists_every_verb(capsys):
     with pytest.raises(SystemExit):
@@ -34,11 +70,8 @@ def test_help_lists_every_verb(capsys):
     assert len(VERBS) >= 6
 
 
-def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys):
-    out = workspace / "transfer"
-    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--target-corpus", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
-               "--output", out) == 0
+def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, transferred):
+    out = transferred
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.vocab_size
@@ -119,13 +152,9 @@ def test_transfer_warns_below_the_corpus_size_that_beat_the_source_model(workspa
                                                   f"{ENOUGH_PAIRS:,}, an untrained transfer read held-out text worse")
 
 
-def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
-    prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
-    if not prior.exists():
-        pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
-    assert run("transfer", "--source-model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--target-tokenizer", prior, "--aligner", "fast_align", "--unigram-prior", 0,
-               "--output", plain) == 0
+def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace, transferred,
+                                                                  transferred_without_prior):
+    prior, plain = transferred, transferred_without_prior
     a, b = AutoModelForCausalLM.from_pretrained(plain), AutoModelForCausalLM.from_pretrained(prior)
     assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
     assert not torch.equal(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
@@ -155,34 +184,28 @@ def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
                "--unigram-prior", 1, "--output", out) == 2 and not out.exists()
 
 
-def test_step_by_step_equals_transfer_and_is_deterministic(workspace):
-    tokenizer_dir = workspace / "transfer"  # the tokenizer written by the transfer test
-    if not tokenizer_dir.exists():
-        pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
-    assert run("align", "--source-model", workspace / "source", "--target-tokenizer", tokenizer_dir,
-               "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--output", workspace / "al") == 0
-    for name in ("m1", "m2"):
-        assert run("map", "--alignment", workspace / "al", "--output", workspace / name) == 0
+def test_step_by_step_equals_transfer_and_is_deterministic(workspace, transferred, transferred_without_prior,
+                                                           aligned, mapped):
+    tokenizer_dir = transferred  # align (the fixture) used the tokenizer written by transfer
+    assert run("map", "--alignment", aligned, "--output", workspace / "m2") == 0
     for name in ("mapping.safetensors", "mapping.json", "mapping_report.json", "mapping.tsv"):
-        assert (workspace / "m1" / name).read_bytes() == (workspace / "m2" / name).read_bytes()
+        assert (mapped / name).read_bytes() == (workspace / "m2" / name).read_bytes()
     # With the training corpus, transplant gives the head transfer's default unigram prior; without it, none.
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", mapped,
                "--parallel", workspace / "pairs.tsv", "--output", workspace / "model") == 0
     a = AutoModelForCausalLM.from_pretrained(workspace / "model")
     b = AutoModelForCausalLM.from_pretrained(tokenizer_dir)
     torch.testing.assert_close(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
     torch.testing.assert_close(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
     assert json.loads((workspace / "model/transtok/config.json").read_text())["unigram_prior"] == 1.0
-    plain = workspace / "transfer-no-prior"
-    if not plain.exists():
-        pytest.skip("needs test_transfer_unigram_prior_moves_only_the_head_and_records_it")
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    plain = transferred_without_prior
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", mapped,
                "--output", workspace / "model-no-prior") == 0
     a = AutoModelForCausalLM.from_pretrained(workspace / "model-no-prior")
     torch.testing.assert_close(a.get_output_embeddings().weight,
                                AutoModelForCausalLM.from_pretrained(plain).get_output_embeddings().weight)
     # An explicit prior without the text it counts is a one-line error.
-    assert run("transplant", "--source-model", workspace / "source", "--mapping", workspace / "m1",
+    assert run("transplant", "--source-model", workspace / "source", "--mapping", mapped,
                "--unigram-prior", 1, "--output", workspace / "model-bad") == 2
     assert not (workspace / "model-bad").exists()
 
@@ -222,23 +245,21 @@ def test_mapping_for_another_model_is_refused(workspace, capsys):
     assert TokenMapping.load(workspace / "m_mean").residual.max() == 1.0
 
 
-def test_multi_source_mapping_is_the_weighted_average(workspace):
-    tokenizer_dir = workspace / "transfer"
-    if not (workspace / "al").exists():
-        pytest.skip("needs test_step_by_step_equals_transfer_and_is_deterministic")
+def test_multi_source_mapping_is_the_weighted_average(workspace, transferred, aligned, mapped):
+    tokenizer_dir = transferred
     # A second "source language": the same target side paired with reversed English sentences.
     pairs = factories.cipher_corpus(600)
     (workspace / "pairs2.tsv").write_text("".join(f"{' '.join(s.split()[::-1])}\t{t}\n" for s, t in pairs))
     assert run("align", "--source-model", workspace / "source", "--target-tokenizer", tokenizer_dir,
                "--parallel", workspace / "pairs2.tsv", "--aligner", "fast_align", "--output", workspace / "al2") == 0
     assert run("map", "--alignment", workspace / "al2", "--output", workspace / "m_second") == 0
-    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 3, 1,
+    assert run("map", "--alignment", aligned, workspace / "al2", "--alignment-weights", 3, 1,
                "--output", workspace / "m_both") == 0
-    first, second = TokenMapping.load(workspace / "m1"), TokenMapping.load(workspace / "m_second")
+    first, second = TokenMapping.load(mapped), TokenMapping.load(workspace / "m_second")
     both = TokenMapping.load(workspace / "m_both")
     source = torch.randn(first.shape[1], 8)
     torch.testing.assert_close(both.apply(source), 0.75 * first.apply(source) + 0.25 * second.apply(source))
-    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 1,
+    assert run("map", "--alignment", aligned, workspace / "al2", "--alignment-weights", 1,
                "--output", workspace / "m_bad") == 2
 
 
