@@ -231,6 +231,7 @@ def no_aligner_left(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @needs_linux
 def test_sigterm_during_alignment_cleans_up_and_kills_the_aligner(ws, tmp_path, no_aligner_left):
     pytest.importorskip("eflomal")
@@ -250,6 +251,7 @@ def test_sigterm_during_alignment_cleans_up_and_kills_the_aligner(ws, tmp_path, 
     assert eflomal_children(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 @needs_linux
 def test_sigkill_during_alignment_kills_the_aligner_and_the_next_run_sweeps(ws, tmp_path, caplog, no_aligner_left):
     pytest.importorskip("eflomal")
@@ -274,6 +276,7 @@ def test_sigkill_during_alignment_kills_the_aligner_and_the_next_run_sweeps(ws, 
     assert not list((tmp_path / "systmp").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, overwrite", [("commit", False), ("replaced", True)])
 def test_sigkill_while_writing_leaves_only_what_the_next_run_sweeps(ws, tmp_path, caplog, stage, overwrite):
     out = tmp_path / "out"
@@ -296,6 +299,7 @@ def test_sigkill_while_writing_leaves_only_what_the_next_run_sweeps(ws, tmp_path
     assert not (out / "old-marker").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_to_the_same_output_is_refused_at_once(ws, tmp_path, capsys):
     out = tmp_path / "out"
     first = start(align_argv(ws, out, "--aligner", "fast_align"), tmp_path, pause="claimed")

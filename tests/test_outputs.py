@@ -399,6 +399,7 @@ def _env(flags: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["user", "transtok"])
 def test_sigterm_after_the_claim_never_deletes_a_checkpoint_dir_the_run_did_not_make(ws, tmp_path, kind):
     checkpoints = tmp_path / "DIR"

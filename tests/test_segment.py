@@ -218,6 +218,7 @@ def chinese_cipher():
     return runs
 
 
+@pytest.mark.slow
 @needs_icu
 def test_the_cipher_is_recovered_without_spaces_as_well_as_with_them(chinese_cipher):
     spaced, checked_spaced = _precision(*chinese_cipher["spaced"], factories.CHINESE, "auto")
@@ -227,6 +228,7 @@ def test_the_cipher_is_recovered_without_spaces_as_well_as_with_them(chinese_cip
     assert unspaced >= spaced - 0.05, (unspaced, spaced)
 
 
+@pytest.mark.slow
 @needs_icu
 def test_without_segmentation_the_unspaced_cipher_is_lost(chinese_cipher):
     """The failure the segmenter fixes: with one unit per clause the counts spread over whole clauses."""
