@@ -36,3 +36,25 @@ def source_tokenizer(cipher_pairs):
 @pytest.fixture(scope="session")
 def target_tokenizer(cipher_pairs):
     return factories.byte_level_tokenizer([t for _, t in cipher_pairs], vocab_size=320)
+
+
+PROCESS_WIDE = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
+"""Environment variables that an in-process CLI run sets for the rest of the process (-q, progress bars)."""
+
+
+@pytest.fixture(autouse=True)
+def no_state_between_tests():
+    """What one test leaves in the process does not reach the next: the environment variables that an
+    in-process CLI run sets, outputs still claimed, and subprocesses a failed test left paused."""
+    import commandline
+    from transtok import artifacts
+
+    before = {name: os.environ.get(name) for name in PROCESS_WIDE}
+    yield
+    commandline.kill_leftovers()
+    artifacts.release_all()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -6,6 +6,7 @@ import factories
 from transtok.corpus import ParallelCorpus
 
 pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.slow
 
 
 def load_benchmark():

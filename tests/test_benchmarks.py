@@ -19,6 +19,7 @@ class Split:
         self.test = ParallelCorpus([s for s, _ in pairs[500:]], [t for _, t in pairs[500:]])
 
 
+@pytest.mark.slow
 def test_init_methods_benchmark_runs_on_a_tiny_model(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
@@ -67,6 +68,7 @@ def tiny_setup(tmp_path, bench):
     return split
 
 
+@pytest.mark.slow
 def test_equal_data_trains_the_source_on_the_bytes_of_the_new_tokenizers_budget(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)
@@ -151,6 +153,7 @@ def mean_std_of(saved: dict, method: str) -> str:
     return f"{saved['results'][0]['methods'][method]['final']:.3f} ± 0.000"
 
 
+@pytest.mark.slow
 def test_reuse_trained_reads_back_finished_trainings_with_the_same_settings(tmp_path, monkeypatch):
     import transtok.finetune
 
@@ -295,6 +298,7 @@ def test_unigram_prior_and_untied_head_apply_to_every_mapped_method_and_are_not_
     assert is_tied(load_model(str(tmp_path / "source"))[0]), "the source model is tied: the flag is not a no-op"
 
 
+@pytest.mark.slow
 def test_ablation_scores_settings_on_the_dev_split(tmp_path):
     bench = load_benchmark()
     split = tiny_setup(tmp_path, bench)

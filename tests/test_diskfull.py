@@ -431,6 +431,7 @@ def cli(*argv) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_under_map_and_overwrite(ws, disk):
     argv = VERBS["map"](ws, disk / "out")
     fill(disk, 16 << 10)
@@ -449,6 +450,7 @@ def test_a_real_full_disk_under_map_and_overwrite(ws, disk):
     assert leftovers(disk, "out") == ["out"] and digest(disk / "out") == before
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_under_a_transplant_that_passed_the_check(ws, disk):
     from transtok.checkpoint import inspect_checkpoint, transplant_size
     from transtok.mapping import TokenMapping
@@ -463,6 +465,7 @@ def test_a_real_full_disk_under_a_transplant_that_passed_the_check(ws, disk):
     assert leftovers(disk, "out") == []
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_under_the_aligner(ws, disk):
     fill(disk, 8 << 10)  # eflomal's scratch copy of the corpus does not fit
     done = cli("align", "--model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
@@ -473,6 +476,7 @@ def test_a_real_full_disk_under_the_aligner(ws, disk):
     assert leftovers(disk, "out") == []
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_under_finetune_checkpoints_then_resume(ws, tmp_path, disk):
     argv = _ft_argv(ws, tmp_path, "--checkpoint-dir", disk / "ck")
     assert run(*argv, "--keep-checkpoints") == 0  # measure one checkpoint (in pages, as tmpfs counts)

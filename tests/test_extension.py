@@ -182,7 +182,8 @@ def extended_setup(pairs):
     return source, extended, counts
 
 
-@pytest.mark.parametrize("init", ["trans-tokenization", "fvt", "mean", "random", "focus"])
+@pytest.mark.parametrize("init", ["trans-tokenization", "fvt", "mean", "random",
+                                  pytest.param("focus", marks=pytest.mark.slow)])
 def test_extension_mapping_keeps_source_rows_and_maps_new_ones(extended_setup, pairs, init):
     if init == "focus":
         pytest.importorskip("deepfocus")

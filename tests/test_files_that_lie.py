@@ -334,6 +334,7 @@ def test_a_bad_output_file_fails_before_the_model_is_loaded(ws, tmp_path, capsys
     assert not list((tmp_path / "adir").iterdir())
 
 
+@pytest.mark.slow
 def test_translate_writes_its_output_whole_or_not_at_all(ws, tmp_path):
     """A translation interrupted while its file is written leaves the old file as it was (SIGTERM: and
     nothing else; SIGKILL: a hidden leftover that the next run to that file sweeps)."""

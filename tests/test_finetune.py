@@ -186,6 +186,7 @@ def paper_run(workdir):
     return ft.finetune(config), config
 
 
+@pytest.mark.slow
 def test_paper_recipe_freezes_middle_blocks_and_improves_heldout(workdir, paper_run):
     result, config = paper_run
     before, _ = _state(workdir / "model")
@@ -217,6 +218,7 @@ def test_paper_recipe_freezes_middle_blocks_and_improves_heldout(workdir, paper_
     assert (Path(config.output) / "transtok" / "config.json").is_file()  # transfer provenance kept
 
 
+@pytest.mark.slow
 def test_frozen_parameters_hold_no_optimizer_state(workdir, paper_run):
     _, config = paper_run
     model = AutoModelForCausalLM.from_pretrained(workdir / "model")
@@ -231,6 +233,7 @@ def test_frozen_parameters_hold_no_optimizer_state(workdir, paper_run):
     assert len(shapes) < len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_resume_continues_the_interrupted_run(workdir, monkeypatch):
     from transformers import Trainer
 

@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import factories
 from transtok import finetune as ft
+
+pytestmark = pytest.mark.slow
 
 SEQ = 32
 

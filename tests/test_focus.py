@@ -87,6 +87,7 @@ def test_deepfocus_canonical_forms_collapse_byte_tokens_which_the_bytes_overlap_
     assert len(copied) == 1  # all three copy one and the same source row
 
 
+@pytest.mark.slow
 def test_mapping_reproduces_deepfocus_focus(mappings, source_tokenizer, target_tokenizer, model_path):
     """deepfocus.FOCUS on the same fastText model is the oracle for every non-random row."""
     mapping, _ = mappings["deepfocus"]

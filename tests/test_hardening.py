@@ -5,6 +5,7 @@ see :func:`transtok.artifacts.pause_point`), so the test decides when the signal
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from transformers import BertConfig, BertForMaskedLM
 
 import factories
-from commandline import finish, leftovers, one_line, reached, run, start
+from commandline import HANG, finish, leftovers, one_line, reached, run, start
 from transtok import artifacts
 from transtok.errors import ConfigError
 
@@ -33,6 +34,12 @@ def ws(tmp_path_factory):
     pairs = factories.cipher_corpus(200)
     (root / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
     (root / "target.txt").write_text("".join(f"{t}\n" for _, t in pairs), encoding="utf-8")
+    # 20 pairs of ~800 words: eflomal's HMM pass costs the square of a sentence's length, so this keeps it busy
+    # for minutes on an idle machine, and a test that kills it finds it running however loaded the machine is.
+    many = factories.cipher_corpus(2000, seed=1)
+    (root / "long.tsv").write_text("".join(" ".join(s for s, _ in many[k:k + 100]) + "\t" +
+                                           " ".join(t for _, t in many[k:k + 100]) + "\n"
+                                           for k in range(0, len(many), 100)), encoding="utf-8")
     source = factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=350)
     target = factories.byte_level_tokenizer([t for _, t in pairs], vocab_size=330)
     model = factories.tiny_causal_lm("llama", len(source), False, source)  # 128 positions
@@ -207,19 +214,29 @@ def eflomal_children(marker: str) -> list[int]:
     return found
 
 
-def align_argv(ws: Path, out: Path, *extra) -> list:
+def align_argv(ws: Path, out: Path, *extra, parallel: str = "pairs.tsv") -> list:
     return ["-q", "align", "--model", ws / "model", "--target-tokenizer", ws / "target", "--parallel",
-            ws / "pairs.tsv", "--output", out, *extra]
+            ws / parallel, "--output", out, *extra]
 
 
 needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
 
 
+@pytest.fixture
+def no_aligner_left(tmp_path):
+    """Kills the eflomal processes this test started that outlive it (only when the test failed)."""
+    yield
+    for pid in eflomal_children(str(tmp_path)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
 @needs_linux
-def test_sigterm_during_alignment_cleans_up_and_kills_the_aligner(ws, tmp_path):
+def test_sigterm_during_alignment_cleans_up_and_kills_the_aligner(ws, tmp_path, no_aligner_left):
     pytest.importorskip("eflomal")
     out = tmp_path / "out"
-    process = start(align_argv(ws, out), tmp_path, pause="aligning")
+    process = start(align_argv(ws, out, parallel="long.tsv"), tmp_path, pause="aligning")
     flag = reached(process, tmp_path, "aligning")
     assert eflomal_children(str(tmp_path)), "eflomal should be running, with its files next to the output"
     assert [p.name for p in tmp_path.glob(".out.partial-*-scratch")]  # not in the system temp directory
@@ -234,17 +251,18 @@ def test_sigterm_during_alignment_cleans_up_and_kills_the_aligner(ws, tmp_path):
     assert eflomal_children(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 @needs_linux
-def test_sigkill_during_alignment_kills_the_aligner_and_the_next_run_sweeps(ws, tmp_path, caplog):
+def test_sigkill_during_alignment_kills_the_aligner_and_the_next_run_sweeps(ws, tmp_path, caplog, no_aligner_left):
     pytest.importorskip("eflomal")
     out = tmp_path / "out"
-    process = start(align_argv(ws, out), tmp_path, pause="aligning")
+    process = start(align_argv(ws, out, parallel="long.tsv"), tmp_path, pause="aligning")
     flag = reached(process, tmp_path, "aligning")
     assert eflomal_children(str(tmp_path))
     process.kill()
     process.communicate()
     flag.unlink()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG  # Linux kills it at once; the wait only bounds a hang
     while eflomal_children(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert eflomal_children(str(tmp_path)) == [], "the aligner outlived its parent"
@@ -258,6 +276,7 @@ def test_sigkill_during_alignment_kills_the_aligner_and_the_next_run_sweeps(ws, 
     assert not list((tmp_path / "systmp").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, overwrite", [("commit", False), ("replaced", True)])
 def test_sigkill_while_writing_leaves_only_what_the_next_run_sweeps(ws, tmp_path, caplog, stage, overwrite):
     out = tmp_path / "out"
@@ -280,6 +299,7 @@ def test_sigkill_while_writing_leaves_only_what_the_next_run_sweeps(ws, tmp_path
     assert not (out / "old-marker").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_to_the_same_output_is_refused_at_once(ws, tmp_path, capsys):
     out = tmp_path / "out"
     first = start(align_argv(ws, out, "--aligner", "fast_align"), tmp_path, pause="claimed")

@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import commandline
 import factories
-from commandline import one_line, run
+from commandline import finish, one_line, reached, run
 from transtok import artifacts
 from transtok.artifacts import FINISHED, MARKER, MARKER_TEXT, atomic_output_dir, check_output_dir
 from transtok.errors import ConfigError, OutputError
@@ -399,6 +399,7 @@ def _env(flags: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["user", "transtok"])
 def test_sigterm_after_the_claim_never_deletes_a_checkpoint_dir_the_run_did_not_make(ws, tmp_path, kind):
     checkpoints = tmp_path / "DIR"
@@ -415,17 +416,12 @@ def test_sigterm_after_the_claim_never_deletes_a_checkpoint_dir_the_run_did_not_
         [sys.executable, "-m", "transtok", "-q", "finetune", "--model", ws / "model", "--text",
          ws / "corpus" / "target.txt", "--output", tmp_path / "out", "--checkpoint-dir", checkpoints, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path / "flags"))
-    flag = tmp_path / "flags" / "claimed"
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before the claim: {process.communicate()[1][-2000:]}")
-        assert time.monotonic() < deadline, "the run did not reach the claim"
-        time.sleep(0.05)
+    commandline.STARTED.append(process)  # killed after the test if it fails before the end
+    flag = reached(process, tmp_path, "claimed")
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    code, err = finish(process)
     flag.unlink(missing_ok=True)
-    assert process.returncode == 143
+    assert code == 143
     assert one_line(err) == "transtok finetune: terminated; no partial output was kept"
     assert listing(checkpoints) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "flags"]

@@ -24,6 +24,42 @@ def workspace(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def transferred(workspace):
+    """``transfer`` with the defaults (the unigram prior at strength 1): the checkpoint directory."""
+    out = workspace / "transfer"
+    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--text", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
+               "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def transferred_without_prior(workspace, transferred):
+    """The same transfer (its tokenizer given) with ``--unigram-prior 0``."""
+    out = workspace / "transfer-no-prior"
+    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
+               "--target-tokenizer", transferred, "--aligner", "fast_align", "--unigram-prior", 0,
+               "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def aligned(workspace, transferred):
+    """``align`` with the transfer's tokenizer: the alignment directory."""
+    out = workspace / "al"
+    assert run("align", "--model", workspace / "source", "--target-tokenizer", transferred,
+               "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--output", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def mapped(workspace, aligned):
+    """``map`` of that alignment: the mapping directory."""
+    out = workspace / "m1"
+    assert run("map", "--alignment", aligned, "--output", out) == 0
+    return out
+
 
 def test_help_lists_every_verb(capsys):
     with pytest.raises(SystemExit):
@@ -34,11 +70,8 @@ def test_help_lists_every_verb(capsys):
     assert len(VERBS) >= 6
 
 
-def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, capsys):
-    out = workspace / "transfer"
-    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--text", workspace / "target.txt", "--vocab-size", 350, "--aligner", "fast_align",
-               "--output", out) == 0
+def test_transfer_writes_a_vanilla_checkpoint_with_provenance(workspace, transferred):
+    out = transferred
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.vocab_size
@@ -119,13 +152,9 @@ def test_transfer_warns_below_the_corpus_size_that_beat_the_source_model(workspa
                                                   f"{ENOUGH_PAIRS:,}, an untrained transfer read held-out text worse")
 
 
-def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace):
-    prior, plain = workspace / "transfer", workspace / "transfer-no-prior"
-    if not prior.exists():
-        pytest.skip("needs test_transfer_writes_a_vanilla_checkpoint_with_provenance")
-    assert run("transfer", "--model", workspace / "source", "--parallel", workspace / "pairs.tsv",
-               "--target-tokenizer", prior, "--aligner", "fast_align", "--unigram-prior", 0,
-               "--output", plain) == 0
+def test_transfer_unigram_prior_moves_only_the_head_and_records_it(workspace, transferred,
+                                                                  transferred_without_prior):
+    prior, plain = transferred, transferred_without_prior
     a, b = AutoModelForCausalLM.from_pretrained(plain), AutoModelForCausalLM.from_pretrained(prior)
     assert torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight)
     assert not torch.equal(a.get_output_embeddings().weight, b.get_output_embeddings().weight)
@@ -169,34 +198,36 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
     provenance: on one corpus and target tokenizer (fast_align is deterministic EM) they write the same
     bytes (alignment counts, mapping files, weights, tokenizer), whether transplant loads the model for
     the unigram prior (--parallel) or edits the checkpoint (no prior)."""
-    tokenizer = workspace / "target-tokenizer"
+    own = workspace / "byte-identity"  # apart from the module fixtures' outputs
+    own.mkdir()
+    tokenizer = own / "target-tokenizer"
     factories.byte_level_tokenizer([t for _, t in factories.cipher_corpus(600)], vocab_size=350).save_pretrained(
         tokenizer)
     corpus = ["--model", workspace / "source", "--parallel", workspace / "pairs.tsv"]
     for name, extra in (("whole", []), ("whole-no-prior", ["--unigram-prior", 0])):
         assert run("transfer", *corpus, "--target-tokenizer", tokenizer, "--aligner", "fast_align", *extra,
-                   "--output", workspace / name) == 0
+                   "--output", own / name) == 0
     assert run("align", *corpus, "--target-tokenizer", tokenizer, "--aligner", "fast_align",
-               "--output", workspace / "al") == 0
+               "--output", own / "al") == 0
     for name in ("m1", "m2"):
-        assert run("map", "--alignment", workspace / "al", "--output", workspace / name) == 0
-    assert written(workspace / "m1") == written(workspace / "m2")
+        assert run("map", "--alignment", own / "al", "--output", own / name) == 0
+    assert written(own / "m1") == written(own / "m2")
     # transfer's provenance: the same counts, and the mapping directory 'map' writes
-    assert (workspace / "whole/transtok/alignment/counts.safetensors").read_bytes() == \
-        (workspace / "al/counts.safetensors").read_bytes()
-    assert written(workspace / "whole/transtok/mapping") == written(workspace / "m1")
+    assert (own / "whole/transtok/alignment/counts.safetensors").read_bytes() == \
+        (own / "al/counts.safetensors").read_bytes()
+    assert written(own / "whole/transtok/mapping") == written(own / "m1")
     # With the training corpus, transplant gives the head transfer's default unigram prior (in memory);
     # without it, none (the checkpoint is edited without loading the model).
-    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
-               "--parallel", workspace / "pairs.tsv", "--output", workspace / "model") == 0
-    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
-               "--output", workspace / "model-no-prior") == 0
+    assert run("transplant", "--model", workspace / "source", "--mapping", own / "m1",
+               "--parallel", workspace / "pairs.tsv", "--output", own / "model") == 0
+    assert run("transplant", "--model", workspace / "source", "--mapping", own / "m1",
+               "--output", own / "model-no-prior") == 0
     for steps, whole in (("model", "whole"), ("model-no-prior", "whole-no-prior")):
-        expected = {k: v for k, v in written(workspace / whole).items() if not k.startswith("transtok/alignment/")}
-        got = written(workspace / steps)
+        expected = {k: v for k, v in written(own / whole).items() if not k.startswith("transtok/alignment/")}
+        got = written(own / steps)
         assert sorted(got) == sorted(expected) and all(got[k] == expected[k] for k in expected), steps
     # One provenance schema: the verb, and the same resolved settings where the verbs share them.
-    saved = {name: json.loads((workspace / name / "transtok/config.json").read_text())
+    saved = {name: json.loads((own / name / "transtok/config.json").read_text())
              for name in ("model", "whole", "model-no-prior", "whole-no-prior")}
     assert [saved[name]["verb"] for name in saved] == ["transplant", "transfer"] * 2
     shared = ("source_model", "dtype", "mapping", "new_token_offset", "offset_pairs", "unigram_prior", "device",
@@ -205,12 +236,12 @@ def test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic(workspa
         assert {k: saved[steps][k] for k in shared} == {k: saved[whole][k] for k in shared}
     assert saved["model"]["parallel"] == saved["whole"]["parallel"] and saved["model-no-prior"]["parallel"] is None
     assert saved["model"]["unigram_prior"] == 1.0 and saved["model-no-prior"]["unigram_prior"] == 0.0
-    assert (workspace / "model/transtok/unigram_prior.json").read_bytes() == \
-        (workspace / "whole/transtok/unigram_prior.json").read_bytes()
+    assert (own / "model/transtok/unigram_prior.json").read_bytes() == \
+        (own / "whole/transtok/unigram_prior.json").read_bytes()
     # An explicit prior without the text it counts is a one-line error.
-    assert run("transplant", "--model", workspace / "source", "--mapping", workspace / "m1",
-               "--unigram-prior", 1, "--output", workspace / "model-bad") == 2
-    assert not (workspace / "model-bad").exists()
+    assert run("transplant", "--model", workspace / "source", "--mapping", own / "m1",
+               "--unigram-prior", 1, "--output", own / "model-bad") == 2
+    assert not (own / "model-bad").exists()
 
 
 def test_give_vocabulary_refuses_an_offset_or_prior_without_its_text_before_any_work():
@@ -259,23 +290,21 @@ def test_mapping_for_another_model_is_refused(workspace, capsys):
     assert TokenMapping.load(workspace / "m_mean").residual.max() == 1.0
 
 
-def test_multi_source_mapping_is_the_weighted_average(workspace):
-    tokenizer_dir = workspace / "target-tokenizer"  # the tokenizer of the alignment "al"
-    if not (workspace / "al").exists():
-        pytest.skip("needs test_step_by_step_equals_transfer_byte_for_byte_and_is_deterministic")
+def test_multi_source_mapping_is_the_weighted_average(workspace, transferred, aligned, mapped):
+    tokenizer_dir = transferred
     # A second "source language": the same target side paired with reversed English sentences.
     pairs = factories.cipher_corpus(600)
     (workspace / "pairs2.tsv").write_text("".join(f"{' '.join(s.split()[::-1])}\t{t}\n" for s, t in pairs))
     assert run("align", "--model", workspace / "source", "--target-tokenizer", tokenizer_dir,
                "--parallel", workspace / "pairs2.tsv", "--aligner", "fast_align", "--output", workspace / "al2") == 0
     assert run("map", "--alignment", workspace / "al2", "--output", workspace / "m_second") == 0
-    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 3, 1,
+    assert run("map", "--alignment", aligned, workspace / "al2", "--alignment-weights", 3, 1,
                "--output", workspace / "m_both") == 0
-    first, second = TokenMapping.load(workspace / "m1"), TokenMapping.load(workspace / "m_second")
+    first, second = TokenMapping.load(mapped), TokenMapping.load(workspace / "m_second")
     both = TokenMapping.load(workspace / "m_both")
     source = torch.randn(first.shape[1], 8)
     torch.testing.assert_close(both.apply(source), 0.75 * first.apply(source) + 0.25 * second.apply(source))
-    assert run("map", "--alignment", workspace / "al", workspace / "al2", "--alignment-weights", 1,
+    assert run("map", "--alignment", aligned, workspace / "al2", "--alignment-weights", 1,
                "--output", workspace / "m_bad") == 2
 
 

@@ -75,6 +75,7 @@ def test_a_short_step_logs_nothing_and_quiet_logs_nothing(caplog, monkeypatch):
     assert not [r for r in caplog.records if r.name == "transtok.progress"]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_progress_lines_to_a_log_file(tmp_path):
     import os
     import subprocess

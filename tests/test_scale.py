@@ -1,4 +1,6 @@
 """Corpora in shards: contiguous blocks, streamed cleaning, and shard counts that add up to the whole."""
+import contextlib
+import io
 import json
 import shutil
 
@@ -23,6 +25,38 @@ def workspace(tmp_path_factory):
     factories.byte_level_tokenizer([s for s, _ in pairs], vocab_size=350).save_pretrained(root / "source")
     factories.byte_level_tokenizer([t for _, t in pairs], vocab_size=330).save_pretrained(root / "target")
     return root
+
+
+@pytest.fixture(scope="module")
+def aligned(workspace):
+    """The corpus aligned whole (``whole``) and in three shards (``shard1``..``shard3``), in chunks of 100
+    pairs: what ``align`` printed for each shard, by shard number."""
+    common = ["--model", workspace / "source", "--target-tokenizer", workspace / "target",
+              "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--chunk-size", 100]
+    assert run("align", *common, "--output", workspace / "whole") == 0
+    said = {}
+    for k in (1, 2, 3):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert run("align", *common, "--shard", f"{k}/3", "--output", workspace / f"shard{k}") == 0
+        said[k] = out.getvalue()
+    return said
+
+
+@pytest.fixture(scope="module")
+def merged(workspace, aligned):
+    """``merge-alignments`` of the three shards, given out of order (``merged``)."""
+    shards = [workspace / f"shard{k}" for k in (3, 1, 2)]  # order does not matter
+    assert run("merge-alignments", "--alignment", *shards, "--output", workspace / "merged") == 0
+    return workspace / "merged"
+
+
+@pytest.fixture(scope="module")
+def overlapping_inputs(workspace, merged):
+    """Besides the shards and their merge: ``whole2``, a copy of ``whole``, and ``partial``, shards 1 and 3
+    merged."""
+    shutil.copytree(workspace / "whole", workspace / "whole2")
+    merge_alignments([workspace / "shard1", workspace / "shard3"], workspace / "partial")
+    return workspace
 
 
 def test_shards_partition_the_corpus():
@@ -84,16 +118,10 @@ def test_empty_shard_is_refused(tmp_path):
         list(CorpusStream([tmp_path / "two.tsv"], shard="1/3"))
 
 
-def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspace, capsys, caplog):
-    common = ["--model", workspace / "source", "--target-tokenizer", workspace / "target",
-              "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--chunk-size", 100]
-    assert run("align", *common, "--output", workspace / "whole") == 0
-    for k in (1, 2, 3):
-        assert run("align", *common, "--shard", f"{k}/3", "--output", workspace / f"shard{k}") == 0
-    assert "(shard 3/3: pairs 400..600)" in capsys.readouterr().out
-    shards = [workspace / f"shard{k}" for k in (3, 1, 2)]  # order does not matter
-    assert run("merge-alignments", "--alignment", *shards, "--output", workspace / "merged") == 0
-    whole, merged = AlignmentCounts.load(workspace / "whole"), AlignmentCounts.load(workspace / "merged")
+def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspace, aligned, merged, tmp_path,
+                                                                         caplog):
+    assert "(shard 3/3: pairs 400..600)" in aligned[3] and "(shard 1/3: pairs 0..200)" in aligned[1]
+    whole, merged = AlignmentCounts.load(workspace / "whole"), AlignmentCounts.load(merged)
     assert whole.counts.nnz > 1000
     assert (whole.counts != 0).sum() == (merged.counts != 0).sum() == ((whole.counts != 0).multiply(merged.counts != 0)).sum()
     np.testing.assert_allclose(merged.counts.toarray(), whole.counts.toarray(), rtol=1e-12, atol=1e-12)
@@ -108,14 +136,14 @@ def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspa
     assert run("map", "--alignment", workspace / "merged", "--output", workspace / "map") == 0
 
     with pytest.raises(ConfigError, match=r"shard1 is given twice; its pairs would be counted twice"):
-        merge_alignments([workspace / "shard1", workspace / "shard2", workspace / "shard1"], workspace / "twice")
+        merge_alignments([workspace / "shard1", workspace / "shard2", workspace / "shard1"], tmp_path / "twice")
     caplog.clear()
-    merge_alignments([workspace / "shard1", workspace / "shard3"], workspace / "partial")
+    merge_alignments([workspace / "shard1", workspace / "shard3"], tmp_path / "partial")
     assert "covered 400 of 600 pairs of corpus pairs.tsv" in caplog.text
     assert "missing: pairs 200..400 (shards 2/3)" in caplog.text
-    assert json.loads((workspace / "partial" / "alignment.json").read_text())["stats"]["corpus_pairs"] == 600
+    assert json.loads((tmp_path / "partial" / "alignment.json").read_text())["stats"]["corpus_pairs"] == 600
     assert AlignmentCounts.load(workspace / "merged").stats["corpus_pairs"] == 600  # the corpus's, not a sum
-    assert not (workspace / "twice").exists()
+    assert not (tmp_path / "twice").exists()
 
 
 @pytest.mark.parametrize("parts, overlap", [
@@ -124,12 +152,9 @@ def test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks(workspa
     (["merged", "shard3"], "400..600"),           # a merged directory and one of its parts
     (["shard2", "partial", "merged"], "0..200"),  # overlaps found whatever the order
 ])
-def test_merging_never_counts_a_pair_twice(workspace, capsys, parts, overlap):
+def test_merging_never_counts_a_pair_twice(overlapping_inputs, capsys, parts, overlap):
     """Every overlap of what two inputs count is refused with one line naming both; nothing is written."""
-    if not (workspace / "partial").exists():
-        pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
-    if not (workspace / "whole2").exists():
-        shutil.copytree(workspace / "whole", workspace / "whole2")
+    workspace = overlapping_inputs
     assert run("merge-alignments", "--alignment", *[workspace / p for p in parts], "--output", workspace / "bad") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("transtok merge-alignments: error: ")
@@ -138,9 +163,7 @@ def test_merging_never_counts_a_pair_twice(workspace, capsys, parts, overlap):
     assert not (workspace / "bad").exists() and not list(workspace.glob(".bad*"))
 
 
-def test_old_alignments_without_coverage_are_refused(workspace, capsys):
-    if not (workspace / "shard1").exists():
-        pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
+def test_old_alignments_without_coverage_are_refused(workspace, aligned, capsys):
     old = workspace / "old-format"
     shutil.copytree(workspace / "shard2", old)
     meta = json.loads((old / "alignment.json").read_text())
@@ -152,10 +175,8 @@ def test_old_alignments_without_coverage_are_refused(workspace, capsys):
     assert "does not record which pairs of which corpus it counts" in err and "rebuild it with 'transtok align'" in err
 
 
-def test_alignments_of_other_tokenizers_are_not_merged(workspace):
+def test_alignments_of_other_tokenizers_are_not_merged(workspace, aligned):
     other = workspace / "other"
-    if not (workspace / "shard1").exists():
-        pytest.skip("needs test_merged_shards_equal_the_whole_corpus_aligned_in_the_same_chunks")
     assert run("align", "--model", workspace / "target", "--target-tokenizer", workspace / "target",
                "--parallel", workspace / "pairs.tsv", "--aligner", "fast_align", "--max-pairs", 50,
                "--output", other) == 0
