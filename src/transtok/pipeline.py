@@ -621,7 +621,7 @@ def _target_tokenizer(config: TransferConfig, source_tokenizer, target_texts: Se
     target_tokenizer = train_tokenizer(target_texts, source_tokenizer, asked, at_most=not config.vocab_size,
                                        keep_reserved=config.keep_reserved_tokens)
     logger.info("target vocabulary: %s tokens (%s%s)", f"{len(target_tokenizer):,}",
-                f"--vocab-size {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
+                f"`vocab_size` {asked:,}" if config.vocab_size else f"the source model's size, {asked:,}",
                 "" if len(target_tokenizer) >= asked else "; the text supports no more merges")
     return target_tokenizer, None
 
