@@ -298,6 +298,20 @@ def data_size_table(saved: dict) -> list[str]:
     return lines
 
 
+def prior_lines_table(dev: dict, test: dict | None) -> list[str]:
+    """benchmarks/prior_lines.py: the prior's pass from N lines, its seconds against the alignment's, dev (and the
+    held-out books at the chosen N)."""
+    held = {(r["lang"], r["sample"]): r["bits_per_byte"] for r in (test or {}).get("rows", [])}
+    lines = ["| language | lines | prior's seconds | alignment's seconds | prior / alignment | dev BPB | held-out BPB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in dev["rows"]:
+        out = held.get((r["lang"], r["sample"]))
+        lines.append(f"| {LANGS.get(r['lang'], r['lang'])} | {r['sample']:,} | {r['prior_seconds']:.1f} | "
+                     f"{r['align_seconds']:.1f} | {r['ratio']:.2f} | {r['bits_per_byte']:.4f} | "
+                     f"{'' if out is None else f'{out:.4f}'} |")
+    return lines
+
+
 DEV_BLOCKS = {
     "dev_vocab": (["segmentation_ja/dev"], ["source model, own tokenizer", "vocabulary 8,000", "defaults",
                                             "vocabulary 32,000", "vocabulary 49,152", "vocabulary 64,000", "FVT",
@@ -425,6 +439,16 @@ def sections() -> dict[str, list[str]]:
             "smallest size from which every larger one beats the source model on dev: "
             + ", ".join(f"{LANGS.get(lang, lang)} {entry.get('threshold_dev') or 'none measured'}"
                         for lang, entry in saved["languages"].items()) + ".", "", *data_size_table(saved), ""]
+    prior_lines = RESULTS / "prior_lines" / "results.json"
+    if prior_lines.is_file():
+        dev = json.loads(prior_lines.read_text())
+        test = RESULTS / "prior_lines" / "test" / "results.json"
+        out["prior_lines"] = [
+            "The unigram prior's q from 64, 128 or 256 training lines (its token frequencies count every line): the "
+            "pass's seconds against the alignment's in the same transfer, and bits per byte on the dev books; the "
+            f"held-out books for the chosen size only ({dev['machine']['cpu']}, {dev['machine']['cores']} cores, "
+            "idle, fp32; benchmarks/prior_lines.py, benchmarks/results/prior_lines/):",
+            "", *prior_lines_table(dev, json.loads(test.read_text()) if test.is_file() else None), ""]
     translation = RESULTS / "translation" / "translation.json"
     if translation.is_file():
         saved = json.loads(translation.read_text())

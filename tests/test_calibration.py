@@ -229,3 +229,23 @@ def test_unigram_prior_zero_changes_nothing_and_bad_strengths_are_config_errors(
             check_prior(bad)
     with pytest.raises(Exception, match="blank"):
         apply_unigram_prior(model, tokenizer, ["", " "], strength=0.5)
+
+
+@pytest.mark.parametrize("kind", ["byte_level", "sentencepiece"])
+def test_token_counts_in_pieces_are_the_joined_texts_counts(kind):
+    """The prior counts its tokens in pieces of a few texts (encoded in parallel); the counts are those of
+    the texts joined with newlines, as evaluation reads them: exactly for a byte-level tokenizer; for one that
+    marks a text's start (SentencePiece's ▁) up to the first word of each piece (``▁vavex`` for ``v`` ``avex``)."""
+    from transtok.calibration import token_counts
+
+    texts = [t for _, t in factories.cipher_corpus(103)]
+    tokenizer = getattr(factories, f"{kind}_tokenizer")(texts, vocab_size=320)
+    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+    joined = torch.bincount(torch.tensor(ids), minlength=len(tokenizer))[:len(tokenizer)].double()
+    for chunk in (1, 7, 50, 200):
+        pieces = -(-len(texts) // chunk)
+        counts = token_counts(tokenizer, texts, chunk=chunk)
+        assert counts.shape == joined.shape and counts.dtype == torch.float64
+        off = float((counts - joined).abs().sum())
+        assert off == 0 if kind == "byte_level" or pieces == 1 else off <= 12 * (pieces - 1), (chunk, off)
+    assert float(token_counts(tokenizer, texts, chunk=7).sum()) > len(texts)

@@ -260,14 +260,19 @@ DEFAULT_PRIOR = 1.0
 """Strength of the unigram prior that a replaced vocabulary gets by default (0 = off). Chosen on the dev
 books: at init among 0.5, 1 and 2 in Arabic and Spanish (benchmarks/results/ablation_prior/), and against
 no prior after the training budget in Spanish (benchmarks/results/prior_dev_after_es/)."""
-DEFAULT_PRIOR_TEXTS = 256
-"""Target-language training texts sampled (seed :data:`DEFAULT_SEED`) for the model's mean prediction: 256
-scored as 1,024 did on the Spanish dev books (1.640 vs 1.641 bits per byte; 128: 1.643;
-benchmarks/results/ablation_prior_texts/) at a quarter of the forward pass."""
+DEFAULT_PRIOR_TEXTS = 64
+"""Target-language training texts sampled (seed :data:`DEFAULT_SEED`) for the model's mean prediction (the
+token frequencies count every text). Chosen on the dev books of two languages (benchmarks/results/prior_lines/):
+64, 128 and 256 lines score the same on the mean of Spanish and Russian (1.4313, 1.4309, 1.4315 bits per byte;
+Spanish alone +0.005 from 256 to 64, Russian −0.005), and 64 is the one whose pass stays under a quarter of the
+alignment's time in both (0.11 and 0.15 on 2 CPU cores; 128: 0.21 and 0.26). 1,024 lines scored as 256 did
+(benchmarks/results/ablation_prior_texts/)."""
 PRIOR_SMOOTHING = 0.5
 """Add-k smoothing of the target token counts (tokens unseen in the text still get a finite prior)."""
 PRIOR_CLIP = 5.0
 """The largest logit change in nats, either way (a token seen once should not jump by 10 nats)."""
+PRIOR_CHUNK_LINES = 2048
+"""Texts per piece that the prior's token counts are encoded in (:func:`token_counts`)."""
 
 
 @dataclass
@@ -371,6 +376,21 @@ def mean_prediction(model, tokenizer, texts: Sequence[str], *, seq_len: int | No
     return probs / count, states / count, count
 
 
+def token_counts(tokenizer, texts: Sequence[str], *, chunk: int = PRIOR_CHUNK_LINES) -> torch.Tensor:
+    """(V,) float64 counts of each token of ``tokenizer`` in ``texts`` joined with newlines, as evaluation
+    reads them. The joined text is cut after a newline every ``chunk`` texts and the pieces encoded in one
+    batch, which a fast tokenizer spreads over the cores (half the time on two); the counts are the whole
+    text's (a byte-level BPE's exactly; where a tokenizer marks the start of a text, SentencePiece's ``▁``, the
+    first word of each piece may split otherwise: a few tokens in a million for the default pieces)."""
+    import torch
+
+    pieces = ["\n".join(texts[start:start + chunk]) + ("\n" if start + chunk < len(texts) else "")
+              for start in range(0, len(texts), chunk)]
+    ids = [i for piece in tokenizer(pieces, add_special_tokens=False)["input_ids"] for i in piece]
+    vocab = len(tokenizer)
+    return torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab)[:vocab].double()
+
+
 def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = DEFAULT_PRIOR,
                   sample: int = DEFAULT_PRIOR_TEXTS, seed: int = DEFAULT_SEED,
                   seq_len: int | None = None, device=None, bf16: bool | str | None = None) -> UnigramPrior:
@@ -386,12 +406,11 @@ def unigram_prior(model, tokenizer, texts: Sequence[str], *, strength: float = D
     if not texts:
         raise DataError("the unigram prior needs target-language text; every line is blank")
     vocab = len(tokenizer)
-    ids = tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
-    counts = torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab)[:vocab].double()
+    counts = token_counts(tokenizer, texts)
     frequency = (counts + PRIOR_SMOOTHING) / (counts.sum() + PRIOR_SMOOTHING * vocab)
     picked = sorted(random.Random(seed).sample(range(len(texts)), min(sample, len(texts))))
     logger.info("unigram prior: token frequencies of %s texts (%s tokens), the model's mean prediction on %s of them",
-                f"{len(texts):,}", f"{len(ids):,}", f"{len(picked):,}")
+                f"{len(texts):,}", f"{int(counts.sum()):,}", f"{len(picked):,}")
     mean_p, mean_h, positions = mean_prediction(model, tokenizer, [texts[i] for i in picked], seq_len=seq_len,
                                                 device=device, bf16=bf16)
     bias = strength * (frequency.log() - mean_p.clamp_min(1e-30).log()).clamp(-PRIOR_CLIP, PRIOR_CLIP)
