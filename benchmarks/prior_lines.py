@@ -21,14 +21,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prior_precision import cpu_name  # noqa: E402
+from prior_precision import cpu_name, untrained_transfer  # noqa: E402
 
-from transtok.assets import parallel_bible, smollm2_checkpoint  # noqa: E402
+from transtok.assets import smollm2_checkpoint  # noqa: E402
 from transtok.calibration import DEFAULT_PRIOR_TEXTS, apply_unigram_prior  # noqa: E402
 from transtok.checks import bf16_supported  # noqa: E402
 from transtok.evaluate import DEFAULT_STRIDE, eval_seq_len, evaluate_perplexity  # noqa: E402
 from transtok.loading import load_model  # noqa: E402
-from transtok.pipeline import TransferConfig, transfer  # noqa: E402
 
 logger = logging.getLogger("prior_lines")
 
@@ -48,18 +47,10 @@ def main(argv=None) -> None:
     rows, transfers = [], {}
     source = str(smollm2_checkpoint())
     for lang in args.langs:
-        split = parallel_bible("en", lang)
-        data = work / lang
-        data.mkdir(parents=True, exist_ok=True)
-        split.train.write_tsv(data / "train.tsv")
-        (data / "train.txt").write_text("".join(f"{t}\n" for t in split.train.target), encoding="utf-8")
-        model_dir, seconds_file = data / "no-prior", data / "transfer_seconds.json"
-        if not seconds_file.is_file():
-            result = transfer(TransferConfig(source_model=source, parallel=[str(data / "train.tsv")],
-                                             target_corpus=[str(data / "train.txt")], output=str(model_dir),
-                                             unigram_prior=0, overwrite=True, device="cpu"))
-            seconds_file.write_text(json.dumps(result.seconds) + "\n")
-        transfers[lang] = json.loads(seconds_file.read_text())
+        split, model_dir, seconds = untrained_transfer(lang, work, source)
+        if seconds is None:
+            raise SystemExit(f"{model_dir} was made without its step seconds; remove it and run again")
+        transfers[lang] = seconds
         align = transfers[lang]["align"]
         for sample in args.samples:
             model, tokenizer = load_model(str(model_dir))

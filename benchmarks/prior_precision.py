@@ -39,6 +39,24 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def untrained_transfer(lang: str, work: Path, source: str):
+    """(the en-``lang`` Bible split, the directory of ``transfer`` on its training books without the prior
+    (defaults otherwise, made once under ``work/lang/no-prior``), that transfer's step seconds: None where an
+    older run made it without recording them)."""
+    split = parallel_bible("en", lang)
+    data = work / lang
+    data.mkdir(parents=True, exist_ok=True)
+    split.train.write_tsv(data / "train.tsv")
+    (data / "train.txt").write_text("".join(f"{t}\n" for t in split.train.target), encoding="utf-8")
+    model_dir, seconds = data / "no-prior", data / "transfer_seconds.json"
+    if not (model_dir / "config.json").is_file():
+        result = transfer(TransferConfig(source_model=source, parallel=[str(data / "train.tsv")],
+                                         target_corpus=[str(data / "train.txt")], output=str(model_dir),
+                                         unigram_prior=0, overwrite=True, device="cpu"))
+        seconds.write_text(json.dumps(result.seconds) + "\n")
+    return split, model_dir, json.loads(seconds.read_text()) if seconds.is_file() else None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--langs", nargs="+", default=["es", "ru"])
@@ -51,15 +69,7 @@ def main(argv=None) -> None:
     rows = []
     source = str(smollm2_checkpoint())
     for lang in args.langs:
-        split = parallel_bible("en", lang)
-        data = work / lang
-        data.mkdir(parents=True, exist_ok=True)
-        split.train.write_tsv(data / "train.tsv")
-        (data / "train.txt").write_text("".join(f"{t}\n" for t in split.train.target), encoding="utf-8")
-        model_dir = data / "no-prior"
-        if not (model_dir / "config.json").is_file():
-            transfer(TransferConfig(source_model=source, parallel=[str(data / "train.tsv")], output=str(model_dir),
-                                    target_corpus=[str(data / "train.txt")], unigram_prior=0, overwrite=True))
+        split, model_dir, _ = untrained_transfer(lang, work, source)
         for precision in ("fp32", "bf16"):
             model, tokenizer = load_model(str(model_dir))
             start = time.perf_counter()
