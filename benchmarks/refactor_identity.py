@@ -7,6 +7,8 @@ files must list the same hashes. Also records the line counts of cli.py, pipelin
 
     python benchmarks/refactor_identity.py --label before
     python benchmarks/refactor_identity.py --label after
+
+(The before/after files of issue 28 were written with ``--source-model``, the name the code before it knew.)
 """
 from __future__ import annotations
 
@@ -109,11 +111,11 @@ def main() -> None:
             raise SystemExit(f"transtok {' '.join(argv)} exited {code}")
 
     run("map", "--alignment", str(align_dir), "--output", str(out / "map"))
-    run("transplant", "--source-model", str(source), "--mapping", str(out / "map"), "--output", str(out / "plain"))
-    run("transplant", "--source-model", str(source), "--mapping", str(out / "map"), "--parallel", str(tsv),
+    run("transplant", "--model", str(source), "--mapping", str(out / "map"), "--output", str(out / "plain"))
+    run("transplant", "--model", str(source), "--mapping", str(out / "map"), "--parallel", str(tsv),
         "--output", str(out / "prior"), "--device", "cpu")
     # 2. transfer with the same target tokenizer and the same (patched) alignment
-    run("transfer", "--source-model", str(source), "--parallel", str(tsv), "--target-tokenizer",
+    run("transfer", "--model", str(source), "--parallel", str(tsv), "--target-tokenizer",
         str(cache / "tokenizer"), "--output", str(out / "transfer"), "--device", "cpu")
     # 3. the init-methods benchmark's trans-tokenization model from the same tokenizer and alignment, not scored
     init_methods.evaluate_perplexity = lambda model, tokenizer, texts, **kw: type(

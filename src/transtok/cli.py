@@ -431,12 +431,12 @@ def _add_calibrate(sub) -> None:
 def _run_calibrate(args) -> int:
     from pathlib import Path
 
-    from transtok.artifacts import OutputDir, read_json
+    from transtok.artifacts import PROVENANCE_DIR, OutputDir, read_json
     from transtok.checks import Placement
     from transtok.pipeline import CalibrateOptions, calibrate
 
     out = calibrate(**{**_values(args, CalibrateOptions, OutputDir, Placement), "device": _device(args)})
-    r = read_json(Path(out) / "transtok" / "calibrate.json")
+    r = read_json(Path(out) / PROVENANCE_DIR / "calibrate.json")
     start, stop = r["row_range"]
     print(f"unigram prior (strength {r['strength']:g}) on {stop - start:,} head rows"
           f"{f' (the new tokens, ids {start:,}..{stop - 1:,})' if r['rows'] == 'new' else ''}: logits moved by "
