@@ -350,3 +350,12 @@ def test_readme_python_example_runs_as_written(workspace, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
     model = AutoModelForCausalLM.from_pretrained(workspace / "smollm2-es")
     assert model.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(workspace / "smollm2-es"))
+
+
+def test_map_of_a_folder_that_is_no_alignment_names_it(workspace, capsys):
+    (workspace / "not-aligned").mkdir()
+    for given in (workspace / "not-aligned", workspace / "missing"):
+        assert run("map", "--alignment", given, "--output", workspace / "never-mapped") == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--alignment '{given}' is not an alignment directory" in err, err
+    assert not (workspace / "never-mapped").exists()

@@ -165,6 +165,10 @@ def run_map(alignment: str | Sequence[str] | None, output: str, *, config: Mappi
     if alignment_weights is not None and not sum(alignment_weights) > 0:
         raise ConfigError(f"`alignment_weights` {' '.join(map(str, alignment_weights))} are all 0; give at least one "
                           "positive weight")
+    for directory in alignments:
+        if not (Path(directory) / "alignment.json").is_file():
+            raise ConfigError(f"`alignment` {str(directory)!r} is not an alignment directory (it has no alignment.json); "
+                              "give a directory written by 'transtok align'")
     if alignments:
         source_tokenizer = load_tokenizer(str(Path(alignments[0]) / SOURCE_TOKENIZER_DIR))
         target_tokenizer = load_tokenizer(str(Path(alignments[0]) / TARGET_TOKENIZER_DIR))
