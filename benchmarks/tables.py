@@ -208,7 +208,7 @@ def headline_table(inits, priors) -> list[str]:
     calibrated = any(source_prior(r["lang"]) is not None for _, r in priors)
     lines = ["| language | source model, own tokenizer | "
              + ("+ the same unigram prior | " if calibrated else "")
-             + "trans-tokenization | + unigram prior (the default) |", "|---|---|---|---|" + ("---|" if calibrated else "")]
+             + "trans-tokenization | + unigram prior (q from 1,024 lines) |", "|---|---|---|---|" + ("---|" if calibrated else "")]
     for _, r in priors:
         values = [r["methods"].get("source (own tokenizer)", {}).get("init"),
                   *([source_prior(r["lang"])] if calibrated else []),

@@ -180,9 +180,9 @@ def test_bad_inputs(texts, target_tokenizer, source_tokenizer):
         evaluate_perplexity(model, target_tokenizer, "one text", seq_len=SEQ)
     with pytest.raises(ConfigError, match="seq_len 512 needs 513 positions .* the model has 128; use seq_len 127"):
         evaluate_perplexity(model, target_tokenizer, texts)
-    with pytest.raises(ConfigError, match="seq_len must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match="`seq_len` must be a positive integer, got 0"):
         evaluate_perplexity(model, target_tokenizer, texts, seq_len=0)
-    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got -1"):
+    with pytest.raises(ConfigError, match="`batch_size` must be a positive integer, got -1"):
         evaluate_perplexity(model, target_tokenizer, texts, seq_len=SEQ, batch_size=-1)
     small = factories.tiny_causal_lm("llama", 50, True)
     with pytest.raises(MismatchError, match="produced id \\d+ but the model has only 50 embedding rows"):

@@ -60,3 +60,15 @@ def test_a_verb_cannot_declare_one_name_twice():
         _parser(use(Knobs, "count"), use(Knobs, "count"))
     with pytest.raises(TypeError, match="declares no option 'library_only'"):
         _parser(use(Knobs, "library_only"))
+
+
+def test_no_backtick_reaches_a_command_line_user():
+    """A setting the running verb does not declare (another verb's) is still spelled as a flag."""
+    from transtok.options import as_flags_everywhere
+
+    flags = {"min_count": "--min-count", "merge=False": "--no-merge"}
+    message = ("`min_count` -1; mapped without `tied_head`; plain text (`chat=False`), or `chat=True`; "
+               "`merge=False`; `focus.min_count`; `rows=all`")
+    assert as_flags_everywhere(message, flags) == ("--min-count -1; mapped without --tied-head; plain text "
+                                                   "(--no-chat), or --chat; --no-merge; --min-count; --rows all")
+    assert "`" not in as_flags_everywhere("`a_b` and `c`", {})

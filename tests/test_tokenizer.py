@@ -258,7 +258,7 @@ def test_vocab_size_below_the_corpus_alphabet_names_the_size_needed(corpora):
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5, True])
 def test_bad_vocab_size_type(bad, source_tokenizer):
-    with pytest.raises(ConfigError, match=f"vocab_size must be a positive integer, got {bad!r}"):
+    with pytest.raises(ConfigError, match=f"`vocab_size` must be a positive integer, got {bad!r}"):
         train_tokenizer(["text"], source_tokenizer, bad)
 
 

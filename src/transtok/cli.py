@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transtok.errors import TranstokError
-from transtok.options import (Formatter, HelpAll, Use, add_options, as_flags, deprecated, option, usage, use,
+from transtok.options import (Formatter, HelpAll, Use, add_options, as_flags_everywhere, deprecated, option, usage, use,
                               values)
 
 logger = logging.getLogger("transtok")
@@ -938,7 +938,7 @@ class _FlagNames(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "`" in str(record.msg):
-            record.msg, record.args = as_flags(record.getMessage(), self.flags), None
+            record.msg, record.args = as_flags_everywhere(record.getMessage(), self.flags), None
         return True
 
 
@@ -1026,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TranstokError as exc:
         if args is not None and args.verbose:
             logger.exception("failed")
-        print(f"{name}: error: {as_flags(str(exc), _flags(args))}", file=sys.stderr)
+        print(f"{name}: error: {as_flags_everywhere(str(exc), _flags(args))}", file=sys.stderr)
         return 2
     except OSError as exc:
         from transtok.diskspace import FULL_ERRNOS, disk_full_error
@@ -1036,12 +1036,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args is not None and args.verbose:
             logger.exception("failed")
         message = disk_full_error(exc.filename or '.', 'what it had written there may be incomplete')
-        print(f"{name}: error: {as_flags(str(message), _flags(args))}", file=sys.stderr)
+        print(f"{name}: error: {as_flags_everywhere(str(message), _flags(args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         hint = getattr(args, "interrupt_hint", None)
-        left = as_flags(hint(), _flags(args)) if callable(hint) else "no partial output was kept"
+        left = as_flags_everywhere(hint(), _flags(args)) if callable(hint) else "no partial output was kept"
         print(f"{name}: {'terminated' if terminated else 'interrupted'}; {left}", file=sys.stderr)
         return 143 if terminated else 130
     finally:

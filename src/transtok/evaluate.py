@@ -142,13 +142,13 @@ def evaluate_perplexity(model, tokenizer, texts: Sequence[str], *, seq_len: int 
     from transtok.progress import bar as progress_bar
 
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise ConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
+        raise ConfigError(f"`seq_len` must be a positive integer, got {seq_len!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"`batch_size` must be a positive integer, got {batch_size!r}")
     stride = seq_len if stride is None else stride
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= seq_len:
-        raise ConfigError(f"stride must be an integer from 1 to seq_len ({seq_len}), got {stride!r}; "
-                          f"stride = seq_len is the block protocol")
+        raise ConfigError(f"`stride` must be an integer from 1 to `seq_len` ({seq_len}), got {stride!r}; "
+                          f"a stride equal to `seq_len` is the block protocol")
     device = check_device(device)
     if isinstance(texts, str):
         raise ConfigError("texts must be a sequence of strings, not one string; pass [text]")

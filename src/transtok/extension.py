@@ -217,9 +217,9 @@ def extend_tokenizer(texts: Iterable[str], source_tokenizer, new_tokens: int, *,
     from transtok.tokenizer import BYTE_PIECES, wrap_like
 
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens <= 0:
-        raise ConfigError(f"the number of new tokens must be a positive integer, got {new_tokens!r}")
+        raise ConfigError(f"the number of new tokens (`extend`, `new_tokens`) must be a positive integer, got {new_tokens!r}")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+        raise ConfigError(f"`min_frequency` must be an integer >= 1, got {min_frequency!r}")
     spec = _spec(source_tokenizer)
     _check_source(spec)
     first_id = len(source_tokenizer)

@@ -96,6 +96,18 @@ def as_flags(message: str, flags: Mapping[str, str]) -> str:
     return _PARAMETER.sub(flag, message)
 
 
+def as_flags_everywhere(message: str, flags: Mapping[str, str]) -> str:
+    """:func:`as_flags`, and a setting the running verb does not declare (another verb's, e.g. ``map``'s
+    ```tied_head``` in ``transplant``'s message) in the command line's spelling: ``--tied-head``
+    (```chat=False``` → ``--no-chat``, ```chat=True``` → ``--chat``); no backtick reaches a CLI user."""
+    def spelled(match: re.Match) -> str:
+        name, _, value = match.group(1).rpartition(".")[2].partition("=")
+        flag = "--" + name.replace("_", "-")
+        return {"False": "--no-" + flag[2:], "True": flag}.get(value, flag if not value else f"{flag} {value}")
+
+    return _PARAMETER.sub(spelled, as_flags(message, flags))
+
+
 # --- the command line generated from the declarations ---------------------------------------------
 
 @dataclass(frozen=True)

@@ -438,12 +438,12 @@ def train_tokenizer(texts: Iterable[str], source_tokenizer, vocab_size: int, *, 
     spec = _source_spec(source_tokenizer)
     kind = spec["model"]["type"]
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
-        raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+        raise ConfigError(f"`vocab_size` must be a positive integer, got {vocab_size!r}")
     if vocab_size > MAX_VOCAB_SIZE:
         raise ConfigError(f"`vocab_size` {vocab_size:,} is more than {MAX_VOCAB_SIZE:,}, far beyond any model's "
                           "vocabulary (the largest have about 262k tokens); use e.g. `vocab_size` 32000")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ConfigError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+        raise ConfigError(f"`min_frequency` must be an integer >= 1, got {min_frequency!r}")
     source_added = _special_entries(spec)
     unused = [] if keep_reserved else _unused_specials(spec, source_tokenizer)
     dropped = set(unused)
