@@ -486,5 +486,5 @@ def test_cli_assets_bible_list_and_errors(index, tmp_path, capsys):
     assert f"cache: {index['cache']}" in listing and "ru: Synodal 1876 [r] public domain" in listing
 
     assert main(["assets", "bible", "--target", "xx", "--output", str(tmp_path / "bad")]) == 2
-    assert "transtok assets: error: no Bible for language 'xx'" in capsys.readouterr().err
+    assert "transtok assets bible: error: no Bible for language 'xx'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -284,7 +284,7 @@ def test_cli_bad_input_is_one_line_and_exit_2_before_the_model_loads(tmp_path, c
     def refused(*argv) -> str:
         assert main(["evaluate", "translation", *argv]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("transtok evaluate: error: ")
+        assert err.count("\n") == 1 and err.startswith("transtok evaluate translation: error: ")
         return err
 
     assert "7 sources but 5 references" in refused("--model", missing_model, "--from", "a", "--to", "b",

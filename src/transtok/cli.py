@@ -574,7 +574,8 @@ def _translation_likelihood(args):
 class _HydraOptions:
     """The hydra verbs' inputs and settings (build, generate, export, translate)."""
 
-    model: str = option(metavar="DIR", group="input", help="Hydra directory or plain checkpoint")
+    model: str = option(metavar="DIR", group="input",
+                        help="Hydra directory (from 'transtok hydra build'; translate also takes a plain checkpoint)")
     vocab: list[str] | None = option(None, metavar="NAME=DIR", repeat=True, group="input",
                                      help="a vocabulary and its checkpoint; repeat (e.g. --vocab en=smollm2/ --vocab "
                                           "es=smollm2-es/)")
@@ -1013,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pause_point("parse")
         args = _parse(argv)
-        name = f"transtok {args.verb}"
+        name = " ".join(["transtok", args.verb, *filter(None, [getattr(args, f"{args.verb}_action", None)])])
         _configure_logging(args)
         for old, new in deprecated(args):
             logger.warning("%s is deprecated, use %s; the old name goes in the next release", old, new)
@@ -1047,3 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+if __name__ == "__main__":  # python -m transtok.cli, as python -m transtok
+    sys.exit(main())
